@@ -1,0 +1,34 @@
+// Package tpm owns the TPM: opening it (a kernel device, a swtpm socket, or,
+// in builds with the simulator tag, the in-process reference simulator), the
+// storage root key, creating, importing, loading and sealing keys, the
+// crypto.Signer that signs with them, and serialising all access to the one
+// device.
+//
+// # Concurrency
+//
+// A [Device] is safe for concurrent use. Every TPM command sequence runs on
+// one owner goroutine, fed by a bounded queue: callers that find the queue
+// full, or that wait longer than the configured budget, get [ErrBusy]. Each
+// command has a deadline, so a TPM that stops answering yields
+// [ErrUnavailable] instead of a hang.
+//
+// # Slots and handles
+//
+// A TPM without a resource manager (swtpm) holds three transient objects. The
+// device keeps a small least-recently-used cache of loaded objects, evicts
+// one whenever a command needs a free slot, and flushes every transient object
+// and session when it opens and after any transport error, so handles left
+// behind by a crash or a timed-out command do not accumulate.
+//
+// # RSA padding
+//
+// RSA keys are sign+decrypt keys with scheme NULL. The signer builds the
+// PKCS #1 v1.5 or PSS encoding in Go (PSS with salt length = hash length) and
+// applies the private key with TPM2_RSA_Decrypt. Many hardware TPMs sign PSS
+// with the largest salt, which TLS 1.3 and JWS verifiers reject; this path
+// gives the same bytes on every TPM. Each key has its own random auth value,
+// so only brokerd can use a key as a raw RSA oracle.
+//
+// This package knows nothing of key names, HTTP or persistence: key blobs go
+// in and out as values the caller stores.
+package tpm
