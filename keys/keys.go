@@ -1,0 +1,534 @@
+// Package keys is the key registry: which keys brokerd holds, under which
+// names, of which storage kind, with which certificate chain, and the TPM
+// blobs that make them usable. It decides whether a key lives in the TPM or
+// is sealed by it, and signs with the /sign semantics of the reference
+// broker (RS, PS with salt = hash length, ES as raw r||s).
+//
+// # Concurrency
+//
+// A Manager is safe for concurrent use.
+package keys
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/brokerd/brokerd/store"
+	"github.com/brokerd/brokerd/tpm"
+)
+
+// Kind is how a key is stored.
+type Kind string
+
+// Storage kinds.
+const (
+	// KindTPM keys were generated inside the TPM and never left it.
+	KindTPM Kind = "tpm"
+	// KindImported keys came from a PEM file and were wrapped under the
+	// TPM's storage root key: usable only on this TPM.
+	KindImported Kind = "imported"
+	// KindEKWrapped keys were encrypted for this TPM's endorsement key off
+	// the appliance; the clear key never reached it.
+	KindEKWrapped Kind = "ek-wrapped"
+	// KindSealed keys are too large for the TPM (RSA-4096): encrypted under
+	// a key the TPM seals, decrypted into memory only.
+	KindSealed Kind = "sealed"
+)
+
+var (
+	// ErrUnknownKey is returned for a name that is neither a key id nor an
+	// alias.
+	ErrUnknownKey = errors.New("unknown key")
+	// ErrIncompatible is returned when a signature algorithm does not suit
+	// the key (RS with an EC key, ES with an RSA key).
+	ErrIncompatible = errors.New("algorithm incompatible with key")
+	// ErrCertMismatch is returned when a certificate's public key is not
+	// the key's.
+	ErrCertMismatch = errors.New("certificate does not match the key")
+	// ErrInvalidName is returned for a key id or alias brokerd does not
+	// accept.
+	ErrInvalidName = errors.New("invalid key name")
+	// ErrExists is returned when a key id or alias is already taken.
+	ErrExists = errors.New("key name already taken")
+)
+
+// metaSRKName is the meta entry binding the state to its TPM.
+const metaSRKName = "tpm_srk_name"
+
+// record is a key as the store keeps it.
+type record struct {
+	Kind      Kind           `json:"kind"`
+	Algorithm tpm.Algorithm  `json:"algorithm"`
+	Public    []byte         `json:"public"`          // PKIX DER
+	Chain     [][]byte       `json:"chain,omitempty"` // DER, leaf first
+	Blob      *tpm.KeyBlob   `json:"blob,omitempty"`
+	Sealed    *tpm.SealedKey `json:"sealed,omitempty"`
+	Created   time.Time      `json:"created"`
+}
+
+// Info describes a key without its secrets.
+type Info struct {
+	ID        string        `json:"id"`
+	Aliases   []string      `json:"aliases"`
+	Kind      Kind          `json:"kind"`
+	Algorithm tpm.Algorithm `json:"algorithm"`
+	Created   time.Time     `json:"created"`
+	// Certificate fields are empty when no certificate is attached.
+	Subject   string     `json:"subject,omitempty"`
+	Issuer    string     `json:"issuer,omitempty"`
+	NotBefore *time.Time `json:"not_before,omitempty"`
+	NotAfter  *time.Time `json:"not_after,omitempty"`
+	X5tS256   string     `json:"x5t#S256,omitempty"`
+	ChainLen  int        `json:"chain_length"`
+}
+
+// Manager is the key registry on one TPM and one state file.
+type Manager struct {
+	dev      *tpm.Device
+	st       *store.Store
+	sealPCRs []int
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	signers map[string]crypto.Signer // by id: loaded lazily, sealed keys unsealed once
+}
+
+// Options configures a Manager.
+type Options struct {
+	// SealPCRs binds newly sealed keys to these SHA-256 PCRs.
+	SealPCRs []int
+	Log      *slog.Logger
+}
+
+// Open returns the registry of st on dev. The first use binds the state to
+// the TPM; later uses on another TPM fail with tpm.ErrWrongTPM.
+func Open(dev *tpm.Device, st *store.Store, opts Options) (*Manager, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	srk := dev.SRKName()
+	switch have, err := st.Meta(metaSRKName); {
+	case errors.Is(err, store.ErrNotFound):
+		if err := st.SetMeta(metaSRKName, srk); err != nil {
+			return nil, fmt.Errorf("keys: bind state to TPM: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("keys: %w", err)
+	case !bytes.Equal(have, srk):
+		return nil, fmt.Errorf("keys: %w: the state in %s was made with another TPM (its storage root key differs); its keys cannot be used with %s",
+			tpm.ErrWrongTPM, path.Dir(st.Path()), dev.Address())
+	}
+	return &Manager{dev: dev, st: st, sealPCRs: opts.SealPCRs, log: opts.Log, signers: map[string]crypto.Signer{}}, nil
+}
+
+// ValidateName checks a key id or alias. Names are what clients send as
+// key_id, cert_path and key_path; they are looked up, never opened as files,
+// so only control characters, spaces and the names "." and ".." are refused.
+func ValidateName(name string) error {
+	switch {
+	case name == "", len(name) > 255:
+		return fmt.Errorf("%w: %q must be 1 to 255 bytes", ErrInvalidName, name)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: %q is not UTF-8", ErrInvalidName, name)
+	case name == "." || name == "..":
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			return fmt.Errorf("%w: %q contains a space or control character", ErrInvalidName, name)
+		}
+	}
+	return nil
+}
+
+// CreateOptions are the optional parts of Create.
+type CreateOptions struct {
+	Aliases []string
+	// CSR, when set, is the template of a certificate signing request the
+	// new key signs inside the TPM.
+	CSR *x509.CertificateRequest
+}
+
+// Create generates a key inside the TPM. It returns the CSR (DER) when
+// opts.CSR is set.
+func (m *Manager) Create(ctx context.Context, id string, alg tpm.Algorithm, opts CreateOptions) (Info, []byte, error) {
+	if err := m.checkNew(id, opts.Aliases); err != nil {
+		return Info{}, nil, err
+	}
+	switch alg {
+	case tpm.RSA2048, tpm.RSA3072, tpm.P256, tpm.P384:
+	default:
+		return Info{}, nil, fmt.Errorf("keys: create %q: %s keys cannot be created in a TPM (want rsa2048, rsa3072, p256 or p384)", id, alg)
+	}
+	k, err := m.dev.CreateKey(ctx, alg)
+	if err != nil {
+		return Info{}, nil, fmt.Errorf("keys: create %q: %w", id, err)
+	}
+	signer, err := m.dev.Signer(k)
+	if err != nil {
+		return Info{}, nil, fmt.Errorf("keys: create %q: %w", id, err)
+	}
+	var csr []byte
+	if opts.CSR != nil {
+		tmpl := *opts.CSR
+		if tmpl.SignatureAlgorithm == x509.UnknownSignatureAlgorithm && alg == tpm.P384 {
+			tmpl.SignatureAlgorithm = x509.ECDSAWithSHA384
+		}
+		if csr, err = x509.CreateCertificateRequest(nil, &tmpl, signer); err != nil {
+			return Info{}, nil, fmt.Errorf("keys: create %q: sign CSR: %w", id, err)
+		}
+	}
+	blob := k.Blob()
+	info, err := m.put(id, opts.Aliases, &record{Kind: KindTPM, Algorithm: alg, Blob: &blob}, k.Public(), nil, false)
+	return info, csr, err
+}
+
+// ImportOptions are the optional parts of Import and ImportWrapped.
+type ImportOptions struct {
+	Aliases []string
+	// Chain is the key's certificate (leaf first, then intermediates).
+	Chain []*x509.Certificate
+}
+
+// Import stores an existing private key: wrapped under the TPM's storage
+// root key when the TPM can hold it, sealed otherwise.
+func (m *Manager) Import(ctx context.Context, id string, priv crypto.Signer, opts ImportOptions) (Info, error) {
+	if err := m.checkNew(id, opts.Aliases); err != nil {
+		return Info{}, err
+	}
+	if err := checkChain(priv.Public(), opts.Chain); err != nil {
+		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
+	}
+	alg, err := tpm.AlgorithmOf(priv.Public())
+	if err != nil {
+		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
+	}
+	rec := &record{Algorithm: alg}
+	if m.dev.Supports(alg) {
+		k, err := m.dev.ImportKey(ctx, priv)
+		if err != nil {
+			return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
+		}
+		blob := k.Blob()
+		rec.Kind, rec.Blob = KindImported, &blob
+	} else {
+		sk, err := m.dev.SealKey(ctx, priv, m.sealPCRs)
+		if err != nil {
+			return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
+		}
+		rec.Kind, rec.Sealed = KindSealed, sk
+	}
+	info, err := m.put(id, opts.Aliases, rec, priv.Public(), opts.Chain, false)
+	if err == nil && rec.Kind == KindSealed {
+		m.mu.Lock()
+		m.signers[id] = priv
+		m.mu.Unlock()
+	}
+	return info, err
+}
+
+// ImportWrapped stores a key that `brokerd key wrap` encrypted for this
+// TPM's endorsement key.
+func (m *Manager) ImportWrapped(ctx context.Context, id string, w *tpm.WrappedKey, opts ImportOptions) (Info, error) {
+	if err := m.checkNew(id, opts.Aliases); err != nil {
+		return Info{}, err
+	}
+	k, err := m.dev.ImportWrapped(ctx, w)
+	if err != nil {
+		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
+	}
+	if err := checkChain(k.Public(), opts.Chain); err != nil {
+		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
+	}
+	blob := k.Blob()
+	return m.put(id, opts.Aliases, &record{Kind: KindEKWrapped, Algorithm: k.Algorithm(), Blob: &blob}, k.Public(), opts.Chain, false)
+}
+
+// AttachCert sets the certificate chain of key id (leaf first) and adds
+// aliases. The leaf's public key must be the key's.
+func (m *Manager) AttachCert(id string, chain []*x509.Certificate, aliases []string) (Info, error) {
+	rec, stored, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	if rec.ID != id {
+		return Info{}, fmt.Errorf("keys: attach certificate: %q is an alias of %q; give the key id", id, rec.ID)
+	}
+	pub, err := x509.ParsePKIXPublicKey(stored.Public)
+	if err != nil {
+		return Info{}, fmt.Errorf("keys: attach certificate to %q: %w", id, err)
+	}
+	if len(chain) == 0 {
+		return Info{}, fmt.Errorf("keys: attach certificate to %q: no certificate given", id)
+	}
+	if err := checkChain(pub, chain); err != nil {
+		return Info{}, fmt.Errorf("keys: attach certificate to %q: %w", id, err)
+	}
+	for _, a := range aliases {
+		if err := ValidateName(a); err != nil {
+			return Info{}, fmt.Errorf("keys: attach certificate to %q: %w", id, err)
+		}
+	}
+	all := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(rec.Aliases), aliases...))))
+	return m.put(id, all, stored, pub, chain, true)
+}
+
+// checkChain checks that chain's leaf certifies pub and that each
+// certificate is signed by the next.
+func checkChain(pub crypto.PublicKey, chain []*x509.Certificate) error {
+	if len(chain) == 0 {
+		return nil
+	}
+	if !publicEqual(pub, chain[0].PublicKey) {
+		return fmt.Errorf("%w (subject %q)", ErrCertMismatch, chain[0].Subject)
+	}
+	for i := 0; i+1 < len(chain); i++ {
+		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
+			return fmt.Errorf("certificate %d (%q) is not issued by the next one (%q): %w", i+1, chain[i].Subject, chain[i+1].Subject, err)
+		}
+	}
+	return nil
+}
+
+func publicEqual(a, b crypto.PublicKey) bool {
+	ae, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ae.Equal(b)
+}
+
+// checkNew validates a new key's names and refuses taken ones before any
+// TPM work is done.
+func (m *Manager) checkNew(id string, aliases []string) error {
+	for _, n := range append([]string{id}, aliases...) {
+		if err := ValidateName(n); err != nil {
+			return fmt.Errorf("keys: %w", err)
+		}
+		if _, err := m.st.Key(n); err == nil {
+			return fmt.Errorf("keys: %q: %w", n, ErrExists)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("keys: %w", err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) put(id string, aliases []string, rec *record, pub crypto.PublicKey, chain []*x509.Certificate, replace bool) (Info, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return Info{}, fmt.Errorf("keys: store %q: %w", id, err)
+	}
+	rec.Public = der
+	if chain != nil {
+		rec.Chain = nil
+		for _, c := range chain {
+			rec.Chain = append(rec.Chain, c.Raw)
+		}
+	}
+	if rec.Created.IsZero() {
+		rec.Created = time.Now().UTC().Truncate(time.Second)
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return Info{}, fmt.Errorf("keys: store %q: %w", id, err)
+	}
+	err = m.st.PutKey(store.KeyRecord{ID: id, Aliases: aliases, Data: data}, replace)
+	if errors.Is(err, store.ErrExists) {
+		return Info{}, fmt.Errorf("keys: %w: %w", ErrExists, err)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("keys: %w", err)
+	}
+	return info(store.KeyRecord{ID: id, Aliases: aliases}, rec)
+}
+
+// get resolves a key id or alias.
+func (m *Manager) get(name string) (store.KeyRecord, *record, error) {
+	sr, err := m.st.Key(name)
+	if errors.Is(err, store.ErrNotFound) {
+		// Clients of the reference broker name keys as paths relative to
+		// its certificate directory; "./qseal.key" means "qseal.key".
+		if clean := path.Clean(name); clean != name && !strings.HasPrefix(clean, "../") && !path.IsAbs(clean) {
+			sr, err = m.st.Key(clean)
+		}
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return store.KeyRecord{}, nil, fmt.Errorf("keys: %w: %q", ErrUnknownKey, name)
+	}
+	if err != nil {
+		return store.KeyRecord{}, nil, fmt.Errorf("keys: %w", err)
+	}
+	var rec record
+	if err := json.Unmarshal(sr.Data, &rec); err != nil {
+		return store.KeyRecord{}, nil, fmt.Errorf("keys: key %q: corrupt record: %w", sr.ID, err)
+	}
+	return sr, &rec, nil
+}
+
+// Info describes the key named name (id or alias).
+func (m *Manager) Info(name string) (Info, error) {
+	sr, rec, err := m.get(name)
+	if err != nil {
+		return Info{}, err
+	}
+	return info(sr, rec)
+}
+
+// Chain returns the certificate chain of the key named name (leaf first;
+// empty when none is attached).
+func (m *Manager) Chain(name string) ([]*x509.Certificate, error) {
+	_, rec, err := m.get(name)
+	if err != nil {
+		return nil, err
+	}
+	return parseChain(rec.Chain)
+}
+
+// List describes every key, ordered by id.
+func (m *Manager) List() ([]Info, error) {
+	all, err := m.st.Keys()
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	out := make([]Info, 0, len(all))
+	for _, sr := range all {
+		var rec record
+		if err := json.Unmarshal(sr.Data, &rec); err != nil {
+			return nil, fmt.Errorf("keys: key %q: corrupt record: %w", sr.ID, err)
+		}
+		i, err := info(sr, &rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+func info(sr store.KeyRecord, rec *record) (Info, error) {
+	i := Info{ID: sr.ID, Aliases: sr.Aliases, Kind: rec.Kind, Algorithm: rec.Algorithm, Created: rec.Created, ChainLen: len(rec.Chain)}
+	if i.Aliases == nil {
+		i.Aliases = []string{}
+	}
+	slices.Sort(i.Aliases)
+	if len(rec.Chain) > 0 {
+		leaf, err := x509.ParseCertificate(rec.Chain[0])
+		if err != nil {
+			return Info{}, fmt.Errorf("keys: key %q: certificate: %w", sr.ID, err)
+		}
+		nb, na := leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
+		i.Subject, i.Issuer, i.NotBefore, i.NotAfter = FormatSubject(leaf.RawSubject), FormatSubject(leaf.RawIssuer), &nb, &na
+		i.X5tS256 = X5tS256(leaf)
+	}
+	return i, nil
+}
+
+// X5tS256 is a certificate's SHA-256 thumbprint as JOSE and RFC 8705 write
+// it: base64url without padding.
+func X5tS256(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func parseChain(ders [][]byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for _, der := range ders {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("keys: stored certificate: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Delete removes key id (not an alias) and flushes it from the TPM. Its
+// blobs are gone; a TPM-generated key cannot be recovered.
+func (m *Manager) Delete(ctx context.Context, id string) error {
+	sr, rec, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	if sr.ID != id {
+		return fmt.Errorf("keys: delete: %q is an alias of %q; give the key id", id, sr.ID)
+	}
+	if err := m.st.DeleteKey(id); err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	m.mu.Lock()
+	delete(m.signers, id)
+	m.mu.Unlock()
+	if rec.Blob != nil {
+		if k, err := tpm.ParseKeyBlob(*rec.Blob); err == nil {
+			if err := m.dev.Forget(ctx, k); err != nil {
+				m.log.Warn("keys: flush deleted key", "id", id, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Signer returns the crypto.Signer of the key named name: a TPM signer, or
+// for sealed keys the private key unsealed into memory (once).
+func (m *Manager) Signer(ctx context.Context, name string) (crypto.Signer, error) {
+	sr, rec, err := m.get(name)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	s, ok := m.signers[sr.ID]
+	m.mu.Unlock()
+	if ok {
+		return s, nil
+	}
+	switch {
+	case rec.Sealed != nil:
+		s, err = m.dev.UnsealKey(ctx, rec.Sealed)
+	case rec.Blob != nil:
+		var k *tpm.Key
+		if k, err = tpm.ParseKeyBlob(*rec.Blob); err == nil {
+			s, err = m.dev.Signer(k)
+		}
+	default:
+		err = errors.New("record holds no key")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: key %q: %w", sr.ID, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if prev, ok := m.signers[sr.ID]; ok {
+		return prev, nil
+	}
+	m.signers[sr.ID] = s
+	return s, nil
+}
+
+// LoadAll prepares every key's signer (unsealing sealed keys), so that a
+// daemon fails at start, not at the first request, when a key is unusable.
+func (m *Manager) LoadAll(ctx context.Context) error {
+	infos, err := m.List()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, i := range infos {
+		if _, err := m.Signer(ctx, i.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,135 @@
+package keys
+
+import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// subjectAttrs maps attribute names, as operators and openssl write them, to
+// their OIDs. organizationIdentifier (2.5.4.97) carries the PSD2
+// authorisation number of eIDAS certificates (ETSI EN 319 412-1).
+var subjectAttrs = map[string]asn1.ObjectIdentifier{
+	"C":                      {2, 5, 4, 6},
+	"ST":                     {2, 5, 4, 8},
+	"L":                      {2, 5, 4, 7},
+	"STREET":                 {2, 5, 4, 9},
+	"O":                      {2, 5, 4, 10},
+	"OU":                     {2, 5, 4, 11},
+	"CN":                     {2, 5, 4, 3},
+	"SERIALNUMBER":           {2, 5, 4, 5},
+	"POSTALCODE":             {2, 5, 4, 17},
+	"ORGANIZATIONIDENTIFIER": {2, 5, 4, 97},
+	"EMAILADDRESS":           {1, 2, 840, 113549, 1, 9, 1},
+	"DC":                     {0, 9, 2342, 19200300, 100, 1, 25},
+}
+
+// ParseSubject parses a distinguished name written RFC 4514 style, most
+// specific attribute first ("CN=qseal,O=Example Oy,C=FI", "\," escapes a
+// comma), or openssl style, most specific last ("/C=FI/O=Example Oy/CN=qseal").
+// Both give the same name.
+func ParseSubject(s string) (pkix.Name, error) {
+	s = strings.TrimSpace(s)
+	var parts []string
+	if strings.HasPrefix(s, "/") {
+		parts = splitEscaped(s[1:], '/')
+	} else {
+		parts = splitEscaped(s, ',')
+		slices.Reverse(parts)
+	}
+	var rdn pkix.RDNSequence
+	for _, p := range parts {
+		k, v, ok := strings.Cut(p, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" || v == "" {
+			return pkix.Name{}, fmt.Errorf("subject %q: %q is not TYPE=value", s, p)
+		}
+		oid, known := subjectAttrs[strings.ToUpper(k)]
+		if !known {
+			return pkix.Name{}, fmt.Errorf("subject %q: unknown attribute %q (want C, ST, L, O, OU, CN, serialNumber, organizationIdentifier, ...)", s, k)
+		}
+		rdn = append(rdn, pkix.RelativeDistinguishedNameSET{{Type: oid, Value: v}})
+	}
+	if len(rdn) == 0 {
+		return pkix.Name{}, fmt.Errorf("subject %q is empty", s)
+	}
+	var name pkix.Name
+	name.FillFromRDNSequence(&rdn)
+	// ExtraNames keeps the order and the attributes pkix.Name has no
+	// field for (organizationIdentifier) when the CSR is encoded.
+	name.ExtraNames = nil
+	for _, set := range rdn {
+		name.ExtraNames = append(name.ExtraNames, set[0])
+	}
+	return name, nil
+}
+
+// splitEscaped splits s at sep, honouring backslash escapes.
+func splitEscaped(s string, sep byte) []string {
+	var (
+		out []string
+		cur strings.Builder
+	)
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case s[i] == sep:
+			out = append(out, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	if cur.Len() > 0 || len(out) > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// FormatSubject renders a DER-encoded name (a certificate's RawSubject) in
+// RFC 4514 order, keeping its attribute order and naming the attributes
+// ParseSubject knows, organizationIdentifier included.
+func FormatSubject(raw []byte) string {
+	var rdns pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(raw, &rdns); err != nil || len(rest) > 0 {
+		return ""
+	}
+	names := map[string]string{}
+	for name, oid := range subjectAttrs {
+		names[oid.String()] = name
+	}
+	names["2.5.4.97"], names["2.5.4.5"], names["1.2.840.113549.1.9.1"] = "organizationIdentifier", "serialNumber", "emailAddress"
+	names["2.5.4.17"], names["2.5.4.9"] = "postalCode", "street"
+	var parts []string
+	for i := len(rdns) - 1; i >= 0; i-- {
+		var set []string
+		for _, atv := range rdns[i] {
+			name, ok := names[atv.Type.String()]
+			if !ok {
+				name = atv.Type.String()
+			}
+			set = append(set, name+"="+escapeDN(fmt.Sprint(atv.Value)))
+		}
+		parts = append(parts, strings.Join(set, "+"))
+	}
+	return strings.Join(parts, ",")
+}
+
+// escapeDN escapes an attribute value as RFC 4514 section 2.4 asks.
+func escapeDN(v string) string {
+	var b strings.Builder
+	for i, r := range v {
+		switch {
+		case strings.ContainsRune(`,+"\<>;`, r),
+			i == 0 && (r == ' ' || r == '#'),
+			i == len(v)-1 && r == ' ':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

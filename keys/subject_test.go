@@ -1,0 +1,45 @@
+package keys_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"testing"
+
+	"github.com/brokerd/brokerd/keys"
+)
+
+func TestParseSubject(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cases := []struct {
+		in, want string // want: the CSR subject as Go prints it
+	}{
+		{"CN=qseal", "CN=qseal"},
+		{"CN=qseal.example, O=Example Oy, C=FI", "CN=qseal.example,O=Example Oy,C=FI"},
+		{"/C=FI/ST=Uusimaa/L=Helsinki/O=ExampleOrganisation/CN=ca.example.com", "CN=ca.example.com,O=ExampleOrganisation,L=Helsinki,ST=Uusimaa,C=FI"},
+		{"CN= lead,O=#x,OU=a+b", `CN=lead,O=\#x,OU=a\+b`},
+		{`CN=x,O=Acme\, Inc`, `CN=x,O=Acme\, Inc`},
+		{"CN=tpp,organizationIdentifier=PSDFI-FINFSA-1234567-8", "CN=tpp,organizationIdentifier=PSDFI-FINFSA-1234567-8"},
+	}
+	for _, c := range cases {
+		name, err := keys.ParseSubject(c.in)
+		if err != nil {
+			t.Errorf("ParseSubject(%q): %v", c.in, err)
+			continue
+		}
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: name}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, _ := x509.ParseCertificateRequest(der)
+		if got := keys.FormatSubject(csr.RawSubject); got != c.want {
+			t.Errorf("ParseSubject(%q) encodes as %q, want %q", c.in, got, c.want)
+		}
+	}
+	for _, bad := range []string{"", "CN", "CN=", "XX=1", "/", "CN=a,,O=b"} {
+		if _, err := keys.ParseSubject(bad); err == nil {
+			t.Errorf("ParseSubject(%q) succeeded", bad)
+		}
+	}
+}
