@@ -1,0 +1,413 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/tpm"
+)
+
+// maxSignInput bounds what `key sign` reads from standard input, as the API
+// bounds a request body.
+const maxSignInput = 1 << 20
+
+func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("key create", "--id ID --alg rsa2048|rsa3072|p256|p384 [flags]",
+		"Generate a key inside the TPM; it never leaves it. Prints the certificate signing\n"+
+			"request the TPM signed (or writes it to --csr-out), to send to your QTSP.")
+	id := fs.String("id", "", "key `id`, the name clients use")
+	alg := fs.String("alg", "", "key `algorithm`: rsa2048, rsa3072, p256 or p384")
+	subject := fs.String("subject", "", "CSR subject `DN`, e.g. \"CN=qseal,O=Example Oy,C=FI\" (default CN=ID)")
+	csrOut := fs.String("csr-out", "", "write the CSR (PEM) to this `file` instead of standard output")
+	var aliases multiFlag
+	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "id", "alg"); err != nil {
+		return err
+	}
+	a, err := tpm.ParseAlgorithm(*alg)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	name := pkix.Name{CommonName: *id}
+	if *subject != "" {
+		if name, err = keys.ParseSubject(*subject); err != nil {
+			return usagef("%v", err)
+		}
+	}
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	info, csr, err := s.keys.Create(ctx, *id, a, keys.CreateOptions{Aliases: aliases, CSR: &x509.CertificateRequest{Subject: name}})
+	if err != nil {
+		return err
+	}
+	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})
+	if *csrOut != "" {
+		if err := os.WriteFile(*csrOut, out, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "wrote CSR to %s\n", *csrOut)
+	} else {
+		e.stdout.Write(out)
+	}
+	fmt.Fprintf(e.stderr, "created key %s (%s, %s)\n", info.ID, info.Kind, info.Algorithm)
+	return nil
+}
+
+func cmdKeyImport(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("key import", "--id ID (--key FILE | --blob FILE) [flags]",
+		"Import a key. A PEM key (PKCS #1, PKCS #8, SEC 1, encrypted PKCS #8) is wrapped under the\n"+
+			"TPM's storage root key, or sealed by the TPM when the TPM cannot hold it (RSA-4096).\n"+
+			"A blob made by `brokerd key wrap` for this TPM's endorsement key is imported as is.\n"+
+			"An encrypted key's password comes from --password-file, else from the variable\n"+
+			"<KEY_FILE_NAME>_PASSWORD (qwac.key: QWAC_KEY_PASSWORD), else from a prompt.")
+	id := fs.String("id", "", "key `id`, the name clients use (key_id, tls.key_path)")
+	keyFile := fs.String("key", "", "PEM private key `file`")
+	blobFile := fs.String("blob", "", "wrapped key `file` made by brokerd key wrap")
+	certFile := fs.String("cert", "", "certificate `file` (PEM; may hold the chain); its base name becomes an alias")
+	chainFile := fs.String("chain", "", "intermediate certificates `file` (PEM)")
+	pwFile := fs.String("password-file", "", "`file` holding the key's password")
+	var aliases multiFlag
+	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "id"); err != nil {
+		return err
+	}
+	if (*keyFile == "") == (*blobFile == "") {
+		return usagef("give exactly one of --key and --blob")
+	}
+	chain, err := readChain(*certFile, *chainFile)
+	if err != nil {
+		return err
+	}
+	if *certFile != "" {
+		aliases = append(aliases, filepath.Base(*certFile))
+	}
+	opts := keys.ImportOptions{Aliases: aliases, Chain: chain}
+
+	var (
+		priv crypto.Signer
+		w    *tpm.WrappedKey
+	)
+	if *keyFile != "" {
+		data, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return err
+		}
+		priv, err = keys.ParsePrivateKeyPEM(data, e.password(*keyFile, *pwFile))
+		clear(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *keyFile, err)
+		}
+	} else {
+		data, err := os.ReadFile(*blobFile)
+		if err != nil {
+			return err
+		}
+		if w, err = tpm.ParseWrappedKey(data); err != nil {
+			return fmt.Errorf("%s: %w", *blobFile, err)
+		}
+	}
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	var info keys.Info
+	if priv != nil {
+		info, err = s.keys.Import(ctx, *id, priv, opts)
+	} else {
+		info, err = s.keys.ImportWrapped(ctx, *id, w, opts)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "imported key %s (%s, %s)%s\n", info.ID, info.Kind, info.Algorithm, aliasNote(info.Aliases))
+	return nil
+}
+
+func aliasNote(aliases []string) string {
+	if len(aliases) == 0 {
+		return ""
+	}
+	return ", also known as " + strings.Join(aliases, ", ")
+}
+
+// password returns the PasswordFunc for an encrypted key file: the
+// password file, else <KEY_FILE_NAME>_PASSWORD, else a terminal prompt.
+func (e *env) password(keyFile, pwFile string) keys.PasswordFunc {
+	return func() ([]byte, error) {
+		if pwFile != "" {
+			data, err := os.ReadFile(pwFile)
+			if err != nil {
+				return nil, err
+			}
+			return bytes.TrimRight(data, "\r\n"), nil
+		}
+		env := keys.PasswordEnv(keyFile)
+		if v := e.getenv(env); v != "" {
+			return []byte(v), nil
+		}
+		if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			fmt.Fprintf(e.stderr, "password for %s: ", keyFile)
+			pw, err := term.ReadPassword(int(f.Fd()))
+			fmt.Fprintln(e.stderr)
+			return pw, err
+		}
+		return nil, fmt.Errorf("%w: give --password-file or set %s", keys.ErrPassword, env)
+	}
+}
+
+// readChain reads a certificate file (leaf first, maybe with its chain) and
+// an optional file of intermediates.
+func readChain(certFile, chainFile string) ([]*x509.Certificate, error) {
+	var chain []*x509.Certificate
+	for _, f := range []string{certFile, chainFile} {
+		if f == "" {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		certs, err := keys.ParseCertificatesPEM(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		chain = append(chain, certs...)
+	}
+	if chainFile != "" && certFile == "" {
+		return nil, usagef("--chain needs --cert")
+	}
+	return chain, nil
+}
+
+func cmdKeyWrap(_ context.Context, e *env, args []string) error {
+	fs := e.flags("key wrap", "--ek EK.pem --key FILE --out BLOB",
+		"Encrypt a private key for one appliance's TPM, on a machine without a TPM (your\n"+
+			"workstation or HSM host), so that the clear key never reaches the appliance.\n"+
+			"EK.pem is what `brokerd tpm ek` printed on the appliance; check it against the TPM\n"+
+			"vendor's EK certificate. Import the result with `brokerd key import --blob`.\n"+
+			"RSA-2048/3072 and P-256/384 keys only: larger keys do not fit in a TPM.")
+	ekFile := fs.String("ek", "", "endorsement public key `file` (PEM)")
+	keyFile := fs.String("key", "", "PEM private key `file`")
+	out := fs.String("out", "", "wrapped key `file` to write")
+	pwFile := fs.String("password-file", "", "`file` holding the key's password")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "ek", "key", "out"); err != nil {
+		return err
+	}
+	ekData, err := os.ReadFile(*ekFile)
+	if err != nil {
+		return err
+	}
+	ek, err := parseEKPEM(ekData)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *ekFile, err)
+	}
+	data, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return err
+	}
+	priv, err := keys.ParsePrivateKeyPEM(data, e.password(*keyFile, *pwFile))
+	clear(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *keyFile, err)
+	}
+	w, err := tpm.WrapKey(ek, priv)
+	if err != nil {
+		return err
+	}
+	blob, err := json.MarshalIndent(w, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, append(blob, '\n'), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "wrote %s: importable only by the TPM with endorsement key %s\n", *out, *ekFile)
+	return nil
+}
+
+// parseEKPEM reads the first public key or certificate in PEM data.
+func parseEKPEM(data []byte) (crypto.PublicKey, error) {
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return nil, errors.New("no PEM public key or certificate found")
+		}
+		switch block.Type {
+		case "PUBLIC KEY":
+			return x509.ParsePKIXPublicKey(block.Bytes)
+		case "CERTIFICATE":
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return nil, err
+			}
+			return c.PublicKey, nil
+		}
+	}
+}
+
+func cmdKeyCert(_ context.Context, e *env, args []string) error {
+	fs := e.flags("key cert", "--id ID --cert FILE [--chain FILE]",
+		"Attach the certificate your QTSP issued for a key (replacing any earlier one). Its\n"+
+			"public key must be the key's. The certificate file's base name becomes an alias,\n"+
+			"so clients can name it as tls.cert_path.")
+	id := fs.String("id", "", "key `id`")
+	certFile := fs.String("cert", "", "certificate `file` (PEM; may hold the chain)")
+	chainFile := fs.String("chain", "", "intermediate certificates `file` (PEM)")
+	var aliases multiFlag
+	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "id", "cert"); err != nil {
+		return err
+	}
+	chain, err := readChain(*certFile, *chainFile)
+	if err != nil {
+		return err
+	}
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	info, err := s.keys.AttachCert(*id, chain, append(aliases, filepath.Base(*certFile)))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "key %s: certificate %s, valid until %s%s\n", info.ID, info.Subject, info.NotAfter.Format(time.DateOnly), aliasNote(info.Aliases))
+	return nil
+}
+
+func cmdKeyList(_ context.Context, e *env, args []string) error {
+	fs := e.flags("key list", "[--json]", "List the keys: id, aliases, storage kind, algorithm, certificate subject and expiry, x5t#S256.")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	infos, err := s.keys.List()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, infos)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tALGORITHM\tSUBJECT\tNOT AFTER\tX5T#S256\tALIASES")
+	for _, i := range infos {
+		notAfter := "-"
+		if i.NotAfter != nil {
+			notAfter = i.NotAfter.Format(time.DateOnly)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Kind, i.Algorithm, dash(i.Subject), notAfter, dash(i.X5tS256), dash(strings.Join(i.Aliases, ",")))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func cmdKeySign(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("key sign", "--id ID [--alg RS|PS|ES] [--hash SHA256|SHA512]",
+		"Sign standard input and print the signature in standard base64, exactly as POST /sign\n"+
+			"returns it. Without --alg: RS for RSA keys, ES (raw r||s) for EC keys. PS uses a salt\n"+
+			"as long as the hash.")
+	id := fs.String("id", "", "key `id` or alias")
+	alg := fs.String("alg", "", "signature `algorithm`: RS, PS or ES")
+	hash := fs.String("hash", "SHA256", "`hash`: SHA256 or SHA512")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "id"); err != nil {
+		return err
+	}
+	var a keys.SignAlg
+	switch *alg {
+	case "", "RS", "PS", "ES":
+		a = keys.SignAlg(*alg)
+	default:
+		return usagef("--alg %q: want RS, PS or ES", *alg)
+	}
+	h := map[string]crypto.Hash{"SHA256": crypto.SHA256, "SHA512": crypto.SHA512}[*hash]
+	if h == 0 {
+		return usagef("--hash %q: want SHA256 or SHA512", *hash)
+	}
+	data, err := io.ReadAll(io.LimitReader(e.stdin, maxSignInput+1))
+	if err != nil {
+		return err
+	}
+	if len(data) > maxSignInput {
+		return fmt.Errorf("input larger than %d bytes", maxSignInput)
+	}
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	sig, _, err := s.keys.Sign(ctx, *id, data, a, h)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, base64.StdEncoding.EncodeToString(sig))
+	return nil
+}
+
+func cmdKeyDelete(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("key delete", "--id ID", "Delete a key and its aliases. A key generated in the TPM is gone for good.")
+	id := fs.String("id", "", "key `id`")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "id"); err != nil {
+		return err
+	}
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.keys.Delete(ctx, *id); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "deleted key %s\n", *id)
+	return nil
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+
+	"github.com/brokerd/brokerd/tpm"
+)
+
+func cmdTPMEK(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("tpm ek", "[--out FILE] [--alg ecc|rsa]",
+		"Print this TPM's endorsement public key (PEM), to wrap keys for it elsewhere with\n"+
+			"`brokerd key wrap`. Compare it with the TPM vendor's EK certificate before trusting it.")
+	out := fs.String("out", "", "write to this `file` instead of standard output")
+	alg := fs.String("alg", "ecc", "endorsement key `type`: ecc (P-256) or rsa (RSA-2048)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	parent := map[string]tpm.Parent{"ecc": tpm.ParentECCEK, "rsa": tpm.ParentRSAEK}[*alg]
+	if parent == "" {
+		return usagef("--alg %q: want ecc or rsa", *alg)
+	}
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	pub, err := s.dev.EndorsementKey(ctx, parent)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	data := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	if *out == "" {
+		_, err = e.stdout.Write(data)
+		return err
+	}
+	if err := os.WriteFile(*out, data, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "wrote %s\n", *out)
+	return nil
+}

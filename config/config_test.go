@@ -1,0 +1,110 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/brokerd/brokerd/config"
+	"github.com/brokerd/brokerd/tpm"
+)
+
+func TestLoadErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		file string
+		want []string // every substring must appear
+	}{
+		{"unknown top-level key", "state_dir = \"/s\"\nlisten_port = 1\n", []string{"unknown keys: listen_port"}},
+		{"unknown nested key", "[tpm]\nadress = \"device:/dev/tpm0\"\n", []string{"unknown keys: tpm.adress"}},
+		{"bad duration", "[tpm]\ncommand_timeout = \"ten\"\n", []string{`duration "ten"`}},
+		{"bad toml", "state_dir = \n", []string{"brokerd.toml"}},
+		{"wrong type", "[tpm]\nqueue_depth = \"many\"\n", []string{"queue_depth"}},
+		{"every problem at once", "[tpm]\naddress = \"tcp:1\"\nqueue_depth = 0\nqueue_wait = \"-1s\"\nseal_pcrs = [24]\n",
+			[]string{"tpm.address", "tpm.queue_depth", "tpm.queue_wait", "PCR 24"}},
+	}
+	if !tpm.SimulatorAvailable {
+		cases = append(cases, struct {
+			name string
+			file string
+			want []string
+		}{"simulator in a shipped build", "[tpm]\naddress = \"simulator\"\n", []string{"simulator is not part of this build"}})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "brokerd.toml")
+			os.WriteFile(path, []byte(c.file), 0o600)
+			_, err := config.Load(path)
+			if err == nil {
+				t.Fatal("Load succeeded")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDefaultsAndRelativeStateDir(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "brokerd.toml")
+	os.WriteFile(path, []byte("state_dir = \"state\"\n[tpm]\naddress = \"swtpm:/run/s\"\n"), 0o600)
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != filepath.Join(dir, "state") {
+		t.Errorf("state_dir = %q", c.StateDir)
+	}
+	tc := c.TPMConfig()
+	if tc.Address != "swtpm:/run/s" || tc.CommandTimeout != 10*time.Second || tc.QueueDepth != 128 {
+		t.Errorf("tpm config = %+v", tc)
+	}
+}
+
+func TestRenderRoundTrip(t *testing.T) {
+	c := config.Default()
+	c.StateDir = "/var/lib/brokerd"
+	c.TPM.SealPCRs = []int{7, 11}
+	c.TPM.QueueWait = config.Duration{Duration: 1500 * time.Millisecond}
+	path := filepath.Join(t.TempDir(), "etc", "brokerd.toml")
+	if err := c.WriteNew(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteNew(path); err == nil {
+		t.Fatal("WriteNew overwrote an existing file")
+	}
+	back, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.TPM.QueueWait.Duration != 1500*time.Millisecond || len(back.TPM.SealPCRs) != 2 || back.TPM.SealPCRs[1] != 11 {
+		t.Fatalf("read back %+v", back.TPM)
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), "# device:/dev/tpmrm0") {
+		t.Error("written file has no comments")
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v, want 0640", fi.Mode().Perm())
+	}
+}
+
+func TestPath(t *testing.T) {
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	if p := config.Path("", getenv); p != config.DefaultPath {
+		t.Errorf("default %q", p)
+	}
+	env[config.EnvPath] = "/x/b.toml"
+	if p := config.Path("", getenv); p != "/x/b.toml" {
+		t.Errorf("env %q", p)
+	}
+	if p := config.Path("/flag.toml", getenv); p != "/flag.toml" {
+		t.Errorf("flag %q", p)
+	}
+}
