@@ -28,6 +28,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/brokerd/brokerd/internal/dn"
 	"github.com/brokerd/brokerd/store"
 	"github.com/brokerd/brokerd/tpm"
 )
@@ -430,7 +431,7 @@ func info(sr store.KeyRecord, rec *record) (Info, error) {
 			return Info{}, fmt.Errorf("keys: key %q: certificate: %w", sr.ID, err)
 		}
 		nb, na := leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
-		i.Subject, i.Issuer, i.NotBefore, i.NotAfter = FormatSubject(leaf.RawSubject), FormatSubject(leaf.RawIssuer), &nb, &na
+		i.Subject, i.Issuer, i.NotBefore, i.NotAfter = dn.Format(leaf.RawSubject), dn.Format(leaf.RawIssuer), &nb, &na
 		i.X5tS256 = X5tS256(leaf)
 	}
 	return i, nil

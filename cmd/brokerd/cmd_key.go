@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/brokerd/brokerd/internal/dn"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/tpm"
 )
@@ -50,7 +51,7 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 	}
 	name := pkix.Name{CommonName: *id}
 	if *subject != "" {
-		if name, err = keys.ParseSubject(*subject); err != nil {
+		if name, err = dn.Parse(*subject); err != nil {
 			return usagef("%v", err)
 		}
 	}

@@ -1,4 +1,4 @@
-package keys_test
+package dn_test
 
 import (
 	"crypto/ecdsa"
@@ -7,10 +7,10 @@ import (
 	"crypto/x509"
 	"testing"
 
-	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/internal/dn"
 )
 
-func TestParseSubject(t *testing.T) {
+func TestParseFormat(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	cases := []struct {
 		in, want string // want: the CSR subject as Go prints it
@@ -23,9 +23,9 @@ func TestParseSubject(t *testing.T) {
 		{"CN=tpp,organizationIdentifier=PSDFI-FINFSA-1234567-8", "CN=tpp,organizationIdentifier=PSDFI-FINFSA-1234567-8"},
 	}
 	for _, c := range cases {
-		name, err := keys.ParseSubject(c.in)
+		name, err := dn.Parse(c.in)
 		if err != nil {
-			t.Errorf("ParseSubject(%q): %v", c.in, err)
+			t.Errorf("Parse(%q): %v", c.in, err)
 			continue
 		}
 		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: name}, key)
@@ -33,13 +33,24 @@ func TestParseSubject(t *testing.T) {
 			t.Fatal(err)
 		}
 		csr, _ := x509.ParseCertificateRequest(der)
-		if got := keys.FormatSubject(csr.RawSubject); got != c.want {
-			t.Errorf("ParseSubject(%q) encodes as %q, want %q", c.in, got, c.want)
+		if got := dn.Format(csr.RawSubject); got != c.want {
+			t.Errorf("Parse(%q) encodes as %q, want %q", c.in, got, c.want)
 		}
 	}
 	for _, bad := range []string{"", "CN", "CN=", "XX=1", "/", "CN=a,,O=b"} {
-		if _, err := keys.ParseSubject(bad); err == nil {
-			t.Errorf("ParseSubject(%q) succeeded", bad)
+		if _, err := dn.Parse(bad); err == nil {
+			t.Errorf("Parse(%q) succeeded", bad)
 		}
+	}
+}
+
+func TestCanonical(t *testing.T) {
+	a, err := dn.Canonical("/C=FI/O=Example Oy/CN=Test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := dn.Canonical("CN=Test CA, O=Example Oy, C=FI")
+	if err != nil || a != b || a != "CN=Test CA,O=Example Oy,C=FI" {
+		t.Fatalf("Canonical: %q, %q, %v", a, b, err)
 	}
 }

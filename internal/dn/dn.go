@@ -1,4 +1,7 @@
-package keys
+// Package dn parses and formats X.509 distinguished names as operators
+// write them (RFC 4514 or openssl style), naming the attributes eIDAS
+// certificates carry, organizationIdentifier included.
+package dn
 
 import (
 	"crypto/x509/pkix"
@@ -26,11 +29,11 @@ var subjectAttrs = map[string]asn1.ObjectIdentifier{
 	"DC":                     {0, 9, 2342, 19200300, 100, 1, 25},
 }
 
-// ParseSubject parses a distinguished name written RFC 4514 style, most
+// Parse parses a distinguished name written RFC 4514 style, most
 // specific attribute first ("CN=qseal,O=Example Oy,C=FI", "\," escapes a
 // comma), or openssl style, most specific last ("/C=FI/O=Example Oy/CN=qseal").
 // Both give the same name.
-func ParseSubject(s string) (pkix.Name, error) {
+func Parse(s string) (pkix.Name, error) {
 	s = strings.TrimSpace(s)
 	var parts []string
 	if strings.HasPrefix(s, "/") {
@@ -90,10 +93,10 @@ func splitEscaped(s string, sep byte) []string {
 	return out
 }
 
-// FormatSubject renders a DER-encoded name (a certificate's RawSubject) in
+// Format renders a DER-encoded name (a certificate's RawSubject) in
 // RFC 4514 order, keeping its attribute order and naming the attributes
-// ParseSubject knows, organizationIdentifier included.
-func FormatSubject(raw []byte) string {
+// Parse knows, organizationIdentifier included.
+func Format(raw []byte) string {
 	var rdns pkix.RDNSequence
 	if rest, err := asn1.Unmarshal(raw, &rdns); err != nil || len(rest) > 0 {
 		return ""
@@ -132,4 +135,18 @@ func escapeDN(v string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// Canonical returns the form Format gives the name s parses to, so that
+// names written differently compare equal.
+func Canonical(s string) (string, error) {
+	name, err := Parse(s)
+	if err != nil {
+		return "", err
+	}
+	raw, err := asn1.Marshal(name.ToRDNSequence())
+	if err != nil {
+		return "", fmt.Errorf("subject %q: %w", s, err)
+	}
+	return Format(raw), nil
 }
