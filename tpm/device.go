@@ -67,17 +67,22 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Device is the one owner of a TPM. All commands run on a single goroutine
-// fed by a bounded queue; a Device is safe for concurrent use.
+// Device is the one owner of a TPM. Command sequences run one at a time,
+// each by the caller holding the device's token; a Device is safe for
+// concurrent use.
 type Device struct {
 	addr Address
 	cfg  Config
 	log  *slog.Logger
 	tr   transport.TPMCloser
 
-	jobs      chan *job
+	// token is held by whoever runs a TPM command sequence: holding it
+	// makes one the device's owner. Waiters queue on it in order.
+	token     chan struct{}
+	waiting   atomic.Int64 // operations waiting for the token
+	idle      *time.Timer  // releases a shared transport after a pause
+	lastOK    atomic.Int64 // UnixNano of the last successful operation
 	quit      chan struct{}
-	stopped   chan struct{}
 	closeOnce sync.Once
 
 	// Set in Open, read-only afterwards.
@@ -85,7 +90,7 @@ type Device struct {
 	srkName tpm2.TPM2BName
 	support map[Algorithm]bool
 
-	// Owned by the owner goroutine (and by Open before it starts).
+	// Owned by the token holder.
 	objs  objectCache
 	dirty bool
 }
@@ -107,24 +112,24 @@ func Open(cfg Config, log *slog.Logger) (*Device, error) {
 		return nil, err
 	}
 	d := &Device{
-		addr:    addr,
-		cfg:     cfg,
-		log:     log,
-		tr:      tr,
-		jobs:    make(chan *job, cfg.QueueDepth),
-		quit:    make(chan struct{}),
-		stopped: make(chan struct{}),
-		objs:    objectCache{m: map[string]*object{}},
+		addr:  addr,
+		cfg:   cfg,
+		log:   log,
+		tr:    tr,
+		token: make(chan struct{}, 1),
+		quit:  make(chan struct{}),
+		objs:  objectCache{m: map[string]*object{}},
 	}
 	if err := d.setup(); err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("tpm: open %s: %w", addr, err)
 	}
-	go d.loop()
+	d.idle = time.AfterFunc(time.Hour, d.release)
+	d.idle.Stop()
 	return d, nil
 }
 
-// setup runs before the owner goroutine starts.
+// setup runs before the device is shared.
 func (d *Device) setup() error {
 	if err := d.reset(); err != nil {
 		return err
@@ -155,13 +160,14 @@ func (d *Device) SRKName() []byte { return append([]byte(nil), d.srkName.Buffer.
 // Supports reports whether the TPM can hold keys of the given algorithm.
 func (d *Device) Supports(alg Algorithm) bool { return d.support[alg] }
 
-// Close stops the owner goroutine after the command in flight, fails queued
-// operations with ErrClosed, flushes loaded objects and closes the transport.
+// Close waits for the operation in flight, fails waiting ones with
+// ErrClosed, flushes loaded objects and closes the transport.
 func (d *Device) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
 		close(d.quit)
-		<-d.stopped
+		d.token <- struct{}{} // never given back
+		d.idle.Stop()
 		if !d.dirty {
 			d.objs.each(func(o *object) { d.flushHandle(o.handle) })
 		}
@@ -195,6 +201,16 @@ func (d *Device) TransientHandles(ctx context.Context) ([]uint32, error) {
 	return out, err
 }
 
+// Flush unloads every object the device keeps loaded; they load again on
+// demand. It frees the TPM's slots for another client.
+func (d *Device) Flush(ctx context.Context) error {
+	return d.do(ctx, func() error {
+		d.objs.each(func(o *object) { d.flushHandle(o.handle) })
+		d.objs.clear()
+		return nil
+	})
+}
+
 // CachedObjects returns how many transient objects the device keeps loaded.
 func (d *Device) CachedObjects(ctx context.Context) (int, error) {
 	var n int
@@ -202,51 +218,51 @@ func (d *Device) CachedObjects(ctx context.Context) (int, error) {
 	return n, err
 }
 
-const (
-	jobQueued int32 = iota
-	jobStarted
-	jobCancelled
-)
-
-type job struct {
-	fn    func() error
-	state atomic.Int32
-	done  chan error
+// do runs fn as the device's owner. It fails with ErrBusy when QueueDepth
+// operations already wait or fn could not start within QueueWait, and
+// with ctx's error when ctx ends first. Once started, fn runs to the end
+// (every TPM command has its own deadline). Waiters start in arrival order.
+func (d *Device) do(ctx context.Context, fn func() error) error {
+	select {
+	case <-d.quit:
+		return ErrClosed
+	case d.token <- struct{}{}: // the TPM is free: no queueing, no hand-off
+		return d.run(fn)
+	default:
+	}
+	if n := d.waiting.Add(1); n > int64(d.cfg.QueueDepth) {
+		d.waiting.Add(-1)
+		return fmt.Errorf("%w: %d operations already queued", ErrBusy, d.cfg.QueueDepth)
+	}
+	defer d.waiting.Add(-1)
+	timer := time.NewTimer(d.cfg.QueueWait)
+	defer timer.Stop()
+	select {
+	case d.token <- struct{}{}:
+		return d.run(fn)
+	case <-timer.C:
+		return fmt.Errorf("%w: waited %v for the TPM", ErrBusy, d.cfg.QueueWait)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-d.quit:
+		return ErrClosed
+	}
 }
 
-// do runs fn on the owner goroutine. It fails with ErrBusy when the queue is
-// full or fn did not start within QueueWait, and with ctx's error when ctx
-// ends first; once fn has started, do waits for it (every TPM command has
-// its own deadline).
-func (d *Device) do(ctx context.Context, fn func() error) error {
+// run executes fn holding the token, then gives it back.
+func (d *Device) run(fn func() error) error {
+	defer func() { <-d.token }()
 	select {
 	case <-d.quit:
 		return ErrClosed
 	default:
 	}
-	j := &job{fn: fn, done: make(chan error, 1)}
-	select {
-	case d.jobs <- j:
-	default:
-		return fmt.Errorf("%w: %d operations already queued", ErrBusy, cap(d.jobs))
+	err := d.exec(fn)
+	if err == nil {
+		d.lastOK.Store(time.Now().UnixNano())
 	}
-	timer := time.NewTimer(d.cfg.QueueWait)
-	defer timer.Stop()
-	var why error
-	select {
-	case err := <-j.done:
-		return err
-	case <-timer.C:
-		why = fmt.Errorf("%w: waited %v for the TPM", ErrBusy, d.cfg.QueueWait)
-	case <-ctx.Done():
-		why = ctx.Err()
-	case <-d.stopped:
-		why = ErrClosed
-	}
-	if j.state.CompareAndSwap(jobQueued, jobCancelled) {
-		return why
-	}
-	return <-j.done
+	d.idle.Reset(idleAfter)
+	return err
 }
 
 // idleAfter is how long the device waits without commands before it lets
@@ -256,34 +272,25 @@ const idleAfter = 50 * time.Millisecond
 // idler is a transport that can release shared resources between bursts.
 type idler interface{ Idle() }
 
-func (d *Device) loop() {
-	defer close(d.stopped)
-	idle := time.NewTimer(idleAfter)
-	defer idle.Stop()
-	for {
-		select {
-		case <-idle.C:
-			if i, ok := d.tr.(idler); ok {
-				i.Idle()
-			}
-		case <-d.quit:
-			for {
-				select {
-				case j := <-d.jobs:
-					if j.state.CompareAndSwap(jobQueued, jobStarted) {
-						j.done <- ErrClosed
-					}
-				default:
-					return
-				}
-			}
-		case j := <-d.jobs:
-			if j.state.CompareAndSwap(jobQueued, jobStarted) {
-				j.done <- d.exec(j.fn)
-			}
-			idle.Reset(idleAfter)
+// release lets go of the transport if nobody is using the device.
+func (d *Device) release() {
+	select {
+	case d.token <- struct{}{}:
+		if i, ok := d.tr.(idler); ok {
+			i.Idle()
 		}
+		<-d.token
+	default: // in use; the current owner re-arms the timer
 	}
+}
+
+// LastSuccess returns when a TPM operation last succeeded (zero if none
+// has since Open). A TPM that is busy but working keeps it recent.
+func (d *Device) LastSuccess() time.Time {
+	if n := d.lastOK.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // exec runs fn after repairing the device state if an earlier command left

@@ -6,11 +6,13 @@
 //
 // # Concurrency
 //
-// A [Device] is safe for concurrent use. Every TPM command sequence runs on
-// one owner goroutine, fed by a bounded queue: callers that find the queue
-// full, or that wait longer than the configured budget, get [ErrBusy]. Each
-// command has a deadline, so a TPM that stops answering yields
-// [ErrUnavailable] instead of a hang.
+// A [Device] is safe for concurrent use. One command sequence runs at a
+// time: a caller becomes the device's owner by taking its token, and
+// waiters queue for it in arrival order, at most QueueDepth of them.
+// Callers that find the queue full, or that wait longer than the configured
+// budget, get [ErrBusy]. An uncontended operation runs on the caller's
+// goroutine, with no hand-off. Each command has a deadline, so a TPM that
+// stops answering yields [ErrUnavailable] instead of a hang.
 //
 // # Slots and handles
 //

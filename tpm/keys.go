@@ -141,7 +141,7 @@ func (d *Device) encryptedParent(srk *object, dir tpm2.AuthOption) tpm2.Session 
 
 // createChild runs TPM2_Create under the storage root key, with the
 // sensitive area (auth value, sealed data) sent encrypted, and returns the
-// new object's blob. Owner goroutine only.
+// new object's blob. Token holder only.
 func (d *Device) createChild(tmpl tpm2.TPMTPublic, sens tpm2.TPMSSensitiveCreate) (KeyBlob, error) {
 	srk, err := d.srk()
 	if err != nil {

@@ -19,7 +19,7 @@ type object struct {
 	pinned bool
 }
 
-// objectCache tracks loaded transient objects. Only the owner goroutine
+// objectCache tracks loaded transient objects. Only the token holder
 // touches it.
 type objectCache struct {
 	limit int // transient slots the TPM offers us

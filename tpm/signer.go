@@ -90,16 +90,8 @@ func (s *Signer) signRSA(ctx context.Context, pub *rsa.PublicKey, digest []byte,
 		if err != nil {
 			return err
 		}
-		rsp, err := tpm2.RSADecrypt{
-			KeyHandle:  tpm2.AuthHandle{Handle: o.handle, Name: o.name, Auth: tpm2.PasswordAuth(s.k.blob.Auth)},
-			CipherText: tpm2.TPM2BPublicKeyRSA{Buffer: em},
-			InScheme:   tpm2.TPMTRSADecrypt{Scheme: tpm2.TPMAlgNull},
-		}.Execute(s.d.tr)
-		if err != nil {
-			return fmt.Errorf("rsa decrypt: %w", err)
-		}
-		sig = rsp.Message.Buffer
-		return nil
+		sig, err = s.d.rsaDecrypt(o, s.k.blob.Auth, em)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tpm: sign with %s: %w", s.k, err)
@@ -125,24 +117,8 @@ func (s *Signer) signECDSA(ctx context.Context, digest []byte, alg tpm2.TPMIAlgH
 		if err != nil {
 			return err
 		}
-		rsp, err := tpm2.Sign{
-			KeyHandle: tpm2.AuthHandle{Handle: o.handle, Name: o.name, Auth: tpm2.PasswordAuth(s.k.blob.Auth)},
-			Digest:    tpm2.TPM2BDigest{Buffer: digest},
-			InScheme: tpm2.TPMTSigScheme{
-				Scheme:  tpm2.TPMAlgECDSA,
-				Details: tpm2.NewTPMUSigScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSchemeHash{HashAlg: alg}),
-			},
-			Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
-		}.Execute(s.d.tr)
-		if err != nil {
-			return fmt.Errorf("sign: %w", err)
-		}
-		sig, err := rsp.Signature.Signature.ECDSA()
-		if err != nil {
-			return err
-		}
-		r, sv = sig.SignatureR.Buffer, sig.SignatureS.Buffer
-		return nil
+		r, sv, err = s.d.ecdsaSign(o, s.k.blob.Auth, digest, alg)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tpm: sign with %s: %w", s.k, err)

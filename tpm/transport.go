@@ -117,7 +117,7 @@ func openTransport(addr Address, to timeouts, simSeed int64) (transport.TPMClose
 type socketTransport struct {
 	path string
 	to   timeouts
-	conn net.Conn // nil when idle; used by one goroutine at a time
+	conn net.Conn // nil when idle; used by the token holder only
 }
 
 func (s *socketTransport) Send(cmd []byte) ([]byte, error) {
