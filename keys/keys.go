@@ -68,6 +68,13 @@ var (
 	ErrExists = errors.New("key name already taken")
 )
 
+// ReservedPrefix starts the ids of brokerd's own keys (the TLS server key,
+// the CA key): clients can never use them, operators cannot take the names.
+const ReservedPrefix = "brokerd:"
+
+// Reserved reports whether name is one of brokerd's own key names.
+func Reserved(name string) bool { return strings.HasPrefix(name, ReservedPrefix) }
+
 // metaSRKName is the meta entry binding the state to its TPM.
 const metaSRKName = "tpm_srk_name"
 
@@ -98,15 +105,27 @@ type Info struct {
 	ChainLen  int        `json:"chain_length"`
 }
 
-// Manager is the key registry on one TPM and one state file.
+// Manager is the key registry on one TPM and one state file. It keeps the
+// registry in memory (loaded at Open; every change goes to the state file
+// first), so lookups on the signing path touch no disk.
 type Manager struct {
 	dev      *tpm.Device
 	st       *store.Store
 	sealPCRs []int
 	log      *slog.Logger
 
-	mu      sync.Mutex
-	signers map[string]crypto.Signer // by id: loaded lazily, sealed keys unsealed once
+	mu      sync.RWMutex
+	entries map[string]*entry // by id
+	names   map[string]string // id or alias → id
+}
+
+// entry is one key in memory.
+type entry struct {
+	info  Info
+	rec   *record
+	chain []*x509.Certificate
+	// signer is made on first use: sealed keys are unsealed once.
+	signer crypto.Signer
 }
 
 // Options configures a Manager.
@@ -134,7 +153,50 @@ func Open(dev *tpm.Device, st *store.Store, opts Options) (*Manager, error) {
 		return nil, fmt.Errorf("keys: %w: the state in %s was made with another TPM (its storage root key differs); its keys cannot be used with %s",
 			tpm.ErrWrongTPM, path.Dir(st.Path()), dev.Address())
 	}
-	return &Manager{dev: dev, st: st, sealPCRs: opts.SealPCRs, log: opts.Log, signers: map[string]crypto.Signer{}}, nil
+	m := &Manager{dev: dev, st: st, sealPCRs: opts.SealPCRs, log: opts.Log, entries: map[string]*entry{}, names: map[string]string{}}
+	all, err := st.Keys()
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	for _, sr := range all {
+		var rec record
+		if err := json.Unmarshal(sr.Data, &rec); err != nil {
+			return nil, fmt.Errorf("keys: key %q: corrupt record: %w", sr.ID, err)
+		}
+		e, err := newEntry(sr.ID, sr.Aliases, &rec)
+		if err != nil {
+			return nil, err
+		}
+		m.index(e)
+	}
+	return m, nil
+}
+
+func newEntry(id string, aliases []string, rec *record) (*entry, error) {
+	i, err := info(id, aliases, rec)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := parseChain(rec.Chain)
+	if err != nil {
+		return nil, fmt.Errorf("keys: key %q: %w", id, err)
+	}
+	return &entry{info: i, rec: rec, chain: chain}, nil
+}
+
+// index adds e under its id and aliases, replacing the entry with its id.
+// The caller holds m.mu (or owns m).
+func (m *Manager) index(e *entry) {
+	if old := m.entries[e.info.ID]; old != nil {
+		for _, a := range old.info.Aliases {
+			delete(m.names, a)
+		}
+	}
+	m.entries[e.info.ID] = e
+	m.names[e.info.ID] = e.info.ID
+	for _, a := range e.info.Aliases {
+		m.names[a] = e.info.ID
+	}
 }
 
 // ValidateName checks a key id or alias. Names are what clients send as
@@ -160,6 +222,8 @@ func ValidateName(name string) error {
 // CreateOptions are the optional parts of Create.
 type CreateOptions struct {
 	Aliases []string
+	// Internal creates one of brokerd's own keys (an id with ReservedPrefix).
+	Internal bool
 	// CSR, when set, is the template of a certificate signing request the
 	// new key signs inside the TPM.
 	CSR *x509.CertificateRequest
@@ -168,7 +232,7 @@ type CreateOptions struct {
 // Create generates a key inside the TPM. It returns the CSR (DER) when
 // opts.CSR is set.
 func (m *Manager) Create(ctx context.Context, id string, alg tpm.Algorithm, opts CreateOptions) (Info, []byte, error) {
-	if err := m.checkNew(id, opts.Aliases); err != nil {
+	if err := m.checkNew(id, opts.Aliases, opts.Internal); err != nil {
 		return Info{}, nil, err
 	}
 	switch alg {
@@ -202,6 +266,8 @@ func (m *Manager) Create(ctx context.Context, id string, alg tpm.Algorithm, opts
 // ImportOptions are the optional parts of Import and ImportWrapped.
 type ImportOptions struct {
 	Aliases []string
+	// Internal imports one of brokerd's own keys (an id with ReservedPrefix).
+	Internal bool
 	// Chain is the key's certificate (leaf first, then intermediates).
 	Chain []*x509.Certificate
 }
@@ -209,7 +275,7 @@ type ImportOptions struct {
 // Import stores an existing private key: wrapped under the TPM's storage
 // root key when the TPM can hold it, sealed otherwise.
 func (m *Manager) Import(ctx context.Context, id string, priv crypto.Signer, opts ImportOptions) (Info, error) {
-	if err := m.checkNew(id, opts.Aliases); err != nil {
+	if err := m.checkNew(id, opts.Aliases, opts.Internal); err != nil {
 		return Info{}, err
 	}
 	if err := checkChain(priv.Public(), opts.Chain); err != nil {
@@ -237,7 +303,7 @@ func (m *Manager) Import(ctx context.Context, id string, priv crypto.Signer, opt
 	info, err := m.put(id, opts.Aliases, rec, priv.Public(), opts.Chain, false)
 	if err == nil && rec.Kind == KindSealed {
 		m.mu.Lock()
-		m.signers[id] = priv
+		m.entries[id].signer = priv
 		m.mu.Unlock()
 	}
 	return info, err
@@ -246,7 +312,7 @@ func (m *Manager) Import(ctx context.Context, id string, priv crypto.Signer, opt
 // ImportWrapped stores a key that `brokerd key wrap` encrypted for this
 // TPM's endorsement key.
 func (m *Manager) ImportWrapped(ctx context.Context, id string, w *tpm.WrappedKey, opts ImportOptions) (Info, error) {
-	if err := m.checkNew(id, opts.Aliases); err != nil {
+	if err := m.checkNew(id, opts.Aliases, opts.Internal); err != nil {
 		return Info{}, err
 	}
 	k, err := m.dev.ImportWrapped(ctx, w)
@@ -263,13 +329,14 @@ func (m *Manager) ImportWrapped(ctx context.Context, id string, w *tpm.WrappedKe
 // AttachCert sets the certificate chain of key id (leaf first) and adds
 // aliases. The leaf's public key must be the key's.
 func (m *Manager) AttachCert(id string, chain []*x509.Certificate, aliases []string) (Info, error) {
-	rec, stored, err := m.get(id)
+	e, err := m.get(id)
 	if err != nil {
 		return Info{}, err
 	}
-	if rec.ID != id {
-		return Info{}, fmt.Errorf("keys: attach certificate: %q is an alias of %q; give the key id", id, rec.ID)
+	if e.info.ID != id {
+		return Info{}, fmt.Errorf("keys: attach certificate: %q is an alias of %q; give the key id", id, e.info.ID)
 	}
+	stored := *e.rec
 	pub, err := x509.ParsePKIXPublicKey(stored.Public)
 	if err != nil {
 		return Info{}, fmt.Errorf("keys: attach certificate to %q: %w", id, err)
@@ -285,8 +352,8 @@ func (m *Manager) AttachCert(id string, chain []*x509.Certificate, aliases []str
 			return Info{}, fmt.Errorf("keys: attach certificate to %q: %w", id, err)
 		}
 	}
-	all := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(rec.Aliases), aliases...))))
-	return m.put(id, all, stored, pub, chain, true)
+	all := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(e.info.Aliases), aliases...))))
+	return m.put(id, all, &stored, pub, chain, true)
 }
 
 // checkChain checks that chain's leaf certifies pub and that each
@@ -313,15 +380,22 @@ func publicEqual(a, b crypto.PublicKey) bool {
 
 // checkNew validates a new key's names and refuses taken ones before any
 // TPM work is done.
-func (m *Manager) checkNew(id string, aliases []string) error {
+func (m *Manager) checkNew(id string, aliases []string, internal bool) error {
+	if internal != Reserved(id) {
+		return fmt.Errorf("keys: %w: %q: names starting with %q are brokerd's own keys", ErrInvalidName, id, ReservedPrefix)
+	}
 	for _, n := range append([]string{id}, aliases...) {
 		if err := ValidateName(n); err != nil {
 			return fmt.Errorf("keys: %w", err)
 		}
-		if _, err := m.st.Key(n); err == nil {
+		if n != id && Reserved(n) {
+			return fmt.Errorf("keys: %w: alias %q: names starting with %q are brokerd's own", ErrInvalidName, n, ReservedPrefix)
+		}
+		m.mu.RLock()
+		_, taken := m.names[n]
+		m.mu.RUnlock()
+		if taken {
 			return fmt.Errorf("keys: %q: %w", n, ErrExists)
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("keys: %w", err)
 		}
 	}
 	return nil
@@ -346,6 +420,10 @@ func (m *Manager) put(id string, aliases []string, rec *record, pub crypto.Publi
 	if err != nil {
 		return Info{}, fmt.Errorf("keys: store %q: %w", id, err)
 	}
+	e, err := newEntry(id, aliases, rec)
+	if err != nil {
+		return Info{}, err
+	}
 	err = m.st.PutKey(store.KeyRecord{ID: id, Aliases: aliases, Data: data}, replace)
 	if errors.Is(err, store.ErrExists) {
 		return Info{}, fmt.Errorf("keys: %w: %w", ErrExists, err)
@@ -353,74 +431,66 @@ func (m *Manager) put(id string, aliases []string, rec *record, pub crypto.Publi
 	if err != nil {
 		return Info{}, fmt.Errorf("keys: %w", err)
 	}
-	return info(store.KeyRecord{ID: id, Aliases: aliases}, rec)
+	m.mu.Lock()
+	if old := m.entries[id]; old != nil {
+		e.signer = old.signer // a new certificate, the same key
+	}
+	m.index(e)
+	m.mu.Unlock()
+	return e.info, nil
 }
 
 // get resolves a key id or alias.
-func (m *Manager) get(name string) (store.KeyRecord, *record, error) {
-	sr, err := m.st.Key(name)
-	if errors.Is(err, store.ErrNotFound) {
+func (m *Manager) get(name string) (*entry, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	id, ok := m.names[name]
+	if !ok {
 		// Clients of the reference broker name keys as paths relative to
 		// its certificate directory; "./qseal.key" means "qseal.key".
 		if clean := path.Clean(name); clean != name && !strings.HasPrefix(clean, "../") && !path.IsAbs(clean) {
-			sr, err = m.st.Key(clean)
+			id, ok = m.names[clean]
 		}
 	}
-	if errors.Is(err, store.ErrNotFound) {
-		return store.KeyRecord{}, nil, fmt.Errorf("keys: %w: %q", ErrUnknownKey, name)
+	if !ok {
+		return nil, fmt.Errorf("keys: %w: %q", ErrUnknownKey, name)
 	}
-	if err != nil {
-		return store.KeyRecord{}, nil, fmt.Errorf("keys: %w", err)
-	}
-	var rec record
-	if err := json.Unmarshal(sr.Data, &rec); err != nil {
-		return store.KeyRecord{}, nil, fmt.Errorf("keys: key %q: corrupt record: %w", sr.ID, err)
-	}
-	return sr, &rec, nil
+	return m.entries[id], nil
 }
 
 // Info describes the key named name (id or alias).
 func (m *Manager) Info(name string) (Info, error) {
-	sr, rec, err := m.get(name)
+	e, err := m.get(name)
 	if err != nil {
 		return Info{}, err
 	}
-	return info(sr, rec)
+	return e.info, nil
 }
 
 // Chain returns the certificate chain of the key named name (leaf first;
 // empty when none is attached).
 func (m *Manager) Chain(name string) ([]*x509.Certificate, error) {
-	_, rec, err := m.get(name)
+	e, err := m.get(name)
 	if err != nil {
 		return nil, err
 	}
-	return parseChain(rec.Chain)
+	return e.chain, nil
 }
 
 // List describes every key, ordered by id.
 func (m *Manager) List() ([]Info, error) {
-	all, err := m.st.Keys()
-	if err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
+	m.mu.RLock()
+	out := make([]Info, 0, len(m.entries))
+	for _, e := range m.entries {
+		out = append(out, e.info)
 	}
-	out := make([]Info, 0, len(all))
-	for _, sr := range all {
-		var rec record
-		if err := json.Unmarshal(sr.Data, &rec); err != nil {
-			return nil, fmt.Errorf("keys: key %q: corrupt record: %w", sr.ID, err)
-		}
-		i, err := info(sr, &rec)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, i)
-	}
+	m.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
-func info(sr store.KeyRecord, rec *record) (Info, error) {
-	i := Info{ID: sr.ID, Aliases: sr.Aliases, Kind: rec.Kind, Algorithm: rec.Algorithm, Created: rec.Created, ChainLen: len(rec.Chain)}
+func info(id string, aliases []string, rec *record) (Info, error) {
+	i := Info{ID: id, Aliases: slices.Clone(aliases), Kind: rec.Kind, Algorithm: rec.Algorithm, Created: rec.Created, ChainLen: len(rec.Chain)}
 	if i.Aliases == nil {
 		i.Aliases = []string{}
 	}
@@ -428,7 +498,7 @@ func info(sr store.KeyRecord, rec *record) (Info, error) {
 	if len(rec.Chain) > 0 {
 		leaf, err := x509.ParseCertificate(rec.Chain[0])
 		if err != nil {
-			return Info{}, fmt.Errorf("keys: key %q: certificate: %w", sr.ID, err)
+			return Info{}, fmt.Errorf("keys: key %q: certificate: %w", id, err)
 		}
 		nb, na := leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
 		i.Subject, i.Issuer, i.NotBefore, i.NotAfter = dn.Format(leaf.RawSubject), dn.Format(leaf.RawIssuer), &nb, &na
@@ -459,21 +529,25 @@ func parseChain(ders [][]byte) ([]*x509.Certificate, error) {
 // Delete removes key id (not an alias) and flushes it from the TPM. Its
 // blobs are gone; a TPM-generated key cannot be recovered.
 func (m *Manager) Delete(ctx context.Context, id string) error {
-	sr, rec, err := m.get(id)
+	e, err := m.get(id)
 	if err != nil {
 		return err
 	}
-	if sr.ID != id {
-		return fmt.Errorf("keys: delete: %q is an alias of %q; give the key id", id, sr.ID)
+	if e.info.ID != id {
+		return fmt.Errorf("keys: delete: %q is an alias of %q; give the key id", id, e.info.ID)
 	}
 	if err := m.st.DeleteKey(id); err != nil {
 		return fmt.Errorf("keys: %w", err)
 	}
 	m.mu.Lock()
-	delete(m.signers, id)
+	delete(m.entries, id)
+	delete(m.names, id)
+	for _, a := range e.info.Aliases {
+		delete(m.names, a)
+	}
 	m.mu.Unlock()
-	if rec.Blob != nil {
-		if k, err := tpm.ParseKeyBlob(*rec.Blob); err == nil {
+	if e.rec.Blob != nil {
+		if k, err := tpm.ParseKeyBlob(*e.rec.Blob); err == nil {
 			if err := m.dev.Forget(ctx, k); err != nil {
 				m.log.Warn("keys: flush deleted key", "id", id, "err", err)
 			}
@@ -485,37 +559,36 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 // Signer returns the crypto.Signer of the key named name: a TPM signer, or
 // for sealed keys the private key unsealed into memory (once).
 func (m *Manager) Signer(ctx context.Context, name string) (crypto.Signer, error) {
-	sr, rec, err := m.get(name)
+	e, err := m.get(name)
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	s, ok := m.signers[sr.ID]
-	m.mu.Unlock()
-	if ok {
+	m.mu.RLock()
+	s := e.signer
+	m.mu.RUnlock()
+	if s != nil {
 		return s, nil
 	}
 	switch {
-	case rec.Sealed != nil:
-		s, err = m.dev.UnsealKey(ctx, rec.Sealed)
-	case rec.Blob != nil:
+	case e.rec.Sealed != nil:
+		s, err = m.dev.UnsealKey(ctx, e.rec.Sealed)
+	case e.rec.Blob != nil:
 		var k *tpm.Key
-		if k, err = tpm.ParseKeyBlob(*rec.Blob); err == nil {
+		if k, err = tpm.ParseKeyBlob(*e.rec.Blob); err == nil {
 			s, err = m.dev.Signer(k)
 		}
 	default:
 		err = errors.New("record holds no key")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("keys: key %q: %w", sr.ID, err)
+		return nil, fmt.Errorf("keys: key %q: %w", e.info.ID, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if prev, ok := m.signers[sr.ID]; ok {
-		return prev, nil
+	if e.signer == nil {
+		e.signer = s
 	}
-	m.signers[sr.ID] = s
-	return s, nil
+	return e.signer, nil
 }
 
 // LoadAll prepares every key's signer (unsealing sealed keys), so that a

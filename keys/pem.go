@@ -99,30 +99,6 @@ func askPassword(password PasswordFunc) ([]byte, error) {
 	return pw, nil
 }
 
-// ParseCertificatesPEM parses every certificate in PEM data, in order.
-func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parse certificate %d: %w", len(out)+1, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return out, nil
-}
-
 var passwordEnvReplacer = regexp.MustCompile(`[-./]`)
 
 // PasswordEnv is the environment variable the reference broker reads an

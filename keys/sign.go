@@ -63,13 +63,13 @@ func SignDigest(ctx context.Context, s crypto.Signer, digest []byte, alg SignAlg
 		case PS:
 			opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h}
 		default:
-			return nil, "", fmt.Errorf("%w: %s with an RSA key", ErrIncompatible, alg)
+			return nil, "", &IncompatibleError{Alg: alg, KeyType: "RSA"}
 		}
 		sig, err := sign(ctx, s, digest, opts)
 		return sig, alg, err
 	case *ecdsa.PublicKey:
 		if alg != "" && alg != ES {
-			return nil, "", fmt.Errorf("%w: %s with an EC key", ErrIncompatible, alg)
+			return nil, "", &IncompatibleError{Alg: alg, KeyType: "EC " + pub.Curve.Params().Name}
 		}
 		der, err := sign(ctx, s, digest, opts)
 		if err != nil {
@@ -78,9 +78,23 @@ func SignDigest(ctx context.Context, s crypto.Signer, digest []byte, alg SignAlg
 		raw, err := tpm.ECDSARaw(der, (pub.Curve.Params().BitSize+7)/8)
 		return raw, ES, err
 	default:
-		return nil, "", fmt.Errorf("%w: unsupported key type %T", ErrIncompatible, pub)
+		return nil, "", &IncompatibleError{Alg: alg, KeyType: "unknown"}
 	}
 }
+
+// IncompatibleError says which algorithm did not suit which key type. It
+// matches ErrIncompatible.
+type IncompatibleError struct {
+	Alg     SignAlg
+	KeyType string // "RSA", "EC P-256", ...
+}
+
+func (e *IncompatibleError) Error() string {
+	return fmt.Sprintf("%v: %s with a %s key", ErrIncompatible, e.Alg, e.KeyType)
+}
+
+// Is makes errors.Is(err, ErrIncompatible) hold.
+func (e *IncompatibleError) Is(target error) bool { return target == ErrIncompatible }
 
 func sign(ctx context.Context, s crypto.Signer, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if cs, ok := s.(contextSigner); ok {

@@ -138,3 +138,15 @@ func (s *Store) SetMeta(key string, value []byte) error {
 	}
 	return nil
 }
+
+// Probe writes (and syncs) a small record, to show the file is writable:
+// the disk has room and the file system is not read-only.
+func (s *Store) Probe() error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte("probe"), []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	})
+	if err != nil {
+		return fmt.Errorf("store: write probe: %w", err)
+	}
+	return nil
+}

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/dn"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/tpm"
@@ -186,23 +187,19 @@ func (e *env) password(keyFile, pwFile string) keys.PasswordFunc {
 // readChain reads a certificate file (leaf first, maybe with its chain) and
 // an optional file of intermediates.
 func readChain(certFile, chainFile string) ([]*x509.Certificate, error) {
+	if chainFile != "" && certFile == "" {
+		return nil, usagef("--chain needs --cert")
+	}
 	var chain []*x509.Certificate
 	for _, f := range []string{certFile, chainFile} {
 		if f == "" {
 			continue
 		}
-		data, err := os.ReadFile(f)
+		cs, err := certs.ReadFile(f)
 		if err != nil {
 			return nil, err
 		}
-		certs, err := keys.ParseCertificatesPEM(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
-		}
-		chain = append(chain, certs...)
-	}
-	if chainFile != "" && certFile == "" {
-		return nil, usagef("--chain needs --cert")
+		chain = append(chain, cs...)
 	}
 	return chain, nil
 }

@@ -93,6 +93,17 @@ func splitEscaped(s string, sep byte) []string {
 	return out
 }
 
+// oidNames names attributes for Format, in the spelling people read.
+var oidNames = func() map[string]string {
+	names := map[string]string{}
+	for name, oid := range subjectAttrs {
+		names[oid.String()] = name
+	}
+	names["2.5.4.97"], names["2.5.4.5"], names["1.2.840.113549.1.9.1"] = "organizationIdentifier", "serialNumber", "emailAddress"
+	names["2.5.4.17"], names["2.5.4.9"] = "postalCode", "street"
+	return names
+}()
+
 // Format renders a DER-encoded name (a certificate's RawSubject) in
 // RFC 4514 order, keeping its attribute order and naming the attributes
 // Parse knows, organizationIdentifier included.
@@ -101,17 +112,11 @@ func Format(raw []byte) string {
 	if rest, err := asn1.Unmarshal(raw, &rdns); err != nil || len(rest) > 0 {
 		return ""
 	}
-	names := map[string]string{}
-	for name, oid := range subjectAttrs {
-		names[oid.String()] = name
-	}
-	names["2.5.4.97"], names["2.5.4.5"], names["1.2.840.113549.1.9.1"] = "organizationIdentifier", "serialNumber", "emailAddress"
-	names["2.5.4.17"], names["2.5.4.9"] = "postalCode", "street"
 	var parts []string
 	for i := len(rdns) - 1; i >= 0; i-- {
 		var set []string
 		for _, atv := range rdns[i] {
-			name, ok := names[atv.Type.String()]
+			name, ok := oidNames[atv.Type.String()]
 			if !ok {
 				name = atv.Type.String()
 			}
