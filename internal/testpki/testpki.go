@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"testing"
 	"time"
@@ -55,6 +56,7 @@ type Leaf struct {
 	Subject   pkix.Name
 	DNSNames  []string
 	IPs       []net.IP
+	URIs      []*url.URL
 	NotBefore time.Time
 	NotAfter  time.Time
 	ExtUsage  []x509.ExtKeyUsage
@@ -79,6 +81,7 @@ func (ca *CA) Issue(t testing.TB, pub crypto.PublicKey, l Leaf) *x509.Certificat
 		Subject:               l.Subject,
 		DNSNames:              l.DNSNames,
 		IPAddresses:           l.IPs,
+		URIs:                  l.URIs,
 		NotBefore:             l.NotBefore,
 		NotAfter:              l.NotAfter,
 		ExtKeyUsage:           l.ExtUsage,

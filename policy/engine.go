@@ -1,0 +1,96 @@
+package policy
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// Engine holds the policy in force and reloads it from its file. It is
+// safe for concurrent use: a reload swaps the whole policy at once, so a
+// request sees either the old rules or the new ones.
+type Engine struct {
+	path string
+	log  *slog.Logger
+	cur  atomic.Pointer[Policy]
+	seen atomic.Pointer[fileStamp]
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ino  uint64
+}
+
+// NewEngine loads the policy at path.
+func NewEngine(path string, log *slog.Logger) (*Engine, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{path: path, log: log}
+	if err := e.Reload(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Path is the policy file.
+func (e *Engine) Path() string { return e.path }
+
+// Policy returns the rules in force.
+func (e *Engine) Policy() *Policy { return e.cur.Load() }
+
+// Decide applies the rules in force.
+func (e *Engine) Decide(id Identity, req Request) Decision { return e.cur.Load().Decide(id, req) }
+
+// Allowed reports whether the rules in force grant id any use of a key.
+func (e *Engine) Allowed(id Identity, keyNames []string) bool {
+	return e.cur.Load().Allowed(id, keyNames)
+}
+
+// Reload reads the file again. On error the rules in force stay.
+func (e *Engine) Reload() error {
+	st := stamp(e.path)
+	p, err := Load(e.path)
+	if err != nil {
+		e.seen.Store(st) // do not retry a broken file until it changes again
+		return err
+	}
+	e.cur.Store(p)
+	e.seen.Store(st)
+	e.log.Info("policy loaded", "file", e.path, "rules", len(p.Rules))
+	return nil
+}
+
+// Watch reloads the file whenever it changes, checking every interval,
+// until ctx ends. A file that does not load is logged and ignored.
+func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if st := stamp(e.path); !sameStamp(st, e.seen.Load()) {
+				if err := e.Reload(); err != nil {
+					e.log.Error("policy file changed but does not load; keeping the rules in force", "err", err)
+				}
+			}
+		}
+	}
+}
+
+func stamp(path string) *fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return &fileStamp{}
+	}
+	return &fileStamp{mod: fi.ModTime(), size: fi.Size(), ino: inode(fi)}
+}
+
+func sameStamp(a, b *fileStamp) bool {
+	return b != nil && a.mod.Equal(b.mod) && a.size == b.size && a.ino == b.ino
+}

@@ -1,0 +1,439 @@
+// Package policy decides who a client is (from its verified certificate)
+// and what it may do: which keys, which operations, which bank origins.
+// Default deny: a client may do only what a rule allows.
+//
+// Rules live in a TOML file that brokerd's `policy` commands edit and that
+// the daemon reloads when it changes. Certificate validity is not this
+// package's business: netstack verified the chain before policy sees it.
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/brokerd/brokerd/internal/dn"
+)
+
+// Op is an operation a rule can allow.
+type Op string
+
+// Operations.
+const (
+	OpSign        Op = "sign"
+	OpMakeRequest Op = "makeRequest"
+)
+
+// Ops lists the operations rules may name.
+var Ops = []Op{OpSign, OpMakeRequest}
+
+// Identity is what policy knows of a client: its verified certificate.
+type Identity struct {
+	Subject     string   `json:"subject"`
+	CN          string   `json:"cn,omitempty"`
+	OUs         []string `json:"ou,omitempty"`
+	DNSNames    []string `json:"san_dns,omitempty"`
+	URIs        []string `json:"san_uri,omitempty"`
+	Fingerprint string   `json:"fingerprint"` // SHA-256 of the leaf's DER, lower-case hex
+	// Issuers are the subjects of the certificates above the leaf in its
+	// verified chain: the issuing CA first, the root last.
+	Issuers []string `json:"issuers,omitempty"`
+}
+
+// IdentityOf describes the client whose verified chain (leaf first) is
+// given.
+func IdentityOf(chain []*x509.Certificate) Identity {
+	leaf := chain[0]
+	sum := sha256.Sum256(leaf.Raw)
+	id := Identity{
+		Subject:     dn.Format(leaf.RawSubject),
+		CN:          leaf.Subject.CommonName,
+		OUs:         leaf.Subject.OrganizationalUnit,
+		DNSNames:    leaf.DNSNames,
+		Fingerprint: hex.EncodeToString(sum[:]),
+	}
+	for _, u := range leaf.URIs {
+		id.URIs = append(id.URIs, u.String())
+	}
+	if len(chain) == 1 {
+		id.Issuers = []string{dn.Format(leaf.RawIssuer)}
+	}
+	for _, c := range chain[1:] {
+		id.Issuers = append(id.Issuers, dn.Format(c.RawSubject))
+	}
+	return id
+}
+
+// String names the client in logs and errors.
+func (id Identity) String() string {
+	fp := id.Fingerprint
+	if len(fp) > 16 {
+		fp = fp[:16]
+	}
+	return id.Subject + " (sha256 " + fp + "…)"
+}
+
+// Rule allows clients matching all of its matchers to use its keys for its
+// operations (and, for makeRequest, its origins). Empty matchers are not
+// checked; a rule needs at least one matcher or AnyClient.
+type Rule struct {
+	Name string `toml:"name" json:"name"`
+
+	// Matchers.
+	CN          string `toml:"cn,omitempty" json:"cn,omitempty"`
+	SANURI      string `toml:"san_uri,omitempty" json:"san_uri,omitempty"`
+	SANDNS      string `toml:"san_dns,omitempty" json:"san_dns,omitempty"`
+	OU          string `toml:"ou,omitempty" json:"ou,omitempty"`
+	Fingerprint string `toml:"fingerprint,omitempty" json:"fingerprint,omitempty"`
+	// Issuer matches any CA certificate in the client's verified chain.
+	Issuer    string `toml:"issuer,omitempty" json:"issuer,omitempty"`
+	AnyClient bool   `toml:"any_client,omitempty" json:"any_client,omitempty"`
+
+	// Grants. "*" in Keys or Ops means all.
+	Keys []string `toml:"keys" json:"keys"`
+	Ops  []string `toml:"ops" json:"ops"`
+	// Origins are scheme://host[:port], host may start with "*."; "*" is
+	// any origin (on public addresses).
+	Origins      []string `toml:"origins,omitempty" json:"origins,omitempty"`
+	AllowPrivate bool     `toml:"allow_private,omitempty" json:"allow_private,omitempty"`
+}
+
+// Policy is a set of rules.
+type Policy struct {
+	Rules []Rule `toml:"rule" json:"rules"`
+}
+
+// Validate checks every rule and normalises matchers (fingerprints to
+// lower-case hex, issuers to their canonical DN).
+func (p *Policy) Validate() error {
+	var errs []error
+	seen := map[string]bool{}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if err := r.normalise(); err != nil {
+			errs = append(errs, fmt.Errorf("rule %q: %w", r.Name, err))
+		}
+		if seen[r.Name] {
+			errs = append(errs, fmt.Errorf("rule %q: name used twice", r.Name))
+		}
+		seen[r.Name] = true
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Rule) normalise() error {
+	if r.Name == "" || strings.ContainsAny(r.Name, " \t\n\"") {
+		return errors.New("a rule needs a name without spaces or quotes")
+	}
+	if !r.AnyClient && r.CN == "" && r.SANURI == "" && r.SANDNS == "" && r.OU == "" && r.Fingerprint == "" && r.Issuer == "" {
+		return errors.New("no matcher: give one of cn, san_uri, san_dns, ou, fingerprint, issuer, or any_client")
+	}
+	if r.Fingerprint != "" {
+		fp := strings.ToLower(strings.ReplaceAll(r.Fingerprint, ":", ""))
+		if b, err := hex.DecodeString(fp); err != nil || len(b) != sha256.Size {
+			return fmt.Errorf("fingerprint %q is not a SHA-256 in hex", r.Fingerprint)
+		}
+		r.Fingerprint = fp
+	}
+	if r.Issuer != "" {
+		c, err := dn.Canonical(r.Issuer)
+		if err != nil {
+			return fmt.Errorf("issuer: %w", err)
+		}
+		r.Issuer = c
+	}
+	if len(r.Keys) == 0 {
+		return errors.New("no keys: give key ids or \"*\"")
+	}
+	if len(r.Ops) == 0 {
+		return errors.New("no operations: give sign, makeRequest or \"*\"")
+	}
+	for _, op := range r.Ops {
+		if op != "*" && !slices.Contains(Ops, Op(op)) {
+			return fmt.Errorf("unknown operation %q (want sign, makeRequest or *)", op)
+		}
+	}
+	for i, o := range r.Origins {
+		if o == "*" {
+			continue
+		}
+		n, err := ParseOrigin(o)
+		if err != nil {
+			return err
+		}
+		r.Origins[i] = n.String()
+	}
+	return nil
+}
+
+// matches reports whether the rule's matchers all hold for id.
+func (r *Rule) matches(id Identity) bool {
+	return (r.CN == "" || r.CN == id.CN) &&
+		(r.OU == "" || slices.Contains(id.OUs, r.OU)) &&
+		(r.SANDNS == "" || slices.Contains(id.DNSNames, r.SANDNS)) &&
+		(r.SANURI == "" || slices.Contains(id.URIs, r.SANURI)) &&
+		(r.Fingerprint == "" || r.Fingerprint == id.Fingerprint) &&
+		(r.Issuer == "" || slices.Contains(id.Issuers, r.Issuer))
+}
+
+func (r *Rule) allowsOp(op Op) bool {
+	return slices.Contains(r.Ops, "*") || slices.Contains(r.Ops, string(op))
+}
+
+// allowsKey reports whether the rule grants one of a key's names (its id
+// and aliases).
+func (r *Rule) allowsKey(names []string) bool {
+	if slices.Contains(r.Keys, "*") {
+		return true
+	}
+	for _, n := range names {
+		if slices.Contains(r.Keys, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// Request is what a client asks to do.
+type Request struct {
+	Op Op
+	// KeyNames are the key's id and aliases (or just the name the client
+	// gave, for a key that does not exist).
+	KeyNames []string
+	// Origin is the bank origin of a makeRequest; nil for other operations.
+	Origin *Origin
+}
+
+// Decision is the answer, with the rule that made it and why.
+type Decision struct {
+	Allow bool `json:"allow"`
+	// Rule is the allowing rule; empty when denied.
+	Rule   string `json:"rule,omitempty"`
+	Reason string `json:"reason"`
+	// AllowPrivate is set when the allowing rule lets makeRequest reach
+	// private addresses of the origin's literal host.
+	AllowPrivate bool `json:"allow_private,omitempty"`
+}
+
+// Decide applies the rules to a request by the client id. The first rule
+// that grants it decides; without one, the answer is no.
+func (p *Policy) Decide(id Identity, req Request) Decision {
+	key := "?"
+	if len(req.KeyNames) > 0 {
+		key = req.KeyNames[0]
+	}
+	// Without a grant, explain with the rule that came closest: one that
+	// matched the client, the operation and the key beats one that matched
+	// the client and the operation, which beats one that matched the client.
+	reason, closest := fmt.Sprintf("no rule matches client %s", id.Subject), 0
+	miss := func(level int, format string, args ...any) {
+		if level > closest {
+			reason, closest = fmt.Sprintf(format, args...), level
+		}
+	}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if !r.AnyClient && !r.matches(id) {
+			continue
+		}
+		switch {
+		case !r.allowsOp(req.Op):
+			miss(1, "rule %q matches the client but does not allow %s", r.Name, req.Op)
+		case !r.allowsKey(req.KeyNames):
+			miss(2, "rule %q matches the client but does not allow key %q", r.Name, key)
+		case req.Op == OpMakeRequest && !r.allowsOrigin(req.Origin):
+			miss(3, "rule %q matches the client but does not allow origin %s", r.Name, req.Origin)
+		default:
+			return Decision{Allow: true, Rule: r.Name, AllowPrivate: r.AllowPrivate,
+				Reason: fmt.Sprintf("rule %q allows %s with key %q", r.Name, req.Op, key)}
+		}
+	}
+	return Decision{Reason: reason}
+}
+
+// Allowed reports whether any rule grants client id any operation on a key
+// with these names (for listing the keys a client may use).
+func (p *Policy) Allowed(id Identity, keyNames []string) bool {
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if (r.AnyClient || r.matches(id)) && r.allowsKey(keyNames) {
+			return true
+		}
+	}
+	return false
+}
+
+// Rule returns the rule named name.
+func (p *Policy) Rule(name string) (Rule, bool) {
+	i := slices.IndexFunc(p.Rules, func(r Rule) bool { return r.Name == name })
+	if i < 0 {
+		return Rule{}, false
+	}
+	return p.Rules[i], true
+}
+
+// Put adds rule r, or replaces the rule with its name.
+func (p *Policy) Put(r Rule) error {
+	q := &Policy{Rules: slices.Clone(p.Rules)}
+	if i := slices.IndexFunc(q.Rules, func(x Rule) bool { return x.Name == r.Name }); i >= 0 {
+		q.Rules[i] = r
+	} else {
+		q.Rules = append(q.Rules, r)
+	}
+	if err := q.Validate(); err != nil {
+		return err
+	}
+	p.Rules = q.Rules
+	return nil
+}
+
+// Remove deletes the rule named name.
+func (p *Policy) Remove(name string) error {
+	i := slices.IndexFunc(p.Rules, func(r Rule) bool { return r.Name == name })
+	if i < 0 {
+		return fmt.Errorf("no rule named %q", name)
+	}
+	p.Rules = slices.Delete(p.Rules, i, i+1)
+	return nil
+}
+
+// Load reads a policy file. A missing file is an empty policy: nothing is
+// allowed.
+func Load(path string) (*Policy, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &Policy{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	var p Policy
+	md, err := toml.Decode(string(data), &p)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("policy: %s: unknown keys: %v", path, und)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("policy: %s: %w", path, err)
+	}
+	return &p, nil
+}
+
+const fileHeader = `# brokerd access policy: which clients may use which keys, for which
+# operations and bank origins. Default deny. Edited by "brokerd policy
+# allow/remove"; hand edits are fine too. The daemon reloads this file when
+# it changes. Reference: README.md, section "Access policy".
+`
+
+// Save writes the policy to path atomically (a temporary file renamed over
+// it), so the daemon never reads half a file.
+func (p *Policy) Save(path string) error {
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	var b bytes.Buffer
+	b.WriteString(fileHeader)
+	if len(p.Rules) > 0 {
+		b.WriteString("\n")
+		if err := toml.NewEncoder(&b).Encode(p); err != nil {
+			return fmt.Errorf("policy: encode: %w", err)
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".policy-*")
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b.Bytes()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("policy: write: %w", err)
+	}
+	if err := tmp.Chmod(0o640); err != nil {
+		tmp.Close()
+		return fmt.Errorf("policy: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("policy: write: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("policy: write: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	return nil
+}
+
+// Origin is a bank origin: scheme, host (maybe "*.suffix") and port.
+type Origin struct {
+	Scheme string
+	Host   string
+	Port   string
+}
+
+// ParseOrigin parses scheme://host[:port]. The default port of the scheme
+// is made explicit.
+func ParseOrigin(s string) (*Origin, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("origin %q: want scheme://host[:port] with scheme https or http", s)
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
+	}
+	return &Origin{Scheme: u.Scheme, Host: strings.ToLower(u.Hostname()), Port: port}, nil
+}
+
+// String writes the origin as scheme://host:port.
+func (o *Origin) String() string {
+	if o == nil {
+		return "(none)"
+	}
+	host := o.Host
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return o.Scheme + "://" + host + ":" + o.Port
+}
+
+// matches reports whether origin o (a rule's, maybe with "*.") covers req.
+func (o *Origin) matches(req *Origin) bool {
+	if o.Scheme != req.Scheme || o.Port != req.Port {
+		return false
+	}
+	if suffix, ok := strings.CutPrefix(o.Host, "*."); ok {
+		return strings.HasSuffix(req.Host, "."+suffix)
+	}
+	return o.Host == req.Host
+}
+
+func (r *Rule) allowsOrigin(req *Origin) bool {
+	if req == nil {
+		return false
+	}
+	for _, s := range r.Origins {
+		if s == "*" {
+			return true
+		}
+		o, err := ParseOrigin(s)
+		if err == nil && o.matches(req) {
+			return true
+		}
+	}
+	return false
+}
