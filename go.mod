@@ -12,4 +12,7 @@ require (
 	golang.org/x/term v0.47.0
 )
 
-require golang.org/x/sys v0.49.0 // indirect
+require (
+	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
