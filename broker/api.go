@@ -1,0 +1,293 @@
+// Package broker is brokerd's API: the operations (sign, makeRequest, key
+// listing), their HTTP handlers and wire formats, and the mapping of errors
+// to answers. The wire format is the reference broker's (Enable Banking's
+// eIDAS broker), byte for byte where its clients can tell; where the
+// reference answers bad input with a 500 and internals, brokerd answers with
+// a precise 4xx and none.
+package broker
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/policy"
+)
+
+// KeyService is what the API needs of the key registry.
+type KeyService interface {
+	Info(name string) (keys.Info, error)
+	Chain(name string) ([]*x509.Certificate, error)
+	List() ([]keys.Info, error)
+	Sign(ctx context.Context, name string, data []byte, alg keys.SignAlg, h crypto.Hash) ([]byte, keys.SignAlg, error)
+}
+
+// Authorizer decides what a client may do.
+type Authorizer interface {
+	Decide(id policy.Identity, req policy.Request) policy.Decision
+	Allowed(id policy.Identity, keyNames []string) bool
+}
+
+// Config configures the API.
+type Config struct {
+	// MaxBody bounds request bodies; larger ones get 413. Default 1 MiB.
+	MaxBody int64
+	// Health reports whether brokerd can serve: the TPM answers and the
+	// state is writable. nil means always healthy.
+	Health func(ctx context.Context) error
+	Log    *slog.Logger
+}
+
+// API serves the broker's HTTP interface.
+type API struct {
+	cfg  Config
+	keys KeyService
+	auth Authorizer
+	log  *slog.Logger
+	ids  identityCache
+}
+
+// identityCache remembers the identities of recent client certificates:
+// every request of a keep-alive connection presents the same one.
+type identityCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]policy.Identity
+}
+
+// maxIdentities bounds the cache; it starts over when full.
+const maxIdentities = 1024
+
+func (c *identityCache) of(chain []*x509.Certificate) policy.Identity {
+	h := sha256.New()
+	for _, cert := range chain {
+		h.Write(cert.Raw)
+	}
+	var key [32]byte
+	h.Sum(key[:0])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id, ok := c.m[key]; ok {
+		return id
+	}
+	if c.m == nil || len(c.m) >= maxIdentities {
+		c.m = map[[32]byte]policy.Identity{}
+	}
+	id := policy.IdentityOf(chain)
+	c.m[key] = id
+	return id
+}
+
+// New returns the API over a key registry and a policy.
+func New(cfg Config, ks KeyService, auth Authorizer) *API {
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &API{cfg: cfg, keys: ks, auth: auth, log: cfg.Log}
+}
+
+type route map[string]http.HandlerFunc // method → handler
+
+// Handler is the mutual-TLS API: every request but GET /health needs a
+// verified client certificate.
+func (a *API) Handler() http.Handler {
+	routes := map[string]route{
+		"/":             {http.MethodGet: a.root},
+		"/health":       {http.MethodGet: a.health},
+		"/sign":         {http.MethodPost: a.sign},
+		"/keys":         {http.MethodGet: a.listKeys},
+		"/openapi.json": {http.MethodGet: a.openapi},
+	}
+	return a.logged(a.requireClient(router(routes)))
+}
+
+// HealthHandler is the plain-HTTP listener: GET /health only.
+func (a *API) HealthHandler() http.Handler {
+	return a.logged(router(map[string]route{"/health": {http.MethodGet: a.health}}))
+}
+
+// router dispatches on path then method, answering unknown paths and
+// methods the way the reference does, including its redirect of a path
+// with a trailing slash to the route without it.
+func router(routes map[string]route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt, ok := routes[r.URL.Path]
+		if !ok {
+			if trimmed := strings.TrimSuffix(r.URL.Path, "/"); trimmed != r.URL.Path && trimmed != "" {
+				if _, ok := routes[trimmed]; ok {
+					u := *r.URL
+					u.Path, u.RawPath = trimmed, ""
+					u.Scheme, u.Host = "https", r.Host
+					if r.TLS == nil {
+						u.Scheme = "http"
+					}
+					http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
+					return
+				}
+			}
+			writeRaw(w, http.StatusNotFound, []byte(`{"detail":"Not Found"}`))
+			return
+		}
+		method := r.Method
+		if method == http.MethodHead {
+			method = http.MethodGet
+		}
+		h, ok := rt[method]
+		if !ok {
+			allowed := make([]string, 0, len(rt))
+			for m := range rt {
+				allowed = append(allowed, m)
+			}
+			slices.Sort(allowed)
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			writeRaw(w, http.StatusMethodNotAllowed, []byte(`{"detail":"Method Not Allowed"}`))
+			return
+		}
+		h(w, r)
+	})
+}
+
+type ctxKey int
+
+const (
+	keyClient ctxKey = iota
+	keyLog
+)
+
+// requestLog collects what one request's log line says: never request
+// data or signatures, only their digests and sizes.
+type requestLog struct {
+	mu    sync.Mutex
+	attrs []any
+}
+
+func (l *requestLog) add(attrs ...any) {
+	l.mu.Lock()
+	l.attrs = append(l.attrs, attrs...)
+	l.mu.Unlock()
+}
+
+func logOf(r *http.Request) *requestLog {
+	l, _ := r.Context().Value(keyLog).(*requestLog)
+	if l == nil {
+		return &requestLog{}
+	}
+	return l
+}
+
+// statusWriter remembers the status sent.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// logged gives each request an id (echoed in X-Request-Id) and one log
+// line.
+func (a *API) logged(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		var b [8]byte
+		rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		w.Header().Set("X-Request-Id", id)
+		rl := &requestLog{}
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), keyLog, rl)))
+		attrs := []any{"request_id", id, "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "remote", r.RemoteAddr}
+		rl.mu.Lock()
+		attrs = append(attrs, rl.attrs...)
+		rl.mu.Unlock()
+		a.log.Info("request", attrs...)
+	})
+}
+
+// requireClient refuses every request without a verified client
+// certificate, except GET /health, and puts the client's identity in the
+// request context.
+func (a *API) requireClient(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chain := netstack.VerifiedChain(r)
+		if chain == nil {
+			if r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			writeError(w, apiError{status: http.StatusForbidden, message: "Client certificate required",
+				data: "this endpoint needs a client certificate issued by a CA the broker trusts"})
+			return
+		}
+		id := a.ids.of(chain)
+		logOf(r).add("client", id.Subject, "client_sha256", id.Fingerprint)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyClient, id)))
+	})
+}
+
+func clientOf(r *http.Request) policy.Identity {
+	id, _ := r.Context().Value(keyClient).(policy.Identity)
+	return id
+}
+
+func (a *API) root(w http.ResponseWriter, _ *http.Request) {
+	writeRaw(w, http.StatusOK, []byte(`{"result":"eIDAS broker"}`))
+}
+
+func (a *API) health(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Health != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if err := a.cfg.Health(ctx); err != nil {
+			logOf(r).add("health", err.Error())
+			writeError(w, apiError{status: http.StatusServiceUnavailable, message: "Service unavailable",
+				data: healthReason(err), retryAfter: "5"})
+			return
+		}
+	}
+	writeRaw(w, http.StatusOK, []byte(`{"result":"ok"}`))
+}
+
+// HealthError is a health check failure whose Reason may be shown to
+// anyone (it names the failing part, no internals).
+type HealthError struct {
+	Reason string
+	Err    error
+}
+
+func (e *HealthError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *HealthError) Unwrap() error { return e.Err }
+
+func healthReason(err error) string {
+	var he *HealthError
+	if errors.As(err, &he) {
+		return he.Reason
+	}
+	return "not ready"
+}

@@ -1,0 +1,120 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/tpm"
+)
+
+// apiError is an answer in the reference's error shape:
+// {"code":N,"message":"...","data":...}. data is a string or nil and never
+// holds file paths, Go type names or stack traces.
+type apiError struct {
+	status     int
+	message    string
+	data       any // string or nil
+	retryAfter string
+}
+
+func writeError(w http.ResponseWriter, e apiError) {
+	b := []byte(`{"code":`)
+	b = strconv.AppendInt(b, int64(e.status), 10)
+	b = append(b, `,"message":`...)
+	b = pyQuote(b, e.message)
+	b = append(b, `,"data":`...)
+	if s, ok := e.data.(string); ok {
+		b = pyQuote(b, s)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, '}')
+	if e.retryAfter != "" {
+		w.Header().Set("Retry-After", e.retryAfter)
+	}
+	writeRaw(w, e.status, b)
+}
+
+// writeRaw sends a JSON body.
+func writeRaw(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// writeJSON sends v as compact JSON without HTML escaping (for brokerd's
+// own endpoints, whose output the reference has no counterpart of).
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, apiError{status: http.StatusInternalServerError, message: "Internal server error"})
+		return
+	}
+	writeRaw(w, status, b)
+}
+
+// bodyTooLarge is the 413 answer.
+func bodyTooLarge(limit int64) apiError {
+	return apiError{status: http.StatusRequestEntityTooLarge, message: "Request body too large",
+		data: fmt.Sprintf("the limit is %d bytes", limit)}
+}
+
+// readBody reads the request body up to limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *apiError) {
+	if r.ContentLength > limit {
+		e := bodyTooLarge(limit)
+		return nil, &e
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			e := bodyTooLarge(limit)
+			return nil, &e
+		}
+		return nil, &apiError{status: http.StatusBadRequest, message: "Bad request", data: "the request body could not be read"}
+	}
+	return body, nil
+}
+
+// unparsable is FastAPI's answer to a body it cannot decode.
+func unparsable(w http.ResponseWriter) {
+	writeRaw(w, http.StatusBadRequest, []byte(`{"detail":"There was an error parsing the body"}`))
+}
+
+// operationError maps an error of a key operation to its answer.
+func operationError(err error, keyID string) apiError {
+	switch {
+	case errors.Is(err, keys.ErrUnknownKey):
+		return apiError{status: http.StatusNotFound, message: "Unknown key", data: fmt.Sprintf("no key named %q", keyID)}
+	case errors.Is(err, keys.ErrIncompatible):
+		return apiError{status: http.StatusBadRequest, message: "Algorithm incompatible with key", data: incompatibleDetail(err)}
+	case errors.Is(err, tpm.ErrBusy):
+		return apiError{status: http.StatusServiceUnavailable, message: "TPM busy", data: "too many operations are waiting for the TPM; retry later", retryAfter: "1"}
+	case errors.Is(err, tpm.ErrUnavailable), errors.Is(err, tpm.ErrClosed):
+		return apiError{status: http.StatusServiceUnavailable, message: "TPM unavailable", data: "the TPM does not answer; retry later", retryAfter: "5"}
+	case errors.Is(err, tpm.ErrWrongTPM):
+		return apiError{status: http.StatusInternalServerError, message: "Key unusable", data: fmt.Sprintf("key %q cannot be loaded by this TPM; the operator must import it again", keyID)}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return apiError{status: http.StatusServiceUnavailable, message: "Request cancelled", data: "the request ended before the operation ran"}
+	}
+	return apiError{status: http.StatusInternalServerError, message: "Internal server error", data: nil}
+}
+
+// incompatibleDetail names the algorithm and the key type, as the
+// reference's "Algorithm RS is incompatible with key type ..." does, in
+// words a client can act on.
+func incompatibleDetail(err error) string {
+	var ie *keys.IncompatibleError
+	if errors.As(err, &ie) {
+		return fmt.Sprintf("Algorithm %s is incompatible with key type %s", ie.Alg, ie.KeyType)
+	}
+	return "the algorithm does not suit this key"
+}

@@ -1,0 +1,130 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/brokerd/brokerd/internal/certs"
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/policy"
+)
+
+// sign is POST /sign: {"params":{"data","key_id","hash_algorithm",
+// "crypto_algorithm"}} → {"result":"<standard base64 signature>"}.
+func (a *API) sign(w http.ResponseWriter, r *http.Request) {
+	body, bad := readBody(w, r, a.cfg.MaxBody)
+	if bad != nil {
+		writeError(w, *bad)
+		return
+	}
+	p, verrs, err := parseSign(body, r.Header.Get("Content-Type"))
+	switch {
+	case err != nil:
+		unparsable(w)
+		return
+	case verrs != nil:
+		writeRaw(w, http.StatusUnprocessableEntity, verrs.encode())
+		return
+	}
+	sum := sha256.Sum256([]byte(p.Data))
+	rl := logOf(r)
+	rl.add("op", policy.OpSign, "key_id", p.KeyID, "hash", hashName(p.Hash), "alg", string(p.Alg),
+		"data_sha256", hex.EncodeToString(sum[:]), "data_len", len(p.Data))
+
+	id := clientOf(r)
+	info, names, kerr := a.resolve(p.KeyID)
+	if d := a.auth.Decide(id, policy.Request{Op: policy.OpSign, KeyNames: names}); !d.Allow {
+		rl.add("denied", d.Reason)
+		writeError(w, forbidden(id, policy.OpSign, p.KeyID))
+		return
+	}
+	if kerr != nil {
+		writeError(w, operationError(kerr, p.KeyID))
+		return
+	}
+	sig, alg, err := a.keys.Sign(r.Context(), info.ID, []byte(p.Data), p.Alg, p.Hash)
+	if err != nil {
+		rl.add("error", err.Error())
+		writeError(w, operationError(err, p.KeyID))
+		return
+	}
+	rl.add("key", info.ID, "signed_alg", string(alg))
+	b := append([]byte(`{"result":"`), base64.StdEncoding.EncodeToString(sig)...)
+	writeRaw(w, http.StatusOK, append(b, `"}`...))
+}
+
+// resolve looks a key name up and returns the names policy checks: the
+// key's id and aliases, or only the name given when no key has it.
+// brokerd's own keys (the server key, the CA key) are never resolved for
+// clients.
+func (a *API) resolve(name string) (keys.Info, []string, error) {
+	if keys.Reserved(name) {
+		return keys.Info{}, []string{name}, fmt.Errorf("%w: %q", keys.ErrUnknownKey, name)
+	}
+	info, err := a.keys.Info(name)
+	if err != nil {
+		return keys.Info{}, []string{name}, err
+	}
+	if keys.Reserved(info.ID) {
+		return keys.Info{}, []string{name}, fmt.Errorf("%w: %q", keys.ErrUnknownKey, name)
+	}
+	return info, append([]string{info.ID}, info.Aliases...), nil
+}
+
+func forbidden(id policy.Identity, op policy.Op, key string) apiError {
+	return apiError{status: http.StatusForbidden, message: "Forbidden",
+		data: fmt.Sprintf("client %s may not use key %q for %s", id.Subject, key, op)}
+}
+
+func hashName(h interface{ String() string }) string {
+	return strings.ReplaceAll(h.String(), "-", "")
+}
+
+// keyEntry is one key of GET /keys.
+type keyEntry struct {
+	ID        string     `json:"id"`
+	Aliases   []string   `json:"aliases"`
+	Kind      keys.Kind  `json:"kind"`
+	Algorithm string     `json:"algorithm"`
+	Subject   string     `json:"subject,omitempty"`
+	NotAfter  *time.Time `json:"not_after,omitempty"`
+	X5tS256   string     `json:"x5t#S256,omitempty"`
+	Chain     []string   `json:"certificate_chain"`
+}
+
+// listKeys is GET /keys: the keys this client may use, with their
+// certificate chains.
+func (a *API) listKeys(w http.ResponseWriter, r *http.Request) {
+	infos, err := a.keys.List()
+	if err != nil {
+		logOf(r).add("error", err.Error())
+		writeError(w, apiError{status: http.StatusInternalServerError, message: "Internal server error"})
+		return
+	}
+	id := clientOf(r)
+	out := []keyEntry{}
+	for _, i := range infos {
+		if keys.Reserved(i.ID) || !a.auth.Allowed(id, append([]string{i.ID}, i.Aliases...)) {
+			continue
+		}
+		chain, err := a.keys.Chain(i.ID)
+		if err != nil && !errors.Is(err, keys.ErrUnknownKey) {
+			logOf(r).add("error", err.Error())
+			writeError(w, apiError{status: http.StatusInternalServerError, message: "Internal server error"})
+			return
+		}
+		e := keyEntry{ID: i.ID, Aliases: i.Aliases, Kind: i.Kind, Algorithm: string(i.Algorithm),
+			Subject: i.Subject, NotAfter: i.NotAfter, X5tS256: i.X5tS256, Chain: []string{}}
+		for _, c := range chain {
+			e.Chain = append(e.Chain, string(certs.EncodePEM(c)))
+		}
+		out = append(out, e)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"result": out})
+}
