@@ -6,9 +6,13 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,6 +38,10 @@ type Config struct {
 	// relative to the configuration file.
 	StateDir string `toml:"state_dir"`
 	TPM      TPM    `toml:"tpm"`
+	API      API    `toml:"api"`
+	Health   Health `toml:"health"`
+	Policy   Policy `toml:"policy"`
+	Log      Log    `toml:"log"`
 
 	// path is the file this configuration was read from.
 	path string
@@ -51,6 +59,43 @@ type TPM struct {
 	SealPCRs []int `toml:"seal_pcrs"`
 	// SimulatorSeed fixes the simulator's seeds (simulator address only).
 	SimulatorSeed int64 `toml:"simulator_seed"`
+}
+
+// API configures the mutual-TLS API listener.
+type API struct {
+	// Listen addresses (host:port); systemd sockets named "api" add to them.
+	Listen []string `toml:"listen"`
+	// TLSCert is the server certificate chain file (PEM, leaf first).
+	TLSCert string `toml:"tls_cert"`
+	// TLSKey is the id of the server key in the key registry (in the TPM).
+	TLSKey string `toml:"tls_key"`
+	// ClientCA is the file of CA certificates that issue client
+	// certificates (PEM; intermediates welcome).
+	ClientCA          string   `toml:"client_ca"`
+	MinTLSVersion     string   `toml:"min_tls_version"`
+	MaxBody           int64    `toml:"max_body"`
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+}
+
+// Health configures the plain-HTTP listener that serves only GET /health.
+type Health struct {
+	Listen []string `toml:"listen"`
+}
+
+// Policy configures the access policy.
+type Policy struct {
+	// File holds the rules (see the policy package).
+	File string `toml:"file"`
+}
+
+// Log configures logging (to standard error, hence the journal).
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
 }
 
 // Duration is a time.Duration written as "10s" or "2m".
@@ -80,6 +125,22 @@ func Default() *Config {
 			QueueDepth:     128,
 			QueueWait:      Duration{5 * time.Second},
 		},
+		API: API{
+			Listen:            []string{"0.0.0.0:8443"},
+			TLSCert:           "tls/server.crt",
+			TLSKey:            "brokerd:tls-server",
+			ClientCA:          "tls/client-ca.pem",
+			MinTLSVersion:     "1.2",
+			MaxBody:           1 << 20,
+			ReadHeaderTimeout: Duration{10 * time.Second},
+			ReadTimeout:       Duration{30 * time.Second},
+			WriteTimeout:      Duration{90 * time.Second},
+			IdleTimeout:       Duration{2 * time.Minute},
+			ShutdownTimeout:   Duration{30 * time.Second},
+		},
+		Health: Health{Listen: []string{}},
+		Policy: Policy{File: "policy.toml"},
+		Log:    Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -127,8 +188,10 @@ func Parse(data []byte, path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %s: unknown keys: %s", path, strings.Join(keys, ", "))
 	}
 	c.path = path
-	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
-		c.StateDir = filepath.Join(filepath.Dir(path), c.StateDir)
+	for _, p := range []*string{&c.StateDir, &c.API.TLSCert, &c.API.ClientCA, &c.Policy.File} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(path), *p)
+		}
 	}
 	return c, nil
 }
@@ -148,7 +211,9 @@ func (c *Config) Validate() error {
 	} else if addr.Kind == tpm.KindSimulator && !tpm.SimulatorAvailable {
 		add("tpm.address: the simulator is not part of this build (it exists only in test and demo builds)")
 	}
-	for name, d := range map[string]Duration{"tpm.command_timeout": c.TPM.CommandTimeout, "tpm.keygen_timeout": c.TPM.KeygenTimeout, "tpm.queue_wait": c.TPM.QueueWait} {
+	for name, d := range map[string]Duration{"tpm.command_timeout": c.TPM.CommandTimeout, "tpm.keygen_timeout": c.TPM.KeygenTimeout,
+		"tpm.queue_wait": c.TPM.QueueWait, "api.read_header_timeout": c.API.ReadHeaderTimeout, "api.read_timeout": c.API.ReadTimeout,
+		"api.write_timeout": c.API.WriteTimeout, "api.idle_timeout": c.API.IdleTimeout, "api.shutdown_timeout": c.API.ShutdownTimeout} {
 		if d.Duration <= 0 {
 			add("%s: must be positive", name)
 		}
@@ -161,11 +226,58 @@ func (c *Config) Validate() error {
 			add("tpm.seal_pcrs: PCR %d out of range 0..23", p)
 		}
 	}
+	for _, spec := range []struct {
+		name  string
+		addrs []string
+	}{{"api.listen", c.API.Listen}, {"health.listen", c.Health.Listen}} {
+		for _, a := range spec.addrs {
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				add("%s: %q is not host:port", spec.name, a)
+			}
+		}
+	}
+	if c.API.TLSCert == "" || c.API.ClientCA == "" || c.API.TLSKey == "" {
+		add("api: tls_cert, tls_key and client_ca must be set")
+	}
+	if c.API.MinTLSVersion != "1.2" && c.API.MinTLSVersion != "1.3" {
+		add("api.min_tls_version: %q (want \"1.2\" or \"1.3\")", c.API.MinTLSVersion)
+	}
+	if c.API.MaxBody < 1024 || c.API.MaxBody > 1<<30 {
+		add("api.max_body: %d out of range 1024..1073741824", c.API.MaxBody)
+	}
+	if c.Policy.File == "" {
+		add("policy.file: must be set")
+	}
+	if _, ok := logLevels[c.Log.Level]; !ok {
+		add("log.level: %q (want debug, info, warn or error)", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		add("log.format: %q (want text or json)", c.Log.Format)
+	}
 	if len(errs) == 0 {
 		return nil
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return fmt.Errorf("config: %s: %w", c.path, errors.Join(errs...))
+}
+
+var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+
+// Logger returns the logger the configuration asks for, writing to w.
+func (c *Config) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: logLevels[c.Log.Level]}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// TLSMinVersion returns api.min_tls_version as a crypto/tls constant.
+func (c *Config) TLSMinVersion() uint16 {
+	if c.API.MinTLSVersion == "1.3" {
+		return tls.VersionTLS13
+	}
+	return tls.VersionTLS12
 }
 
 // TPMConfig returns the tpm package's configuration.

@@ -36,17 +36,22 @@ type command struct {
 // commandTable lists the subcommands by name.
 func commandTable() map[string]command {
 	table := map[string]command{
-		"init":         {"write the configuration and state directory, bind them to the TPM", cmdInit},
-		"config check": {"validate the configuration and the state, naming every problem", cmdConfigCheck},
-		"key create":   {"generate a key inside the TPM and print its CSR", cmdKeyCreate},
-		"key import":   {"import a PEM key (or a wrapped blob) into the TPM", cmdKeyImport},
-		"key wrap":     {"encrypt a key for another machine's TPM (needs no TPM)", cmdKeyWrap},
-		"key cert":     {"attach the certificate the QTSP issued", cmdKeyCert},
-		"key list":     {"list keys: id, aliases, kind, algorithm, certificate", cmdKeyList},
-		"key sign":     {"sign standard input, print base64", cmdKeySign},
-		"key delete":   {"delete a key", cmdKeyDelete},
-		"tpm ek":       {"print this TPM's endorsement public key", cmdTPMEK},
-		"version":      {"print the version", cmdVersion},
+		"init":          {"write the configuration and state directory, bind them to the TPM", cmdInit},
+		"config check":  {"validate the configuration and the state, naming every problem", cmdConfigCheck},
+		"key create":    {"generate a key inside the TPM and print its CSR", cmdKeyCreate},
+		"key import":    {"import a PEM key (or a wrapped blob) into the TPM", cmdKeyImport},
+		"key wrap":      {"encrypt a key for another machine's TPM (needs no TPM)", cmdKeyWrap},
+		"key cert":      {"attach the certificate the QTSP issued", cmdKeyCert},
+		"key list":      {"list keys: id, aliases, kind, algorithm, certificate", cmdKeyList},
+		"key sign":      {"sign standard input, print base64", cmdKeySign},
+		"key delete":    {"delete a key", cmdKeyDelete},
+		"tpm ek":        {"print this TPM's endorsement public key", cmdTPMEK},
+		"serve":         {"run the daemon: the mutual-TLS API", cmdServe},
+		"policy allow":  {"add or replace an access rule", cmdPolicyAllow},
+		"policy list":   {"list the access rules", cmdPolicyList},
+		"policy remove": {"remove an access rule", cmdPolicyRemove},
+		"policy test":   {"show the decision for a client certificate", cmdPolicyTest},
+		"version":       {"print the version", cmdVersion},
 	}
 	maps.Copy(table, demoCommands())
 	return table

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -15,22 +16,42 @@ import (
 	"strings"
 
 	"github.com/brokerd/brokerd/config"
+	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/policy"
 	"github.com/brokerd/brokerd/tpm"
 )
 
-func cmdInit(_ context.Context, e *env, args []string) error {
+func cmdInit(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("init", "--dir DIR [flags]",
-		"Write DIR/brokerd.toml and the state directory, and bind the state to the TPM.\n"+
-			"Refuses to overwrite an existing configuration or state.")
+		"Write DIR/brokerd.toml, the state directory and an empty (deny-all) policy, and bind\n"+
+			"the state to the TPM. With --tls-cert, --tls-key and --client-ca (bring your own\n"+
+			"PKI, as the reference broker's openssl recipe makes it), the server key is imported\n"+
+			"into the TPM and the certificates are copied to DIR/tls. Refuses to overwrite an\n"+
+			"existing configuration or state.")
 	dir := fs.String("dir", "", "configuration `directory`; brokerd.toml is written there")
 	addr := fs.String("tpm", tpm.DefaultAddress, "TPM `address`: device:PATH, swtpm:SOCKET or simulator (demo builds)")
 	stateDir := fs.String("state-dir", "", "state `directory` (default DIR/state)")
+	var listen, healthListen, serverNames multiFlag
+	fs.Var(&listen, "listen", "API listen `address` host:port (repeatable; default 0.0.0.0:8443)")
+	fs.Var(&healthListen, "health-listen", "plain-HTTP /health listen `address` (repeatable; default none)")
+	fs.Var(&serverNames, "server-name", "`name` for the server certificate of the built-in CA (repeatable)")
+	tlsCert := fs.String("tls-cert", "", "server certificate `file` (PEM, leaf first, chain may follow)")
+	tlsKey := fs.String("tls-key", "", "server private key `file` (PEM); imported into the TPM")
+	clientCA := fs.String("client-ca", "", "`file` of CA certificates that issue client certificates")
+	pwFile := fs.String("tls-key-password-file", "", "`file` holding the server key's password, if it is encrypted")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "dir"); err != nil {
 		return err
+	}
+	byo := *tlsCert != "" || *tlsKey != "" || *clientCA != ""
+	if byo && (*tlsCert == "" || *tlsKey == "" || *clientCA == "") {
+		return usagef("--tls-cert, --tls-key and --client-ca go together")
+	}
+	if len(serverNames) > 0 && byo {
+		return usagef("--server-name names the built-in CA's server certificate; with --tls-cert it has no use")
 	}
 	cfgPath, err := filepath.Abs(filepath.Join(*dir, "brokerd.toml"))
 	if err != nil {
@@ -45,19 +66,64 @@ func cmdInit(_ context.Context, e *env, args []string) error {
 	if cfg.StateDir, err = filepath.Abs(cfg.StateDir); err != nil {
 		return err
 	}
-	srk, err := initialize(cfgPath, cfg, e.logger())
+	if len(listen) > 0 {
+		cfg.API.Listen = listen
+	}
+	cfg.Health.Listen = append(cfg.Health.Listen, healthListen...)
+	var tlsIn *tlsFiles
+	if byo {
+		if tlsIn, err = readTLSFiles(*tlsCert, *tlsKey, *clientCA, e.password(*tlsKey, *pwFile)); err != nil {
+			return err
+		}
+	}
+	srk, err := initialize(ctx, cfgPath, cfg, tlsIn, e.logger())
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "wrote %s\nstate in %s, bound to TPM %s (storage root key %s)\n",
 		cfgPath, cfg.StateDir, cfg.TPM.Address, hex.EncodeToString(srk)[:16])
-	fmt.Fprintf(e.stdout, "next: export %s=%s, then brokerd key import / key create\n", config.EnvPath, cfgPath)
+	if tlsIn == nil {
+		fmt.Fprintln(e.stdout, "no TLS material given: brokerd serve needs a server certificate and client CA (init with --tls-cert, --tls-key, --client-ca)")
+	}
+	fmt.Fprintf(e.stdout, "next: export %s=%s; brokerd key import / key create; brokerd policy allow; brokerd serve\n", config.EnvPath, cfgPath)
 	return nil
+}
+
+// tlsFiles is bring-your-own TLS material, read and checked before
+// anything is written.
+type tlsFiles struct {
+	chain []*x509.Certificate
+	key   crypto.Signer
+	cas   []*x509.Certificate
+}
+
+func readTLSFiles(certFile, keyFile, caFile string, pw keys.PasswordFunc) (*tlsFiles, error) {
+	chain, err := certs.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	key, err := keys.ParsePrivateKeyPEM(data, pw)
+	clear(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(chain[0].PublicKey) {
+		return nil, fmt.Errorf("%s is not the key of the certificate in %s", keyFile, certFile)
+	}
+	cas, err := certs.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tlsFiles{chain: chain, key: key, cas: cas}, nil
 }
 
 // initialize writes a new configuration and state bound to the TPM, and
 // returns the TPM's storage root key name.
-func initialize(cfgPath string, cfg *config.Config, log *slog.Logger) ([]byte, error) {
+func initialize(ctx context.Context, cfgPath string, cfg *config.Config, tlsIn *tlsFiles, log *slog.Logger) ([]byte, error) {
 	if a, err := tpm.ParseAddress(cfg.TPM.Address); err == nil && a.Kind == tpm.KindSimulator && cfg.TPM.SimulatorSeed == 0 {
 		var b [8]byte
 		rand.Read(b[:])
@@ -66,7 +132,10 @@ func initialize(cfgPath string, cfg *config.Config, log *slog.Logger) ([]byte, e
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	for _, p := range []string{cfgPath, statePath(cfg)} {
+	cfgDir := filepath.Dir(cfgPath)
+	tlsDir := filepath.Join(cfgDir, "tls")
+	policyFile := filepath.Join(cfgDir, cfg.Policy.File)
+	for _, p := range []string{cfgPath, statePath(cfg), policyFile, filepath.Join(tlsDir, "server.crt")} {
 		if _, err := os.Stat(p); err == nil {
 			return nil, fmt.Errorf("%s exists: refusing to overwrite an existing identity", p)
 		} else if !errors.Is(err, os.ErrNotExist) {
@@ -82,12 +151,37 @@ func initialize(cfgPath string, cfg *config.Config, log *slog.Logger) ([]byte, e
 		return nil, err
 	}
 	srk := s.dev.SRKName()
+	err = installTLS(ctx, s, cfg, tlsDir, tlsIn)
 	s.Close()
-	if err := cfg.WriteNew(cfgPath); err != nil {
+	if err == nil {
+		err = (&policy.Policy{}).Save(policyFile)
+	}
+	if err == nil {
+		err = cfg.WriteNew(cfgPath)
+	}
+	if err != nil {
 		os.Remove(statePath(cfg))
 		return nil, err
 	}
 	return srk, nil
+}
+
+// installTLS imports the server key into the TPM and writes the server
+// chain and client CA files.
+func installTLS(ctx context.Context, s *state, cfg *config.Config, dir string, in *tlsFiles) error {
+	if in == nil {
+		return nil
+	}
+	if _, err := s.keys.Import(ctx, cfg.API.TLSKey, in.key, keys.ImportOptions{Chain: in.chain, Internal: true}); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "server.crt"), certs.EncodePEM(in.chain...), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "client-ca.pem"), certs.EncodePEM(in.cas...), 0o644)
 }
 
 // checkReport is what `config check --json` prints.

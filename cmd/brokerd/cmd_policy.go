@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/brokerd/brokerd/config"
+	"github.com/brokerd/brokerd/internal/certs"
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/store"
+)
+
+func cmdPolicyAllow(_ context.Context, e *env, args []string) error {
+	fs := e.flags("policy allow", "--name RULE MATCHER... --keys ID[,ID...]|'*' --ops OP[,OP...]|'*' [--origin URL]... [--allow-private]",
+		"Add or replace rule RULE. A client matching every matcher given may use the keys for\n"+
+			"the operations (sign, makeRequest) and, for makeRequest, the origins. The daemon\n"+
+			"applies the change within a second. Default deny: what no rule allows is refused.")
+	r := policy.Rule{}
+	fs.StringVar(&r.Name, "name", "", "rule `name`")
+	fs.StringVar(&r.CN, "cn", "", "match the client certificate's subject `CN`")
+	fs.StringVar(&r.SANURI, "san-uri", "", "match a URI subject alternative `name`")
+	fs.StringVar(&r.SANDNS, "san-dns", "", "match a DNS subject alternative `name`")
+	fs.StringVar(&r.OU, "ou", "", "match an organisational `unit` of the subject")
+	fs.StringVar(&r.Fingerprint, "fingerprint", "", "match the certificate's SHA-256 `fingerprint` (hex)")
+	fs.StringVar(&r.Issuer, "issuer", "", "match a CA in the client's chain by subject `DN`")
+	fs.BoolVar(&r.AnyClient, "any-client", false, "match any client with a verified certificate")
+	keyList := fs.String("keys", "", "key `ids` (comma-separated) or '*'")
+	opList := fs.String("ops", "", "`operations` (sign, makeRequest; comma-separated) or '*'")
+	var origins multiFlag
+	fs.Var(&origins, "origin", "bank `origin` scheme://host[:port] for makeRequest; host may start with *. (repeatable)")
+	fs.BoolVar(&r.AllowPrivate, "allow-private", false, "let makeRequest reach loopback/private addresses of these origins' literal hosts")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "name", "keys", "ops"); err != nil {
+		return err
+	}
+	r.Keys, r.Ops, r.Origins = splitList(*keyList), splitList(*opList), origins
+	cfg, p, err := e.loadPolicy()
+	if err != nil {
+		return err
+	}
+	if err := p.Put(r); err != nil {
+		return err
+	}
+	if err := p.Save(cfg.Policy.File); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "rule %s saved in %s\n", r.Name, cfg.Policy.File)
+	return nil
+}
+
+// loadPolicy reads the configuration and the policy file it names.
+func (e *env) loadPolicy() (*config.Config, *policy.Policy, error) {
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := policy.Load(cfg.Policy.File)
+	return cfg, p, err
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func cmdPolicyList(_ context.Context, e *env, args []string) error {
+	fs := e.flags("policy list", "[--json]", "List the access rules.")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	_, p, err := e.loadPolicy()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if p.Rules == nil {
+			p.Rules = []policy.Rule{}
+		}
+		return writeJSON(e.stdout, p.Rules)
+	}
+	if len(p.Rules) == 0 {
+		fmt.Fprintln(e.stdout, "no rules: every request is refused")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tMATCH\tKEYS\tOPS\tORIGINS")
+	for _, r := range p.Rules {
+		origins := strings.Join(r.Origins, ",")
+		if r.AllowPrivate {
+			origins += " (private allowed)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, matchers(r), strings.Join(r.Keys, ","), strings.Join(r.Ops, ","), dash(origins))
+	}
+	return tw.Flush()
+}
+
+func matchers(r policy.Rule) string {
+	var m []string
+	for _, kv := range [][2]string{{"cn", r.CN}, {"san-uri", r.SANURI}, {"san-dns", r.SANDNS}, {"ou", r.OU}, {"fingerprint", r.Fingerprint}, {"issuer", r.Issuer}} {
+		if kv[1] != "" {
+			m = append(m, kv[0]+"="+kv[1])
+		}
+	}
+	if r.AnyClient {
+		m = append(m, "any-client")
+	}
+	return strings.Join(m, " ")
+}
+
+func cmdPolicyRemove(_ context.Context, e *env, args []string) error {
+	fs := e.flags("policy remove", "--name RULE", "Remove rule RULE.")
+	name := fs.String("name", "", "rule `name`")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "name"); err != nil {
+		return err
+	}
+	cfg, p, err := e.loadPolicy()
+	if err != nil {
+		return err
+	}
+	if err := p.Remove(*name); err != nil {
+		return err
+	}
+	if err := p.Save(cfg.Policy.File); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "rule %s removed\n", *name)
+	return nil
+}
+
+// testReport is what `policy test --json` prints.
+type testReport struct {
+	Client   policy.Identity `json:"client"`
+	Op       string          `json:"op"`
+	Key      string          `json:"key"`
+	KeyNames []string        `json:"key_names"`
+	Origin   string          `json:"origin,omitempty"`
+	policy.Decision
+}
+
+func cmdPolicyTest(_ context.Context, e *env, args []string) error {
+	fs := e.flags("policy test", "--cert FILE --op OP --key ID [--origin URL] [--json]",
+		"Show what the policy decides for a client certificate (PEM, leaf first, its CA chain\n"+
+			"may follow): allow or deny, and the rule that made the decision.")
+	certFile := fs.String("cert", "", "client certificate `file`")
+	op := fs.String("op", "", "`operation`: sign or makeRequest")
+	key := fs.String("key", "", "key `id` or alias")
+	origin := fs.String("origin", "", "bank `origin` (makeRequest)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "cert", "op", "key"); err != nil {
+		return err
+	}
+	chain, err := certs.ReadFile(*certFile)
+	if err != nil {
+		return err
+	}
+	req := policy.Request{Op: policy.Op(*op), KeyNames: []string{*key}}
+	if *origin != "" {
+		if req.Origin, err = policy.ParseOrigin(*origin); err != nil {
+			return usagef("%v", err)
+		}
+	}
+	cfg, p, err := e.loadPolicy()
+	if err != nil {
+		return err
+	}
+	req.KeyNames = keyNames(statePath(cfg), *key)
+	id := policy.IdentityOf(chain)
+	d := p.Decide(id, req)
+	if *asJSON {
+		return writeJSON(e.stdout, testReport{Client: id, Op: *op, Key: *key, KeyNames: req.KeyNames, Origin: *origin, Decision: d})
+	}
+	verdict := "deny"
+	if d.Allow {
+		verdict = "allow"
+	}
+	fmt.Fprintf(e.stdout, "%s: %s\nclient: %s\n", verdict, d.Reason, id)
+	return nil
+}
+
+// keyNames returns the id and aliases of the key called name, read from
+// the state when it can be opened (it cannot while the daemon holds it),
+// else just name.
+func keyNames(statePath, name string) []string {
+	st, err := store.Open(statePath, store.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		return []string{name}
+	}
+	defer st.Close()
+	rec, err := st.Key(name)
+	if err != nil || keys.Reserved(rec.ID) {
+		return []string{name}
+	}
+	return append([]string{rec.ID}, rec.Aliases...)
+}
