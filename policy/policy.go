@@ -14,7 +14,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +22,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/brokerd/brokerd/internal/dn"
+	"github.com/brokerd/brokerd/internal/origin"
 )
 
 // Op is an operation a rule can allow.
@@ -163,15 +163,12 @@ func (r *Rule) normalise() error {
 			return fmt.Errorf("unknown operation %q (want sign, makeRequest or *)", op)
 		}
 	}
-	for i, o := range r.Origins {
-		if o == "*" {
-			continue
-		}
-		n, err := ParseOrigin(o)
-		if err != nil {
-			return err
-		}
-		r.Origins[i] = n.String()
+	origins, err := origin.Normalize(r.Origins)
+	if err != nil {
+		return err
+	}
+	if r.Origins != nil {
+		r.Origins = origins
 	}
 	return nil
 }
@@ -208,10 +205,11 @@ func (r *Rule) allowsKey(names []string) bool {
 type Request struct {
 	Op Op
 	// KeyNames are the key's id and aliases (or just the name the client
-	// gave, for a key that does not exist).
+	// gave, for a key that does not exist); nil for a makeRequest without
+	// a QWAC, which uses no key.
 	KeyNames []string
 	// Origin is the bank origin of a makeRequest; nil for other operations.
-	Origin *Origin
+	Origin *origin.Origin
 }
 
 // Decision is the answer, with the rule that made it and why.
@@ -249,7 +247,7 @@ func (p *Policy) Decide(id Identity, req Request) Decision {
 		switch {
 		case !r.allowsOp(req.Op):
 			miss(1, "rule %q matches the client but does not allow %s", r.Name, req.Op)
-		case !r.allowsKey(req.KeyNames):
+		case req.KeyNames != nil && !r.allowsKey(req.KeyNames):
 			miss(2, "rule %q matches the client but does not allow key %q", r.Name, key)
 		case req.Op == OpMakeRequest && !r.allowsOrigin(req.Origin):
 			miss(3, "rule %q matches the client but does not allow origin %s", r.Name, req.Origin)
@@ -377,63 +375,4 @@ func (p *Policy) Save(path string) error {
 	return nil
 }
 
-// Origin is a bank origin: scheme, host (maybe "*.suffix") and port.
-type Origin struct {
-	Scheme string
-	Host   string
-	Port   string
-}
-
-// ParseOrigin parses scheme://host[:port]. The default port of the scheme
-// is made explicit.
-func ParseOrigin(s string) (*Origin, error) {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
-		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("origin %q: want scheme://host[:port] with scheme https or http", s)
-	}
-	port := u.Port()
-	if port == "" {
-		port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
-	}
-	return &Origin{Scheme: u.Scheme, Host: strings.ToLower(u.Hostname()), Port: port}, nil
-}
-
-// String writes the origin as scheme://host:port.
-func (o *Origin) String() string {
-	if o == nil {
-		return "(none)"
-	}
-	host := o.Host
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	return o.Scheme + "://" + host + ":" + o.Port
-}
-
-// matches reports whether origin o (a rule's, maybe with "*.") covers req.
-func (o *Origin) matches(req *Origin) bool {
-	if o.Scheme != req.Scheme || o.Port != req.Port {
-		return false
-	}
-	if suffix, ok := strings.CutPrefix(o.Host, "*."); ok {
-		return strings.HasSuffix(req.Host, "."+suffix)
-	}
-	return o.Host == req.Host
-}
-
-func (r *Rule) allowsOrigin(req *Origin) bool {
-	if req == nil {
-		return false
-	}
-	for _, s := range r.Origins {
-		if s == "*" {
-			return true
-		}
-		o, err := ParseOrigin(s)
-		if err == nil && o.matches(req) {
-			return true
-		}
-	}
-	return false
-}
+func (r *Rule) allowsOrigin(req *origin.Origin) bool { return origin.AnyMatches(r.Origins, req) }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/policy"
 )
@@ -49,8 +50,8 @@ func TestDecide(t *testing.T) {
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	origin := func(s string) *policy.Origin {
-		o, err := policy.ParseOrigin(s)
+	origin := func(s string) *origin.Origin {
+		o, err := origin.Parse(s)
 		if err != nil {
 			t.Fatal(err)
 		}
