@@ -29,6 +29,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/brokerd/brokerd/internal/dn"
+	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/store"
 	"github.com/brokerd/brokerd/tpm"
 )
@@ -87,6 +88,7 @@ type record struct {
 	Blob      *tpm.KeyBlob   `json:"blob,omitempty"`
 	Sealed    *tpm.SealedKey `json:"sealed,omitempty"`
 	Created   time.Time      `json:"created"`
+	Origins   []string       `json:"origins,omitempty"` // destination binding
 }
 
 // Info describes a key without its secrets.
@@ -103,6 +105,9 @@ type Info struct {
 	NotAfter  *time.Time `json:"not_after,omitempty"`
 	X5tS256   string     `json:"x5t#S256,omitempty"`
 	ChainLen  int        `json:"chain_length"`
+	// Origins are the bank origins the key may be used for as a QWAC;
+	// empty: any the policy allows.
+	Origins []string `json:"origins,omitempty"`
 }
 
 // Manager is the key registry on one TPM and one state file. It keeps the
@@ -356,6 +361,33 @@ func (m *Manager) AttachCert(id string, chain []*x509.Certificate, aliases []str
 	return m.put(id, all, &stored, pub, chain, true)
 }
 
+// SetOrigins binds key id (not an alias) to bank origins: used as a QWAC,
+// it may then reach only those (scheme://host[:port], host may start with
+// "*."), redirects included. No origins removes the binding.
+func (m *Manager) SetOrigins(id string, origins []string) (Info, error) {
+	e, err := m.get(id)
+	if err != nil {
+		return Info{}, err
+	}
+	if e.info.ID != id {
+		return Info{}, fmt.Errorf("keys: bind origins: %q is an alias of %q; give the key id", id, e.info.ID)
+	}
+	norm, err := origin.Normalize(origins)
+	if err != nil {
+		return Info{}, fmt.Errorf("keys: bind origins of %q: %w", id, err)
+	}
+	if slices.Contains(norm, "*") {
+		return Info{}, fmt.Errorf("keys: bind origins of %q: \"*\" binds nothing; give no origin to remove the binding", id)
+	}
+	rec := *e.rec
+	rec.Origins = norm
+	pub, err := x509.ParsePKIXPublicKey(rec.Public)
+	if err != nil {
+		return Info{}, fmt.Errorf("keys: bind origins of %q: %w", id, err)
+	}
+	return m.put(id, e.info.Aliases, &rec, pub, nil, true)
+}
+
 // checkChain checks that chain's leaf certifies pub and that each
 // certificate is signed by the next.
 func checkChain(pub crypto.PublicKey, chain []*x509.Certificate) error {
@@ -490,7 +522,8 @@ func (m *Manager) List() ([]Info, error) {
 }
 
 func info(id string, aliases []string, rec *record) (Info, error) {
-	i := Info{ID: id, Aliases: slices.Clone(aliases), Kind: rec.Kind, Algorithm: rec.Algorithm, Created: rec.Created, ChainLen: len(rec.Chain)}
+	i := Info{ID: id, Aliases: slices.Clone(aliases), Kind: rec.Kind, Algorithm: rec.Algorithm, Created: rec.Created,
+		ChainLen: len(rec.Chain), Origins: slices.Clone(rec.Origins)}
 	if i.Aliases == nil {
 		i.Aliases = []string{}
 	}
