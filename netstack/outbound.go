@@ -1,0 +1,632 @@
+package netstack
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/brokerd/brokerd/internal/origin"
+)
+
+// OutboundConfig configures calls to banks. Zero fields take the defaults
+// shown.
+type OutboundConfig struct {
+	// Timeout bounds a whole call, redirects included. Default 60s.
+	Timeout time.Duration
+	// MaxBody bounds a response body, after decompression. Default 32 MiB.
+	MaxBody int64
+	// MaxHeaderBytes bounds a response's header block. Default 64 KiB.
+	MaxHeaderBytes int64
+	// MaxRedirects bounds the redirects followed. Default 10.
+	MaxRedirects int
+	// MaxIdlePerPool bounds the idle connections kept per QWAC, TLS
+	// version and origin. Default 32.
+	MaxIdlePerPool int
+	// IdleTimeout closes idle connections. Default 90s.
+	IdleTimeout time.Duration
+	// UserAgent is sent when the client sets none.
+	UserAgent string
+	// Resolve and Dial reach the network; tests inject their own. Defaults:
+	// the system resolver and a TCP dialer.
+	Resolve func(ctx context.Context, host string) ([]net.IP, error)
+	Dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	Log     *slog.Logger
+}
+
+func (c OutboundConfig) withDefaults() OutboundConfig {
+	if c.Timeout == 0 {
+		c.Timeout = 60 * time.Second
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = 32 << 20
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.MaxRedirects == 0 {
+		c.MaxRedirects = 10
+	}
+	if c.MaxIdlePerPool == 0 {
+		c.MaxIdlePerPool = 32
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 90 * time.Second
+	}
+	if c.Resolve == nil {
+		c.Resolve = func(ctx context.Context, host string) ([]net.IP, error) {
+			return net.DefaultResolver.LookupIP(ctx, "ip", host)
+		}
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// BankErrorKind says why a call to a bank failed.
+type BankErrorKind int
+
+// Kinds of BankError.
+const (
+	// Destination: the address is loopback, private or link-local, or a
+	// hop's origin is not allowed.
+	Destination BankErrorKind = iota + 1
+	// Unreachable: no connection, or the TLS handshake failed.
+	Unreachable
+	// Untrusted: the bank's certificate does not verify.
+	Untrusted
+	// Timeout: the call took longer than its budget.
+	Timeout
+	// TooManyRedirects: more redirects than allowed.
+	TooManyRedirects
+	// TooLarge: the response breaks a size limit.
+	TooLarge
+	// Protocol: the bank's answer cannot be read.
+	Protocol
+)
+
+// BankError is a failed call to a bank.
+type BankError struct {
+	Kind BankErrorKind
+	Err  error
+}
+
+func (e *BankError) Error() string { return e.Err.Error() }
+func (e *BankError) Unwrap() error { return e.Err }
+
+func bankErr(kind BankErrorKind, format string, args ...any) *BankError {
+	return &BankError{Kind: kind, Err: fmt.Errorf(format, args...)}
+}
+
+// BankRequest is one call to a bank.
+type BankRequest struct {
+	Method string
+	URL    *url.URL
+	// Header is sent as given; names keep their case. Values are raw bytes
+	// (latin-1 already applied).
+	Header [][2]string
+	Body   []byte
+	// Cert is the QWAC, nil for none; CertID names it for connection
+	// reuse (a key id and its chain's fingerprint).
+	Cert   *tls.Certificate
+	CertID string
+	// TLSVersion pins the TLS version (tls.VersionTLS12 or 13); 0 allows
+	// both.
+	TLSVersion      uint16
+	FollowRedirects bool
+	// CheckHop approves the first URL and every redirect target, and says
+	// whether that hop may dial a literal loopback, private or link-local
+	// host (names that resolve to one are never dialled).
+	CheckHop func(u *url.URL) (allowPrivate bool, err error)
+}
+
+// QWACError is a failure to sign a handshake with the QWAC (a busy or
+// unavailable TPM); it unwraps to the signer's error.
+type QWACError struct{ Err error }
+
+func (e *QWACError) Error() string { return "sign the TLS handshake with the QWAC: " + e.Err.Error() }
+func (e *QWACError) Unwrap() error { return e.Err }
+
+// BankResponse is the bank's answer.
+type BankResponse struct {
+	Status int
+	// Header is in wire order with the original case; repeated names kept.
+	Header      [][2]string
+	Body        []byte // decompressed
+	ContentType string
+	// Certificate is the bank's leaf certificate; nil over plain HTTP.
+	Certificate *x509.Certificate
+}
+
+// Outbound calls banks: one connection pool per QWAC, TLS version and
+// origin, with keep-alive and TLS session resumption, so that a full
+// handshake (a TPM signature for a TPM-held QWAC) is rare. Every address is
+// checked at dial time, after DNS. Safe for concurrent use.
+type Outbound struct {
+	cfg   OutboundConfig
+	trust *TrustStore
+
+	mu    sync.Mutex
+	pools map[poolKey]*pool
+
+	full, resumed atomic.Int64
+}
+
+type poolKey struct {
+	cert         string
+	version      uint16
+	origin       string
+	allowPrivate bool
+}
+
+type pool struct {
+	t *http.Transport
+}
+
+// NewOutbound makes the bank client; trust verifies banks' certificates.
+func NewOutbound(cfg OutboundConfig, trust *TrustStore) *Outbound {
+	return &Outbound{cfg: cfg.withDefaults(), trust: trust, pools: map[poolKey]*pool{}}
+}
+
+// Handshakes reports full and resumed TLS handshakes made so far.
+func (o *Outbound) Handshakes() (full, resumed int64) { return o.full.Load(), o.resumed.Load() }
+
+// CloseIdle closes idle connections of every pool.
+func (o *Outbound) CloseIdle() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range o.pools {
+		p.t.CloseIdleConnections()
+	}
+}
+
+func (o *Outbound) pool(r *BankRequest, u *url.URL, allowPrivate bool) *pool {
+	k := poolKey{cert: r.CertID, version: r.TLSVersion, origin: origin.Of(u).String(), allowPrivate: allowPrivate}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if p := o.pools[k]; p != nil {
+		return p
+	}
+	sessions := tls.NewLRUClientSessionCache(64)
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			c, err := o.dial(ctx, addr, k.allowPrivate)
+			if err != nil {
+				return nil, err
+			}
+			return &recordingConn{Conn: c, max: int(o.cfg.MaxHeaderBytes)}, nil
+		},
+		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return o.dialTLS(ctx, addr, k, r.Cert, sessions)
+		},
+		MaxIdleConnsPerHost:    o.cfg.MaxIdlePerPool,
+		IdleConnTimeout:        o.cfg.IdleTimeout,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: o.cfg.MaxHeaderBytes,
+		// HTTP/1.1 only, as the reference speaks to banks.
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}
+	p := &pool{t: t}
+	o.pools[k] = p
+	return p
+}
+
+// Blocked reports whether ip is in a range makeRequest must not reach
+// without explicit permission: loopback, private, link-local, unspecified,
+// multicast, shared address space (100.64.0.0/10) and "this network".
+func Blocked(ip net.IP) bool {
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+		if v4[0] == 0 || (v4[0] == 100 && v4[1]&0xc0 == 64) || v4.Equal(net.IPv4bcast) {
+			return true
+		}
+	}
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified()
+}
+
+// dial connects to addr after checking every address it stands for.
+func (o *Outbound) dial(ctx context.Context, addr string, allowPrivate bool) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, bankErr(Unreachable, "bad address %q", addr)
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(host); ip != nil {
+		if Blocked(ip) && !allowPrivate {
+			return nil, bankErr(Destination, "%s is a loopback, private or link-local address; allow it with a policy rule for this literal host and --allow-private", ip)
+		}
+		ips = []net.IP{ip}
+	} else {
+		resolved, err := o.cfg.Resolve(ctx, host)
+		if err != nil {
+			return nil, bankErr(Unreachable, "cannot resolve %s: %v", host, err)
+		}
+		for _, ip := range resolved {
+			if Blocked(ip) {
+				return nil, bankErr(Destination, "%s resolves to %s, a loopback, private or link-local address", host, ip)
+			}
+		}
+		if len(resolved) == 0 {
+			return nil, bankErr(Unreachable, "%s has no address", host)
+		}
+		ips = resolved
+	}
+	var errs []error
+	for _, ip := range ips {
+		c, err := o.cfg.Dial(ctx, "tcp", net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, bankErr(Unreachable, "cannot connect to %s: %v", addr, errors.Join(errs...))
+}
+
+// signerErr keeps the error of a QWAC signature during a handshake:
+// crypto/tls reports it as a string, and a busy TPM must stay a busy TPM.
+type signerErr struct {
+	crypto.Signer
+	err *error
+}
+
+func (s signerErr) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	sig, err := s.Signer.Sign(rand, digest, opts)
+	if err != nil {
+		*s.err = err
+	}
+	return sig, err
+}
+
+func (o *Outbound) dialTLS(ctx context.Context, addr string, k poolKey, cert *tls.Certificate, sessions tls.ClientSessionCache) (net.Conn, error) {
+	raw, err := o.dial(ctx, addr, k.allowPrivate)
+	if err != nil {
+		return nil, err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	var signErr error
+	cfg := &tls.Config{
+		ServerName: host,
+		// Verified below against the trust store in force at this moment,
+		// so an added bank CA counts for the next connection.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return o.trust.Verify(k.origin, host, cs.PeerCertificates)
+		},
+		ClientSessionCache: sessions,
+		MinVersion:         tls.VersionTLS12,
+		NextProtos:         []string{"http/1.1"},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if cert == nil {
+				return &tls.Certificate{}, nil
+			}
+			c := *cert
+			if s, ok := c.PrivateKey.(crypto.Signer); ok {
+				c.PrivateKey = signerErr{Signer: s, err: &signErr}
+			}
+			return &c, nil
+		},
+	}
+	if k.version != 0 {
+		cfg.MinVersion, cfg.MaxVersion = k.version, k.version
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		var ue *UntrustedError
+		switch {
+		case signErr != nil:
+			return nil, &QWACError{Err: signErr}
+		case errors.Is(err, context.DeadlineExceeded):
+			return nil, bankErr(Timeout, "TLS handshake with %s timed out", addr)
+		case errors.As(err, &ue):
+			return nil, &BankError{Kind: Untrusted, Err: ue}
+		}
+		return nil, bankErr(Unreachable, "TLS handshake with %s: %v", addr, err)
+	}
+	st := tc.ConnectionState()
+	if st.DidResume {
+		o.resumed.Add(1)
+	} else {
+		o.full.Add(1)
+	}
+	return &recordingConn{Conn: tc, tls: &st, max: int(o.cfg.MaxHeaderBytes)}, nil
+}
+
+// recordingConn keeps the raw bytes of each response's header block, so
+// that headers can be returned in wire order with their original case
+// (net/http keeps a map of canonical names).
+type recordingConn struct {
+	net.Conn
+	tls *tls.ConnectionState
+	max int
+
+	mu    sync.Mutex
+	buf   []byte
+	taken bool // the last capture was read; the next request starts anew
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.taken {
+		c.buf, c.taken = c.buf[:0], false
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *recordingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	if !c.taken && len(c.buf) < c.max+4 {
+		c.buf = append(c.buf, p[:min(n, c.max+4-len(c.buf))]...)
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+// header returns the header fields of the response just read, in order.
+func (c *recordingConn) header() [][2]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.taken = true
+	block := c.buf
+	if i := bytes.Index(block, []byte("\r\n\r\n")); i >= 0 {
+		block = block[:i]
+	}
+	lines := strings.Split(string(block), "\r\n")
+	var out [][2]string
+	for _, l := range lines[1:] { // the status line first
+		if l == "" {
+			continue
+		}
+		if (l[0] == ' ' || l[0] == '\t') && len(out) > 0 { // obsolete line folding
+			out[len(out)-1][1] += " " + strings.TrimSpace(l)
+			continue
+		}
+		name, value, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		out = append(out, [2]string{name, strings.Trim(value, " \t")})
+	}
+	return out
+}
+
+// hopByHop headers concern one connection and are never forwarded.
+var hopByHop = map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
+	"Te": true, "Trailer": true, "Upgrade": true, "Proxy-Authorization": true, "Content-Length": true}
+
+// Do makes the call, following redirects when asked.
+func (o *Outbound) Do(ctx context.Context, r *BankRequest) (*BankResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.Timeout)
+	defer cancel()
+	jar, _ := cookiejar.New(nil) // cookies live for this call's redirect chain only
+	method, u, body := r.Method, r.URL, r.Body
+	header := r.Header
+	for hops := 0; ; hops++ {
+		allowPrivate := false
+		if r.CheckHop != nil {
+			var err error
+			if allowPrivate, err = r.CheckHop(u); err != nil {
+				return nil, err
+			}
+		}
+		resp, conn, err := o.roundTrip(ctx, r, allowPrivate, method, u, header, body, jar)
+		if err != nil {
+			return nil, o.callError(ctx, err)
+		}
+		loc := resp.Header.Get("Location")
+		if !r.FollowRedirects || loc == "" || !isRedirect(resp.StatusCode) {
+			return o.readResponse(ctx, resp, conn)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, o.cfg.MaxBody))
+		resp.Body.Close()
+		if hops+1 > o.cfg.MaxRedirects {
+			return nil, bankErr(TooManyRedirects, "more than %d redirects", o.cfg.MaxRedirects)
+		}
+		next, err := u.Parse(loc)
+		if err != nil || (next.Scheme != "https" && next.Scheme != "http") {
+			return nil, bankErr(Protocol, "the bank redirects to %q, which is no http(s) URL", loc)
+		}
+		jar.SetCookies(u, resp.Cookies())
+		// aiohttp's rules: 303 (not HEAD), and 301/302 after POST, become
+		// a GET without body; others repeat the request.
+		if (resp.StatusCode == 303 && method != http.MethodHead) || ((resp.StatusCode == 301 || resp.StatusCode == 302) && method == http.MethodPost) {
+			method, body = http.MethodGet, nil
+		}
+		if origin.Of(next).String() != origin.Of(u).String() {
+			header = without(header, "Authorization")
+		}
+		u = next
+	}
+}
+
+func isRedirect(code int) bool {
+	return code == 301 || code == 302 || code == 303 || code == 307 || code == 308
+}
+
+func without(h [][2]string, name string) [][2]string {
+	var out [][2]string
+	for _, kv := range h {
+		if !strings.EqualFold(kv[0], name) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func (o *Outbound) roundTrip(ctx context.Context, r *BankRequest, allowPrivate bool, method string, u *url.URL, header [][2]string, body []byte, jar http.CookieJar) (*http.Response, *recordingConn, error) {
+	req := &http.Request{Method: method, URL: u, Header: http.Header{}, Host: hostHeader(u), ProtoMajor: 1, ProtoMinor: 1,
+		ContentLength: int64(len(body))}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	if len(body) == 0 {
+		req.Body = http.NoBody
+	}
+	has := map[string]bool{}
+	for _, kv := range header {
+		name := kv[0]
+		canon := http.CanonicalHeaderKey(name)
+		if hopByHop[canon] {
+			continue
+		}
+		switch canon {
+		case "Host":
+			req.Host = kv[1]
+			continue
+		case "User-Agent", "Content-Type", "Accept", "Accept-Encoding", "Cookie":
+			name = canon // net/http looks for these by their canonical name
+		}
+		has[canon] = true
+		req.Header[name] = []string{kv[1]}
+	}
+	for name, value := range map[string]string{"Accept": "*/*", "Accept-Encoding": "gzip, deflate",
+		"User-Agent": o.cfg.UserAgent, "Content-Type": "application/octet-stream"} {
+		if !has[name] && value != "" {
+			req.Header[name] = []string{value}
+		}
+	}
+	if !has["User-Agent"] && o.cfg.UserAgent == "" {
+		req.Header["User-Agent"] = []string{""} // no Go default either
+	}
+	if cs := jar.Cookies(u); len(cs) > 0 {
+		parts := make([]string, 0, len(cs)+1)
+		if v := req.Header.Get("Cookie"); v != "" {
+			parts = append(parts, v)
+		}
+		for _, c := range cs {
+			parts = append(parts, c.Name+"="+c.Value)
+		}
+		req.Header["Cookie"] = []string{strings.Join(parts, "; ")}
+	}
+	var conn *recordingConn
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		conn, _ = info.Conn.(*recordingConn)
+	}}
+	resp, err := o.pool(r, u, allowPrivate).t.RoundTrip(req.WithContext(httptrace.WithClientTrace(ctx, trace)))
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp, conn, nil
+}
+
+// hostHeader is the Host the reference sends: no default port.
+func hostHeader(u *url.URL) string {
+	if p := u.Port(); (u.Scheme == "https" && p == "443") || (u.Scheme == "http" && p == "80") {
+		return u.Hostname()
+	}
+	return u.Host
+}
+
+// callError turns a transport error into a BankError (or keeps a TPM
+// error, which the caller maps itself).
+func (o *Outbound) callError(ctx context.Context, err error) error {
+	var (
+		be *BankError
+		qe *QWACError
+	)
+	switch {
+	case errors.As(err, &be):
+		return be
+	case errors.As(err, &qe):
+		return qe
+	case ctx.Err() == context.DeadlineExceeded:
+		return bankErr(Timeout, "the bank did not answer within %v", o.cfg.Timeout)
+	case strings.Contains(err.Error(), "server response headers exceeded"):
+		return bankErr(TooLarge, "the bank's response headers exceed %d bytes", o.cfg.MaxHeaderBytes)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return bankErr(Unreachable, "%v", err)
+}
+
+// readResponse reads and decompresses the body within the limits.
+func (o *Outbound) readResponse(ctx context.Context, resp *http.Response, conn *recordingConn) (*BankResponse, error) {
+	defer resp.Body.Close()
+	out := &BankResponse{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}
+	if conn != nil {
+		out.Header = conn.header()
+		if conn.tls != nil && len(conn.tls.PeerCertificates) > 0 {
+			out.Certificate = conn.tls.PeerCertificates[0]
+		}
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, o.cfg.MaxBody+1))
+	if err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, bankErr(Timeout, "the bank did not finish its answer within %v", o.cfg.Timeout)
+		}
+		return nil, bankErr(Protocol, "reading the bank's answer: %v", err)
+	}
+	if int64(len(raw)) > o.cfg.MaxBody {
+		return nil, bankErr(TooLarge, "the bank's answer is larger than %d bytes", o.cfg.MaxBody)
+	}
+	if out.Body, err = o.decode(resp.Header.Values("Content-Encoding"), raw); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// decode undoes Content-Encoding (gzip, deflate), within MaxBody.
+func (o *Outbound) decode(encodings []string, body []byte) ([]byte, error) {
+	var list []string
+	for _, e := range encodings {
+		for _, x := range strings.Split(e, ",") {
+			if x = strings.ToLower(strings.TrimSpace(x)); x != "" && x != "identity" {
+				list = append(list, x)
+			}
+		}
+	}
+	for i := len(list) - 1; i >= 0; i-- {
+		var r io.Reader
+		switch list[i] {
+		case "gzip", "x-gzip":
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				return nil, bankErr(Protocol, "the bank's gzip answer is corrupt: %v", err)
+			}
+			r = zr
+		case "deflate":
+			// Servers send zlib-wrapped or raw deflate; accept both.
+			if zr, err := zlib.NewReader(bytes.NewReader(body)); err == nil {
+				r = zr
+			} else {
+				r = flate.NewReader(bytes.NewReader(body))
+			}
+		default:
+			return nil, bankErr(Protocol, "the bank answered with content encoding %q, which brokerd did not ask for", list[i])
+		}
+		out, err := io.ReadAll(io.LimitReader(r, o.cfg.MaxBody+1))
+		if err != nil {
+			return nil, bankErr(Protocol, "the bank's %s answer is corrupt: %v", list[i], err)
+		}
+		if int64(len(out)) > o.cfg.MaxBody {
+			return nil, bankErr(TooLarge, "the bank's answer is larger than %d bytes once decompressed", o.cfg.MaxBody)
+		}
+		body = out
+	}
+	return body, nil
+}

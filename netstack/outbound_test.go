@@ -1,0 +1,84 @@
+package netstack_test
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/brokerd/brokerd/internal/testpki"
+	"github.com/brokerd/brokerd/netstack"
+)
+
+func TestBlocked(t *testing.T) {
+	for ip, want := range map[string]bool{
+		"127.0.0.1": true, "127.1.2.3": true, "::1": true, "10.0.0.1": true, "172.16.5.4": true, "192.168.1.1": true,
+		"169.254.169.254": true, "fe80::1": true, "0.0.0.0": true, "::": true, "0.1.2.3": true, "100.64.0.1": true,
+		"224.0.0.1": true, "255.255.255.255": true, "fc00::1": true, "::ffff:127.0.0.1": true, "::ffff:10.0.0.1": true,
+		"8.8.8.8": false, "203.0.113.5": false, "2001:db8::1": false, "100.128.0.1": false, "172.32.0.1": false,
+	} {
+		if got := netstack.Blocked(net.ParseIP(ip)); got != want {
+			t.Errorf("Blocked(%s) = %v, want %v", ip, got, want)
+		}
+	}
+}
+
+func TestTrustDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "bank-cas")
+	global := testpki.NewCA(t, "Global Bank CA")
+	scoped := testpki.NewCA(t, "Scoped Bank CA")
+	fpGlobal, err := netstack.AddTrust(dir, []*x509.Certificate{global.Cert}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netstack.AddTrust(dir, []*x509.Certificate{scoped.Cert}, "https://api.bank.example:443"); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := netstack.NewTrustStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cas := ts.CAs(); len(cas) != 2 {
+		t.Fatalf("CAs %+v", cas)
+	}
+	leaf := func(ca *testpki.CA, host string) []*x509.Certificate {
+		c, _ := ca.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: host}, DNSNames: []string{host}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		return []*x509.Certificate{c}
+	}
+	cases := []struct {
+		origin, host string
+		chain        []*x509.Certificate
+		ok           bool
+	}{
+		{"https://any.example:443", "any.example", leaf(global, "any.example"), true},
+		{"https://api.bank.example:443", "api.bank.example", leaf(scoped, "api.bank.example"), true},
+		{"https://other.example:443", "other.example", leaf(scoped, "other.example"), false},
+		{"https://any.example:443", "wrong.example", leaf(global, "any.example"), false},
+		{"https://any.example:443", "any.example", nil, false},
+	}
+	for _, c := range cases {
+		err := ts.Verify(c.origin, c.host, c.chain)
+		if (err == nil) != c.ok {
+			t.Errorf("Verify(%s, %s) = %v, want ok=%v", c.origin, c.host, err, c.ok)
+		}
+	}
+	for _, bad := range []string{"abc", "00000000"} {
+		if _, err := netstack.RemoveTrust(dir, bad); err == nil {
+			t.Errorf("RemoveTrust(%q) succeeded", bad)
+		}
+	}
+	if got, err := netstack.RemoveTrust(dir, strings.ToUpper(fpGlobal[:12])); err != nil || got != fpGlobal {
+		t.Fatalf("RemoveTrust by prefix: %q, %v", got, err)
+	}
+	// A broken file does not load, and a reload keeps the CAs in use.
+	os.WriteFile(filepath.Join(dir, "broken.pem"), []byte("not a certificate"), 0o644)
+	if _, err := netstack.ReadTrustDir(dir); err == nil {
+		t.Fatal("a broken trust file was read")
+	}
+	if err := ts.Reload(); err == nil || len(ts.CAs()) != 2 {
+		t.Fatalf("reload of a broken directory: %v, %d CAs in use", err, len(ts.CAs()))
+	}
+}
