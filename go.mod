@@ -15,4 +15,5 @@ require (
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 )

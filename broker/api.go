@@ -32,6 +32,7 @@ type KeyService interface {
 	Chain(name string) ([]*x509.Certificate, error)
 	List() ([]keys.Info, error)
 	Sign(ctx context.Context, name string, data []byte, alg keys.SignAlg, h crypto.Hash) ([]byte, keys.SignAlg, error)
+	Signer(ctx context.Context, name string) (crypto.Signer, error)
 }
 
 // Authorizer decides what a client may do.
@@ -55,6 +56,7 @@ type API struct {
 	cfg  Config
 	keys KeyService
 	auth Authorizer
+	bank BankClient
 	log  *slog.Logger
 	ids  identityCache
 }
@@ -89,15 +91,15 @@ func (c *identityCache) of(chain []*x509.Certificate) policy.Identity {
 	return id
 }
 
-// New returns the API over a key registry and a policy.
-func New(cfg Config, ks KeyService, auth Authorizer) *API {
+// New returns the API over a key registry, a policy and a bank client.
+func New(cfg Config, ks KeyService, auth Authorizer, bank BankClient) *API {
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = 1 << 20
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &API{cfg: cfg, keys: ks, auth: auth, log: cfg.Log}
+	return &API{cfg: cfg, keys: ks, auth: auth, bank: bank, log: cfg.Log}
 }
 
 type route map[string]http.HandlerFunc // method → handler
@@ -109,6 +111,7 @@ func (a *API) Handler() http.Handler {
 		"/":             {http.MethodGet: a.root},
 		"/health":       {http.MethodGet: a.health},
 		"/sign":         {http.MethodPost: a.sign},
+		"/makeRequest":  {http.MethodPost: a.makeRequest},
 		"/keys":         {http.MethodGet: a.listKeys},
 		"/openapi.json": {http.MethodGet: a.openapi},
 	}

@@ -12,121 +12,16 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/brokerd/brokerd/broker"
-	"github.com/brokerd/brokerd/internal/swtpmtest"
+	"github.com/brokerd/brokerd/internal/mockbank"
 	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/internal/tpmbench"
-	"github.com/brokerd/brokerd/keys"
-	"github.com/brokerd/brokerd/netstack"
-	"github.com/brokerd/brokerd/policy"
-	"github.com/brokerd/brokerd/store"
-	"github.com/brokerd/brokerd/tpm"
 )
-
-// stack is brokerd assembled in-process on a real swtpm: TPM device, state
-// file, key registry, policy, API and the mutual-TLS listener on loopback.
-type stack struct {
-	sw     *swtpmtest.TPM
-	dev    *tpm.Device
-	keys   *keys.Manager
-	url    string
-	client *http.Client
-	sealed *rsa.PrivateKey
-}
-
-func newStack(tb testing.TB) *stack {
-	tb.Helper()
-	ctx := context.Background()
-	s := &stack{sw: swtpmtest.Start(tb)}
-	var err error
-	if s.dev, err = tpm.Open(tpm.Config{Address: s.sw.Address()}, nil); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { s.dev.Close() })
-	dir := tb.TempDir()
-	st, err := store.Open(filepath.Join(dir, store.FileName), store.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	if s.keys, err = keys.Open(s.dev, st, keys.Options{}); err != nil {
-		tb.Fatal(err)
-	}
-	if _, _, err := s.keys.Create(ctx, "rsa.key", tpm.RSA2048, keys.CreateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
-	pemData, err := os.ReadFile("../testdata/reference/example.key")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sealed, err := keys.ParsePrivateKeyPEM(pemData, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.sealed = sealed.(*rsa.PrivateKey)
-	if _, err := s.keys.Import(ctx, "sealed.key", sealed, keys.ImportOptions{}); err != nil {
-		tb.Fatal(err)
-	}
-
-	ca := testpki.NewCA(tb, "Bench CA")
-	_, csrDER, err := s.keys.Create(ctx, "brokerd:tls-server", tpm.P256, keys.CreateOptions{Internal: true,
-		CSR: &x509.CertificateRequest{Subject: pkix.Name{CommonName: "localhost"}}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	csr, _ := x509.ParseCertificateRequest(csrDER)
-	server := ca.Issue(tb, csr.PublicKey, testpki.Leaf{Subject: csr.Subject, DNSNames: []string{"localhost"}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	certFile := testpki.WriteFile(tb, filepath.Join(dir, "server.crt"), testpki.CertPEM(server))
-	caFile := testpki.WriteFile(tb, filepath.Join(dir, "ca.crt"), testpki.CertPEM(ca.Cert))
-	clientCert, clientKey := ca.IssueKey(tb, testpki.Leaf{Subject: pkix.Name{CommonName: "bench"}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-
-	p := &policy.Policy{}
-	if err := p.Put(policy.Rule{Name: "bench", CN: "bench", Keys: []string{"*"}, Ops: []string{"sign"}}); err != nil {
-		tb.Fatal(err)
-	}
-	policyFile := filepath.Join(dir, "policy.toml")
-	if err := p.Save(policyFile); err != nil {
-		tb.Fatal(err)
-	}
-	pol, err := policy.NewEngine(policyFile, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	api := broker.New(broker.Config{}, s.keys, pol)
-	srv, err := netstack.NewServer(netstack.ServerConfig{}, func() (*netstack.Material, error) {
-		key, err := s.keys.Signer(ctx, "brokerd:tls-server")
-		if err != nil {
-			return nil, err
-		}
-		return netstack.LoadMaterial(certFile, caFile, key)
-	}, api.Handler(), nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv.ServeAPI(l)
-	tb.Cleanup(func() { srv.Shutdown(context.Background()) })
-	s.url = "https://" + l.Addr().String()
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
-	s.client = &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{{Certificate: [][]byte{clientCert.Raw}, PrivateKey: clientKey}}},
-		MaxIdleConnsPerHost: 64,
-	}}
-	return s
-}
 
 // sign posts one /sign request and fails on anything but 200.
 func (s *stack) sign(tb testing.TB, key string) {
@@ -172,7 +67,7 @@ func reportLatency(b *testing.B, name string, lat []time.Duration) {
 // RSA-2048 key, at concurrency 1 and 16, against the raw TPM sign rate
 // measured in alternating rounds on the same swtpm (goal: ≥ 0.9).
 func BenchmarkSignTPM(b *testing.B) {
-	s := newStack(b)
+	s := newStack(b, stackOptions{})
 	s.dev.Flush(context.Background())
 	raw := tpmbench.NewRaw(b, s.sw.Socket(), true)
 	load(16, 64, func() { s.sign(b, "rsa.key") }) // open the connections (handshakes) first
@@ -204,7 +99,7 @@ func BenchmarkSignTPM(b *testing.B) {
 // concurrency 1 and 16, against Go's own rsa.SignPKCS1v15 with the same key
 // on all cores, in alternating rounds (goal for c16: ≥ 0.8).
 func BenchmarkSignSealed(b *testing.B) {
-	s := newStack(b)
+	s := newStack(b, stackOptions{})
 	load(16, 64, func() { s.sign(b, "sealed.key") })
 	workers := runtime.GOMAXPROCS(0)
 	const rounds, perRound = 5, 96
@@ -233,4 +128,70 @@ func BenchmarkSignSealed(b *testing.B) {
 	b.ReportMetric(n/t1.Seconds(), "c1-sign/s")
 	reportLatency(b, "c1", lat1)
 	reportLatency(b, "c16", lat16)
+}
+
+// BenchmarkMakeRequest: full TLS handshakes (each a TPM signature with the
+// QWAC) per 1,000 sequential makeRequests to one origin (goal: at most 5),
+// and throughput at concurrency 8 with a TPM-resident RSA-2048 QWAC against
+// the same load sent straight to the bank by a Go client holding a key in
+// memory (goal: at least 0.8), for an instant bank and one that takes 20 ms
+// to answer, as real banks take longer still.
+func BenchmarkMakeRequest(b *testing.B) {
+	bank := mockbank.Start(b, mockbank.Options{})
+	s, agg := bankStack(b, stackOptions{bank: bank})
+	call := func(path string) func() {
+		body := `{"params":{"request":{"method":"GET","origin":"` + bank.URL + `","path":"` + path + `","tls":{"cert_path":"qwac.crt","key_path":"qwac.key"}}}}`
+		return func() {
+			status, out := post(b, agg, s.url+"/makeRequest", body)
+			if status != 200 {
+				b.Fatalf("makeRequest: %d %s", status, out)
+			}
+		}
+	}
+	full0, _ := s.out.Handshakes()
+	for range 1000 {
+		call("/echo/seq")()
+	}
+	full1, resumed1 := s.out.Handshakes()
+
+	// The direct client: a software RSA-2048 key certified by the same QTSP.
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	cert := bank.QTSP.Issue(b, key.Public(), testpki.Leaf{Subject: pkix.Name{CommonName: "direct"}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	roots := x509.NewCertPool()
+	roots.AddCert(bank.CA.Cert)
+	direct := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16,
+		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}}}}
+	get := func(path string) func() {
+		return func() {
+			resp, err := direct.Get(bank.URL + path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+	}
+	for _, v := range []struct{ name, path string }{{"instant", "/echo/load"}, {"20ms", "/slow?for=20ms"}} {
+		load(8, 64, call(v.path)) // warm both connection pools
+		load(8, 64, get(v.path))
+		const rounds, perRound = 5, 200
+		var viaT, directT time.Duration
+		var lat []time.Duration
+		for range b.N {
+			for range rounds {
+				d, l := load(8, perRound, call(v.path))
+				viaT, lat = viaT+d, append(lat, l...)
+				d, _ = load(8, perRound, get(v.path))
+				directT += d
+			}
+		}
+		n := float64(b.N * rounds * perRound)
+		b.ReportMetric(n/viaT.Seconds(), v.name+"-brokerd-req/s")
+		b.ReportMetric(n/directT.Seconds(), v.name+"-direct-req/s")
+		b.ReportMetric(directT.Seconds()/viaT.Seconds(), v.name+"-c8/direct")
+		reportLatency(b, v.name+"-c8", lat)
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(full1-full0), "full-handshakes/1000-calls")
+	b.ReportMetric(float64(resumed1), "resumed/1000-calls")
 }

@@ -23,6 +23,8 @@ type apiError struct {
 	retryAfter string
 }
 
+func (e *apiError) Error() string { return fmt.Sprint(e.message, ": ", e.data) }
+
 func writeError(w http.ResponseWriter, e apiError) {
 	b := []byte(`{"code":`)
 	b = strconv.AppendInt(b, int64(e.status), 10)
@@ -82,6 +84,27 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *api
 		return nil, &apiError{status: http.StatusBadRequest, message: "Bad request", data: "the request body could not be read"}
 	}
 	return body, nil
+}
+
+// decodeRequest reads and validates a request body with parse, answering
+// 413, 400 or 422 itself when it fails.
+func decodeRequest[T any](a *API, w http.ResponseWriter, r *http.Request, parse func([]byte, string) (T, validationErrors, error)) (T, bool) {
+	var zero T
+	body, bad := readBody(w, r, a.cfg.MaxBody)
+	if bad != nil {
+		writeError(w, *bad)
+		return zero, false
+	}
+	p, verrs, err := parse(body, r.Header.Get("Content-Type"))
+	switch {
+	case err != nil:
+		unparsable(w)
+		return zero, false
+	case verrs != nil:
+		writeRaw(w, http.StatusUnprocessableEntity, verrs.encode())
+		return zero, false
+	}
+	return p, true
 }
 
 // unparsable is FastAPI's answer to a body it cannot decode.

@@ -18,18 +18,8 @@ import (
 // sign is POST /sign: {"params":{"data","key_id","hash_algorithm",
 // "crypto_algorithm"}} → {"result":"<standard base64 signature>"}.
 func (a *API) sign(w http.ResponseWriter, r *http.Request) {
-	body, bad := readBody(w, r, a.cfg.MaxBody)
-	if bad != nil {
-		writeError(w, *bad)
-		return
-	}
-	p, verrs, err := parseSign(body, r.Header.Get("Content-Type"))
-	switch {
-	case err != nil:
-		unparsable(w)
-		return
-	case verrs != nil:
-		writeRaw(w, http.StatusUnprocessableEntity, verrs.encode())
+	p, ok := decodeRequest(a, w, r, parseSign)
+	if !ok {
 		return
 	}
 	sum := sha256.Sum256([]byte(p.Data))

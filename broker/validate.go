@@ -124,6 +124,77 @@ func (v *validator) enum(in *value, members []string, loc []locPart) (string, bo
 	return "", false
 }
 
+// boolean validates a bool field in pydantic's lax mode: true/false, the
+// integers 0 and 1, and the strings pydantic accepts.
+func (v *validator) boolean(in *value, loc []locPart) (bool, bool) {
+	switch in.kind {
+	case kBool:
+		return in.b, true
+	case kInt:
+		switch in.num {
+		case "0":
+			return false, true
+		case "1":
+			return true, true
+		}
+	case kFloat:
+		switch in.f {
+		case 0:
+			return false, true
+		case 1:
+			return true, true
+		}
+	case kString:
+		switch strings.ToLower(in.s) {
+		case "0", "off", "f", "false", "n", "no":
+			return false, true
+		case "1", "on", "t", "true", "y", "yes":
+			return true, true
+		}
+	default:
+		v.add("bool_type", "Input should be a valid boolean", in, "", loc)
+		return false, false
+	}
+	v.add("bool_parsing", "Input should be a valid boolean, unable to interpret input", in, "", loc)
+	return false, false
+}
+
+// pairs validates list[tuple[str, str]].
+func (v *validator) pairs(in *value, loc []locPart) ([][2]string, bool) {
+	if in.kind != kArray {
+		v.add("list_type", "Input should be a valid list", in, "", loc)
+		return nil, false
+	}
+	out := make([][2]string, 0, len(in.arr))
+	ok := true
+	for i, item := range in.arr {
+		iloc := at(loc, i)
+		if item.kind != kArray {
+			v.add("tuple_type", "Input should be a valid tuple", item, "", iloc)
+			ok = false
+			continue
+		}
+		var pair [2]string
+		for j := 0; j < 2; j++ {
+			if j >= len(item.arr) {
+				v.add("missing", "Field required", item, "", at(iloc, j))
+				ok = false
+				continue
+			}
+			s, good := v.str(item.arr[j], at(iloc, j))
+			ok = ok && good
+			pair[j] = s
+		}
+		if n := len(item.arr); n > 2 {
+			v.add("too_long", "Tuple should have at most 2 items after validation, not "+strconv.Itoa(n), item,
+				`{"field_type":"Tuple","max_length":2,"actual_length":`+strconv.Itoa(n)+`}`, iloc)
+			ok = false
+		}
+		out = append(out, pair)
+	}
+	return out, ok
+}
+
 // isJSONContentType reports whether FastAPI parses a body with this
 // Content-Type as JSON: absent, application/json or application/*+json.
 func isJSONContentType(ct string) bool {

@@ -3,6 +3,7 @@ package broker
 import (
 	"crypto"
 	"encoding/json"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -106,6 +107,39 @@ func FuzzParseSign(f *testing.F) {
 		default:
 			if p.Hash != crypto.SHA256 && p.Hash != crypto.SHA512 {
 				t.Fatalf("accepted with hash %v", p.Hash)
+			}
+		}
+	})
+}
+
+// FuzzParseMakeRequest: the makeRequest decoder never panics, and every
+// 422 body is valid JSON.
+func FuzzParseMakeRequest(f *testing.F) {
+	for _, s := range []string{`{"params":{"request":{"method":"GET","origin":"https://a","path":"/","query":[["a","b"]],"headers":[["X","y"]],"body":"","tls":{"cert_path":"c","key_path":"k","tls_version":"TLSv1_3"}},"follow_redirects":"yes"}}`,
+		`{"params":{"request":{"headers":[["a"],["a","b","c"],[1,2],"x"],"query":{}},"follow_redirects":[]}}`,
+		`{"params":{"request":{"method":"GET","origin":"x","path":"y","headers":[["X\r","\u0000€"]],"tls":null},"follow_redirects":null}}`} {
+		f.Add([]byte(s), "application/json")
+	}
+	f.Fuzz(func(t *testing.T, body []byte, ct string) {
+		p, verrs, err := parseMakeRequest(body, ct)
+		switch {
+		case err != nil:
+			if err != errNotUTF8 {
+				t.Fatalf("unexpected error %v", err)
+			}
+		case verrs != nil:
+			out := verrs.encode()
+			var doc struct {
+				Detail []map[string]any `json:"detail"`
+			}
+			if !utf8.Valid(out) || json.Unmarshal(out, &doc) != nil || len(doc.Detail) == 0 {
+				t.Fatalf("422 body is not valid: %q", out)
+			}
+		default:
+			for _, h := range p.Headers {
+				if strings.ContainsAny(h[0]+h[1], "\r\n\x00") {
+					t.Fatalf("accepted header %q", h)
+				}
 			}
 		}
 	})

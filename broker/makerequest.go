@@ -1,0 +1,310 @@
+package broker
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/encoding/ianaindex"
+
+	"github.com/brokerd/brokerd/internal/certs"
+	"github.com/brokerd/brokerd/internal/origin"
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/policy"
+)
+
+// BankClient calls banks.
+type BankClient interface {
+	Do(ctx context.Context, r *netstack.BankRequest) (*netstack.BankResponse, error)
+}
+
+// hopError stops a call at a hop the client may not reach.
+type hopError struct{ apiError }
+
+func (e *hopError) Error() string { return fmt.Sprint(e.data) }
+
+// makeRequest is POST /makeRequest: call a bank, over mutual TLS with a
+// QWAC when tls is given, and return its status, headers, body and
+// certificate. A bank's 4xx or 5xx is a 200 answer carrying that status.
+func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
+	p, ok := decodeRequest(a, w, r, parseMakeRequest)
+	if !ok {
+		return
+	}
+	sum := sha256.Sum256([]byte(p.Body))
+	rl := logOf(r)
+	rl.add("op", policy.OpMakeRequest, "bank_method", p.Method, "bank_origin", p.Origin, "bank_path", p.Path,
+		"body_sha256", hex.EncodeToString(sum[:]), "body_len", len(p.Body))
+	u, err := bankURL(p.Origin, p.Path, p.Query)
+	if err != nil {
+		writeError(w, apiError{status: http.StatusBadRequest, message: "Bad request", data: err.Error()})
+		return
+	}
+	if !isToken(p.Method) {
+		writeError(w, apiError{status: http.StatusBadRequest, message: "Bad request", data: fmt.Sprintf("method %q is not an HTTP token", p.Method)})
+		return
+	}
+	req := &netstack.BankRequest{Method: p.Method, URL: u, Header: latin1Headers(p.Headers), Body: []byte(p.Body), FollowRedirects: p.FollowRedirects}
+
+	id := clientOf(r)
+	var (
+		names    []string // nil without a QWAC: no key is used
+		bindings []string
+		qwacErr  error
+		info     keys.Info
+	)
+	if p.TLS != nil {
+		rl.add("key_id", p.TLS.KeyPath, "cert_id", p.TLS.CertPath)
+		if req.TLSVersion, err = tlsVersion(p.TLS.Version); err != nil {
+			writeError(w, apiError{status: http.StatusBadRequest, message: "TLS version refused", data: err.Error()})
+			return
+		}
+		info, names, qwacErr = a.resolve(p.TLS.KeyPath)
+		bindings = info.Origins
+	}
+	if d := a.auth.Decide(id, policy.Request{Op: policy.OpMakeRequest, KeyNames: names, Origin: origin.Of(u)}); !d.Allow {
+		rl.add("denied", d.Reason)
+		writeError(w, forbiddenRequest(id, p.TLS, origin.Of(u)))
+		return
+	}
+	if p.TLS != nil {
+		if qwacErr == nil {
+			req.Cert, req.CertID, qwacErr = a.qwac(r.Context(), info, p.TLS.CertPath)
+		}
+		if qwacErr != nil {
+			var ae *apiError
+			if errors.As(qwacErr, &ae) {
+				writeError(w, *ae)
+			} else {
+				writeError(w, operationError(qwacErr, p.TLS.KeyPath))
+			}
+			return
+		}
+	}
+	req.CheckHop = func(hu *url.URL) (bool, error) {
+		o := origin.Of(hu)
+		if len(bindings) > 0 && !origin.AnyMatches(bindings, o) {
+			return false, &hopError{apiError{status: http.StatusForbidden, message: "Destination not allowed",
+				data: fmt.Sprintf("QWAC %q is bound to other origins than %s", info.ID, o)}}
+		}
+		d := a.auth.Decide(id, policy.Request{Op: policy.OpMakeRequest, KeyNames: names, Origin: o})
+		if !d.Allow {
+			rl.add("denied", d.Reason)
+			return false, &hopError{forbiddenRequest(id, p.TLS, o)}
+		}
+		return d.AllowPrivate, nil
+	}
+	resp, err := a.bank.Do(r.Context(), req)
+	if err != nil {
+		rl.add("error", err.Error())
+		writeError(w, bankError(err, p.TLS))
+		return
+	}
+	text, err := responseText(resp)
+	if err != nil {
+		rl.add("error", err.Error())
+		writeError(w, apiError{status: http.StatusBadGateway, message: "Bad bank response", data: err.Error()})
+		return
+	}
+	rl.add("bank_status", resp.Status, "response_len", len(resp.Body))
+	writeRaw(w, http.StatusOK, encodeBankResponse(resp, text))
+}
+
+// qwac builds the TLS certificate of a QWAC: the key's chain, signed
+// with by the TPM. cert_path must name the same key as key_path.
+func (a *API) qwac(ctx context.Context, info keys.Info, certPath string) (*tls.Certificate, string, error) {
+	certInfo, _, err := a.resolve(certPath)
+	if err != nil {
+		return nil, "", err
+	}
+	if certInfo.ID != info.ID {
+		return nil, "", &apiError{status: http.StatusBadRequest, message: "Bad request",
+			data: fmt.Sprintf("cert_path %q and key_path %q name different keys", certPath, info.ID)}
+	}
+	chain, err := a.keys.Chain(info.ID)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(chain) == 0 {
+		return nil, "", &apiError{status: http.StatusBadRequest, message: "Bad request",
+			data: fmt.Sprintf("key %q has no certificate: attach the QWAC with brokerd key cert", info.ID)}
+	}
+	signer, err := a.keys.Signer(ctx, info.ID)
+	if err != nil {
+		return nil, "", err
+	}
+	c := &tls.Certificate{PrivateKey: signer, Leaf: chain[0]}
+	for _, x := range chain {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	return c, info.ID + ":" + info.X5tS256, nil
+}
+
+func tlsVersion(v string) (uint16, error) {
+	switch v {
+	case "TLSv1_2":
+		return tls.VersionTLS12, nil
+	case "TLSv1_3":
+		return tls.VersionTLS13, nil
+	case "TLSv1", "TLSv1_1":
+		return 0, fmt.Errorf("%s is refused: banks must be reached with TLSv1_2 or TLSv1_3", v)
+	}
+	return 0, nil // the reference ignores other values too
+}
+
+func forbiddenRequest(id policy.Identity, t *tlsParams, o *origin.Origin) apiError {
+	what := "makeRequest to " + o.String()
+	if t != nil {
+		what += fmt.Sprintf(" with key %q", t.KeyPath)
+	}
+	return apiError{status: http.StatusForbidden, message: "Forbidden", data: fmt.Sprintf("client %s may not %s", id.Subject, what)}
+}
+
+// bankError maps a failed call to its answer.
+func bankError(err error, t *tlsParams) apiError {
+	var (
+		he *hopError
+		be *netstack.BankError
+	)
+	switch {
+	case errors.As(err, &he):
+		return he.apiError
+	case errors.As(err, &be):
+		switch be.Kind {
+		case netstack.Destination:
+			return apiError{status: http.StatusForbidden, message: "Destination not allowed", data: be.Error()}
+		case netstack.Untrusted:
+			return apiError{status: http.StatusBadGateway, message: "Untrusted bank certificate",
+				data: be.Error() + "; trust its CA with brokerd trust add"}
+		case netstack.Timeout:
+			return apiError{status: http.StatusGatewayTimeout, message: "Bank timeout", data: be.Error()}
+		case netstack.TooManyRedirects:
+			return apiError{status: http.StatusBadGateway, message: "Too many redirects", data: be.Error()}
+		case netstack.TooLarge:
+			return apiError{status: http.StatusBadGateway, message: "Bank response too large", data: be.Error()}
+		case netstack.Protocol:
+			return apiError{status: http.StatusBadGateway, message: "Bad bank response", data: be.Error()}
+		}
+		return apiError{status: http.StatusBadGateway, message: "Bank unreachable", data: be.Error()}
+	}
+	key := ""
+	if t != nil {
+		key = t.KeyPath
+	}
+	return operationError(err, key)
+}
+
+// latin1Headers encodes header values as latin-1 bytes, as the reference
+// does (validation has refused runes above U+00FF).
+func latin1Headers(h [][2]string) [][2]string {
+	out := make([][2]string, len(h))
+	for i, kv := range h {
+		b := make([]byte, 0, len(kv[1]))
+		for _, r := range kv[1] {
+			b = append(b, byte(r))
+		}
+		out[i] = [2]string{kv[0], string(b)}
+	}
+	return out
+}
+
+// maxUnzipped bounds the text taken out of a ZIP answer.
+const maxUnzipped = 32 << 20
+
+// responseText decodes a bank's body as the reference does: a ZIP sent as
+// application/octet-stream is replaced by its first file; text is decoded
+// by the charset parameter, UTF-8 when there is none.
+func responseText(resp *netstack.BankResponse) (string, error) {
+	mt, params, _ := mime.ParseMediaType(resp.ContentType)
+	body := resp.Body
+	if mt == "application/octet-stream" && bytes.HasPrefix(body, []byte("PK")) {
+		zr, err := zip.NewReader(bytes.NewReader(body), int64(len(body)))
+		if err != nil {
+			return "", fmt.Errorf("the bank's application/octet-stream answer is not a valid ZIP archive: %v", err)
+		}
+		if len(zr.File) == 0 {
+			return "", nil
+		}
+		f, err := zr.File[0].Open()
+		if err != nil {
+			return "", fmt.Errorf("the bank's ZIP archive: %v", err)
+		}
+		defer f.Close()
+		if body, err = io.ReadAll(io.LimitReader(f, maxUnzipped+1)); err != nil {
+			return "", fmt.Errorf("the bank's ZIP archive: %v", err)
+		}
+		if len(body) > maxUnzipped {
+			return "", fmt.Errorf("the file in the bank's ZIP archive is larger than %d bytes", maxUnzipped)
+		}
+		params = nil
+	}
+	charset := strings.ToLower(params["charset"])
+	switch charset {
+	case "", "utf-8", "utf8":
+		if !utf8.Valid(body) {
+			return "", errors.New("the bank's answer is not valid UTF-8 text")
+		}
+		return string(body), nil
+	}
+	enc, err := ianaindex.IANA.Encoding(charset)
+	if err != nil || enc == nil {
+		return "", fmt.Errorf("the bank's answer uses charset %q, which brokerd cannot decode", charset)
+	}
+	text, err := enc.NewDecoder().Bytes(body)
+	if err != nil {
+		return "", fmt.Errorf("the bank's answer is not valid %s text", charset)
+	}
+	return string(text), nil
+}
+
+// encodeBankResponse writes {"result":{"status","headers","response",
+// "certificate"}} in the reference's field order.
+func encodeBankResponse(resp *netstack.BankResponse, text string) []byte {
+	b := []byte(`{"result":{"status":`)
+	b = strconv.AppendInt(b, int64(resp.Status), 10)
+	b = append(b, `,"headers":[`...)
+	for i, h := range resp.Header {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = pyQuote(b, headerText(h[0]))
+		b = append(b, ',')
+		b = pyQuote(b, headerText(h[1]))
+		b = append(b, ']')
+	}
+	b = append(b, `],"response":`...)
+	b = pyQuote(b, text)
+	b = append(b, `,"certificate":`...)
+	if resp.Certificate != nil {
+		b = pyQuote(b, string(certs.EncodePEM(resp.Certificate)))
+	} else {
+		b = append(b, "null"...)
+	}
+	return append(b, "}}"...)
+}
+
+// headerText reads header bytes as UTF-8, else as latin-1.
+func headerText(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	r := make([]rune, len(s))
+	for i := 0; i < len(s); i++ {
+		r[i] = rune(s[i])
+	}
+	return string(r)
+}

@@ -1,0 +1,218 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/brokerd/brokerd/broker"
+	"github.com/brokerd/brokerd/internal/mockbank"
+	"github.com/brokerd/brokerd/internal/swtpmtest"
+	"github.com/brokerd/brokerd/internal/testpki"
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/store"
+	"github.com/brokerd/brokerd/tpm"
+)
+
+// stack is brokerd assembled in-process on a real swtpm: TPM device, state
+// file, key registry, policy, bank client, API and the mutual-TLS listener
+// on loopback.
+type stack struct {
+	sw       *swtpmtest.TPM
+	dev      *tpm.Device
+	keys     *keys.Manager
+	url      string
+	client   *http.Client
+	sealed   *rsa.PrivateKey
+	ca       *testpki.CA // issues client certificates
+	bank     *mockbank.Bank
+	out      *netstack.Outbound
+	trustDir string
+	dir      string
+}
+
+type stackOptions struct {
+	bank     *mockbank.Bank          // QWACs certified by its QTSP; its CA trusted unless untrusted
+	untrust  bool                    // do not trust the bank's CA
+	outbound netstack.OutboundConfig // Resolve/Dial default to the guarded fakes below
+	rules    []policy.Rule           // added to the rule for the client "bench"
+}
+
+// resolver answers for test names only: bank.test is loopback, evil.test
+// private, meta.test link-local.
+func resolver(_ context.Context, host string) ([]net.IP, error) {
+	ips := map[string]string{"localhost": "127.0.0.1", "bank.test": "127.0.0.1", "evil.test": "10.1.2.3", "meta.test": "169.254.169.254"}
+	if ip, ok := ips[host]; ok {
+		return []net.IP{net.ParseIP(ip)}, nil
+	}
+	return nil, fmt.Errorf("no such host %s", host)
+}
+
+// loopbackDialer connects to 127.0.0.1 only and fails the test if brokerd
+// ever asks for another address: the guard must refuse those first.
+func loopbackDialer(tb testing.TB) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, _ := net.SplitHostPort(addr)
+		if host != "127.0.0.1" {
+			tb.Errorf("brokerd tried to connect to %s", addr)
+			return nil, fmt.Errorf("test dialer: %s refused", addr)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+func newStack(tb testing.TB, opts stackOptions) *stack {
+	tb.Helper()
+	ctx := context.Background()
+	s := &stack{sw: swtpmtest.Start(tb), bank: opts.bank}
+	var err error
+	if s.dev, err = tpm.Open(tpm.Config{Address: s.sw.Address()}, nil); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.dev.Close() })
+	s.dir = tb.TempDir()
+	st, err := store.Open(filepath.Join(s.dir, store.FileName), store.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	if s.keys, err = keys.Open(s.dev, st, keys.Options{}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, _, err := s.keys.Create(ctx, "rsa.key", tpm.RSA2048, keys.CreateOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	pemData, err := os.ReadFile("../testdata/reference/example.key")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sealed, err := keys.ParsePrivateKeyPEM(pemData, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.sealed = sealed.(*rsa.PrivateKey)
+	if _, err := s.keys.Import(ctx, "sealed.key", sealed, keys.ImportOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	if opts.bank != nil {
+		// QWACs made in the TPM, certified by the bank's QTSP.
+		for id, alg := range map[string]tpm.Algorithm{"qwac.key": tpm.RSA2048, "qwac-ec.key": tpm.P256} {
+			_, csrDER, err := s.keys.Create(ctx, id, alg, keys.CreateOptions{CSR: &x509.CertificateRequest{Subject: pkix.Name{CommonName: id}}})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			csr, _ := x509.ParseCertificateRequest(csrDER)
+			cert := opts.bank.QTSP.Issue(tb, csr.PublicKey, testpki.Leaf{Subject: csr.Subject, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+			alias := strings.TrimSuffix(id, ".key") + ".crt"
+			if _, err := s.keys.AttachCert(id, []*x509.Certificate{cert, opts.bank.QTSP.Cert}, []string{alias}); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+
+	s.ca = testpki.NewCA(tb, "Client CA")
+	_, csrDER, err := s.keys.Create(ctx, "brokerd:tls-server", tpm.P256, keys.CreateOptions{Internal: true,
+		CSR: &x509.CertificateRequest{Subject: pkix.Name{CommonName: "localhost"}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	csr, _ := x509.ParseCertificateRequest(csrDER)
+	server := s.ca.Issue(tb, csr.PublicKey, testpki.Leaf{Subject: csr.Subject, DNSNames: []string{"localhost"}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	certFile := testpki.WriteFile(tb, filepath.Join(s.dir, "server.crt"), testpki.CertPEM(server))
+	caFile := testpki.WriteFile(tb, filepath.Join(s.dir, "ca.crt"), testpki.CertPEM(s.ca.Cert))
+
+	p := &policy.Policy{}
+	rules := append([]policy.Rule{{Name: "bench", CN: "bench", Keys: []string{"*"}, Ops: []string{"sign"}}}, opts.rules...)
+	for _, r := range rules {
+		if err := p.Put(r); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	policyFile := filepath.Join(s.dir, "policy.toml")
+	if err := p.Save(policyFile); err != nil {
+		tb.Fatal(err)
+	}
+	pol, err := policy.NewEngine(policyFile, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.trustDir = filepath.Join(s.dir, "bank-cas")
+	if opts.bank != nil && !opts.untrust {
+		if _, err := netstack.AddTrust(s.trustDir, []*x509.Certificate{opts.bank.CA.Cert}, ""); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	trust, err := netstack.NewTrustStore(s.trustDir, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	go trust.Watch(wctx, 20*time.Millisecond)
+	oc := opts.outbound
+	if oc.Resolve == nil {
+		oc.Resolve = resolver
+	}
+	if oc.Dial == nil {
+		oc.Dial = loopbackDialer(tb)
+	}
+	s.out = netstack.NewOutbound(oc, trust)
+	api := broker.New(broker.Config{}, s.keys, pol, s.out)
+	srv, err := netstack.NewServer(netstack.ServerConfig{}, func() (*netstack.Material, error) {
+		key, err := s.keys.Signer(ctx, "brokerd:tls-server")
+		if err != nil {
+			return nil, err
+		}
+		return netstack.LoadMaterial(certFile, caFile, key)
+	}, api.Handler(), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv.ServeAPI(l)
+	tb.Cleanup(func() { srv.Shutdown(context.Background()) })
+	s.url = "https://" + l.Addr().String()
+	s.client = s.clientFor(tb, "bench")
+	return s
+}
+
+// clientFor returns an HTTP client with a certificate for cn.
+func (s *stack) clientFor(tb testing.TB, cn string) *http.Client {
+	cert, key := s.ca.IssueKey(tb, testpki.Leaf{Subject: pkix.Name{CommonName: cn}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	pool := x509.NewCertPool()
+	pool.AddCert(s.ca.Cert)
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}},
+		MaxIdleConnsPerHost: 64,
+	}}
+}
+
+// post sends a JSON body and returns the status and body.
+func post(tb testing.TB, c *http.Client, url, body string) (int, string) {
+	tb.Helper()
+	resp, err := c.Post(url, "application/json", bytes.NewBufferString(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(out)
+}
