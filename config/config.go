@@ -22,6 +22,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/brokerd/brokerd/netstack"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -41,6 +42,7 @@ type Config struct {
 	API      API    `toml:"api"`
 	Health   Health `toml:"health"`
 	Policy   Policy `toml:"policy"`
+	Bank     Bank   `toml:"bank"`
 	Log      Log    `toml:"log"`
 
 	// path is the file this configuration was read from.
@@ -92,6 +94,23 @@ type Policy struct {
 	File string `toml:"file"`
 }
 
+// Bank configures calls to banks (makeRequest).
+type Bank struct {
+	// Timeout bounds a whole call, redirects included.
+	Timeout                Duration `toml:"timeout"`
+	MaxResponseBody        int64    `toml:"max_response_body"`
+	MaxResponseHeaderBytes int64    `toml:"max_response_header_bytes"`
+	MaxRedirects           int      `toml:"max_redirects"`
+	// MaxIdlePerOrigin bounds the idle connections kept per QWAC, TLS
+	// version and bank origin.
+	MaxIdlePerOrigin int      `toml:"max_idle_per_origin"`
+	IdleTimeout      Duration `toml:"idle_timeout"`
+	// UserAgent is sent when the client sets none.
+	UserAgent string `toml:"user_agent"`
+	// TrustDir holds the bank CAs added with `brokerd trust add`.
+	TrustDir string `toml:"trust_dir"`
+}
+
 // Log configures logging (to standard error, hence the journal).
 type Log struct {
 	Level  string `toml:"level"`  // debug, info, warn, error
@@ -140,7 +159,17 @@ func Default() *Config {
 		},
 		Health: Health{Listen: []string{}},
 		Policy: Policy{File: "policy.toml"},
-		Log:    Log{Level: "info", Format: "text"},
+		Bank: Bank{
+			Timeout:                Duration{60 * time.Second},
+			MaxResponseBody:        32 << 20,
+			MaxResponseHeaderBytes: 64 << 10,
+			MaxRedirects:           10,
+			MaxIdlePerOrigin:       32,
+			IdleTimeout:            Duration{90 * time.Second},
+			UserAgent:              "brokerd",
+			TrustDir:               "bank-cas",
+		},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -188,7 +217,7 @@ func Parse(data []byte, path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %s: unknown keys: %s", path, strings.Join(keys, ", "))
 	}
 	c.path = path
-	for _, p := range []*string{&c.StateDir, &c.API.TLSCert, &c.API.ClientCA, &c.Policy.File} {
+	for _, p := range []*string{&c.StateDir, &c.API.TLSCert, &c.API.ClientCA, &c.Policy.File, &c.Bank.TrustDir} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
@@ -213,7 +242,8 @@ func (c *Config) Validate() error {
 	}
 	for name, d := range map[string]Duration{"tpm.command_timeout": c.TPM.CommandTimeout, "tpm.keygen_timeout": c.TPM.KeygenTimeout,
 		"tpm.queue_wait": c.TPM.QueueWait, "api.read_header_timeout": c.API.ReadHeaderTimeout, "api.read_timeout": c.API.ReadTimeout,
-		"api.write_timeout": c.API.WriteTimeout, "api.idle_timeout": c.API.IdleTimeout, "api.shutdown_timeout": c.API.ShutdownTimeout} {
+		"api.write_timeout": c.API.WriteTimeout, "api.idle_timeout": c.API.IdleTimeout, "api.shutdown_timeout": c.API.ShutdownTimeout,
+		"bank.timeout": c.Bank.Timeout, "bank.idle_timeout": c.Bank.IdleTimeout} {
 		if d.Duration <= 0 {
 			add("%s: must be positive", name)
 		}
@@ -248,6 +278,18 @@ func (c *Config) Validate() error {
 	if c.Policy.File == "" {
 		add("policy.file: must be set")
 	}
+	if c.API.WriteTimeout.Duration <= c.Bank.Timeout.Duration {
+		add("api.write_timeout (%v) must exceed bank.timeout (%v), or bank answers cannot reach the client", c.API.WriteTimeout, c.Bank.Timeout)
+	}
+	for name, v := range map[string]int64{"bank.max_response_body": c.Bank.MaxResponseBody, "bank.max_response_header_bytes": c.Bank.MaxResponseHeaderBytes,
+		"bank.max_redirects": int64(c.Bank.MaxRedirects), "bank.max_idle_per_origin": int64(c.Bank.MaxIdlePerOrigin)} {
+		if v < 1 {
+			add("%s: must be positive", name)
+		}
+	}
+	if c.Bank.TrustDir == "" {
+		add("bank.trust_dir: must be set")
+	}
 	if _, ok := logLevels[c.Log.Level]; !ok {
 		add("log.level: %q (want debug, info, warn or error)", c.Log.Level)
 	}
@@ -278,6 +320,20 @@ func (c *Config) TLSMinVersion() uint16 {
 		return tls.VersionTLS13
 	}
 	return tls.VersionTLS12
+}
+
+// OutboundConfig returns netstack's bank-client configuration.
+func (c *Config) OutboundConfig(log *slog.Logger) netstack.OutboundConfig {
+	return netstack.OutboundConfig{
+		Timeout:        c.Bank.Timeout.Duration,
+		MaxBody:        c.Bank.MaxResponseBody,
+		MaxHeaderBytes: c.Bank.MaxResponseHeaderBytes,
+		MaxRedirects:   c.Bank.MaxRedirects,
+		MaxIdlePerPool: c.Bank.MaxIdlePerOrigin,
+		IdleTimeout:    c.Bank.IdleTimeout.Duration,
+		UserAgent:      c.Bank.UserAgent,
+		Log:            log,
+	}
 }
 
 // TPMConfig returns the tpm package's configuration.

@@ -409,3 +409,34 @@ func cmdKeyDelete(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "deleted key %s\n", *id)
 	return nil
 }
+
+func cmdKeyOrigins(_ context.Context, e *env, args []string) error {
+	fs := e.flags("key origins", "--id ID [--origin URL]...",
+		"Bind a QWAC to the bank origins it may be used for: makeRequest with it to any other\n"+
+			"origin, directly or through a redirect, is refused. Without --origin the binding is\n"+
+			"removed (the policy alone decides).")
+	id := fs.String("id", "", "key `id`")
+	var origins multiFlag
+	fs.Var(&origins, "origin", "bank `origin` scheme://host[:port]; host may start with *. (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "id"); err != nil {
+		return err
+	}
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	info, err := s.keys.SetOrigins(*id, origins)
+	if err != nil {
+		return err
+	}
+	if len(info.Origins) == 0 {
+		fmt.Fprintf(e.stdout, "key %s is bound to no origin\n", info.ID)
+	} else {
+		fmt.Fprintf(e.stdout, "key %s may be used for %s only\n", info.ID, strings.Join(info.Origins, ", "))
+	}
+	return nil
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/internal/certs"
+	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/policy"
 	"github.com/brokerd/brokerd/store"
@@ -159,7 +160,7 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 	certFile := fs.String("cert", "", "client certificate `file`")
 	op := fs.String("op", "", "`operation`: sign or makeRequest")
 	key := fs.String("key", "", "key `id` or alias")
-	origin := fs.String("origin", "", "bank `origin` (makeRequest)")
+	originFlag := fs.String("origin", "", "bank `origin` (makeRequest)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -172,8 +173,8 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	req := policy.Request{Op: policy.Op(*op), KeyNames: []string{*key}}
-	if *origin != "" {
-		if req.Origin, err = policy.ParseOrigin(*origin); err != nil {
+	if *originFlag != "" {
+		if req.Origin, err = origin.Parse(*originFlag); err != nil {
 			return usagef("%v", err)
 		}
 	}
@@ -185,7 +186,7 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 	id := policy.IdentityOf(chain)
 	d := p.Decide(id, req)
 	if *asJSON {
-		return writeJSON(e.stdout, testReport{Client: id, Op: *op, Key: *key, KeyNames: req.KeyNames, Origin: *origin, Decision: d})
+		return writeJSON(e.stdout, testReport{Client: id, Op: *op, Key: *key, KeyNames: req.KeyNames, Origin: *originFlag, Decision: d})
 	}
 	verdict := "deny"
 	if d.Allow {

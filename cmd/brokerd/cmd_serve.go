@@ -57,8 +57,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	}
 	go pol.Watch(ctx, time.Second)
 
+	trust, err := netstack.NewTrustStore(cfg.Bank.TrustDir, log)
+	if err != nil {
+		return err
+	}
+	go trust.Watch(ctx, time.Second)
+	bank := netstack.NewOutbound(cfg.OutboundConfig(log), trust)
+
 	alive := cfg.TPM.CommandTimeout.Duration
-	api := broker.New(broker.Config{MaxBody: cfg.API.MaxBody, Health: healthCheck(s, alive), Log: log}, s.keys, pol)
+	api := broker.New(broker.Config{MaxBody: cfg.API.MaxBody, Health: healthCheck(s, alive), Log: log}, s.keys, pol, bank)
 	loadTLS := func() (*netstack.Material, error) {
 		key, err := s.keys.Signer(ctx, cfg.API.TLSKey)
 		if errors.Is(err, keys.ErrUnknownKey) {
@@ -113,6 +120,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 			}
 			if err := pol.Reload(); err != nil {
 				log.Error("reload: policy does not load; keeping the rules in force", "err", err)
+			}
+			if err := trust.Reload(); err != nil {
+				log.Error("reload: bank trust does not load; keeping the CAs in use", "err", err)
 			}
 			notify(log, daemon.SdNotifyReady+"\n"+status)
 		case err := <-srv.Err():

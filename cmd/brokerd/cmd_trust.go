@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/brokerd/brokerd/internal/certs"
+	"github.com/brokerd/brokerd/internal/origin"
+	"github.com/brokerd/brokerd/netstack"
+)
+
+func cmdTrustAdd(_ context.Context, e *env, args []string) error {
+	fs := e.flags("trust add", "--ca FILE [--origin URL]",
+		"Trust a CA (or chain) for banks' server certificates, on top of the system roots:\n"+
+			"for every bank, or only for one origin. The next makeRequest uses it; the daemon\n"+
+			"needs no restart.")
+	caFile := fs.String("ca", "", "CA certificate `file` (PEM; more certificates may follow)")
+	originFlag := fs.String("origin", "", "trust it only for this bank `origin` scheme://host[:port]")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "ca"); err != nil {
+		return err
+	}
+	cs, err := certs.ReadFile(*caFile)
+	if err != nil {
+		return err
+	}
+	scope := ""
+	if *originFlag != "" {
+		o, err := origin.Parse(*originFlag)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		scope = o.String()
+	}
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
+	fp, err := netstack.AddTrust(cfg.Bank.TrustDir, cs, scope)
+	if err != nil {
+		return err
+	}
+	where := "every bank"
+	if scope != "" {
+		where = scope
+	}
+	fmt.Fprintf(e.stdout, "trusted %s (sha256 %s) for %s\n", cs[0].Subject, fp, where)
+	return nil
+}
+
+func cmdTrustList(_ context.Context, e *env, args []string) error {
+	fs := e.flags("trust list", "[--json]", "List the CAs added for banks' server certificates (the system roots apply too).")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
+	cas, err := netstack.ReadTrustDir(cfg.Bank.TrustDir)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if cas == nil {
+			cas = []netstack.TrustedCA{}
+		}
+		return writeJSON(e.stdout, cas)
+	}
+	if len(cas) == 0 {
+		fmt.Fprintln(e.stdout, "no CAs added: banks are checked against the system roots only")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHA256\tSUBJECT\tNOT AFTER\tORIGIN")
+	for _, ca := range cas {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ca.Fingerprint, ca.Subject, ca.NotAfter.Format(time.DateOnly), dash(ca.Origin))
+	}
+	return tw.Flush()
+}
+
+func cmdTrustRemove(_ context.Context, e *env, args []string) error {
+	fs := e.flags("trust remove", "--ca FINGERPRINT", "Stop trusting a CA added with trust add (by its SHA-256, or a unique prefix of 8 digits or more).")
+	fp := fs.String("ca", "", "the CA's SHA-256 `fingerprint`")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := required(fs, "ca"); err != nil {
+		return err
+	}
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
+	removed, err := netstack.RemoveTrust(cfg.Bank.TrustDir, *fp)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "removed CA %s\n", removed)
+	return nil
+}
