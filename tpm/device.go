@@ -426,3 +426,28 @@ func (d *Device) flushHandle(h tpm2.TPMHandle) {
 		d.log.Warn("tpm: flush", "handle", fmt.Sprintf("0x%08x", uint32(h)), "err", err)
 	}
 }
+
+// Clock is the TPM's clock (milliseconds it has been powered, across its
+// life) and its reset and restart counters.
+type Clock struct {
+	Clock        uint64
+	ResetCount   uint32
+	RestartCount uint32
+	// Safe says no later clock value was ever reported before.
+	Safe bool
+}
+
+// ReadClock reads the TPM's clock and counters (TPM2_ReadClock).
+func (d *Device) ReadClock(ctx context.Context) (Clock, error) {
+	var c Clock
+	err := d.do(ctx, func() error {
+		rsp, err := tpm2.ReadClock{}.Execute(d.tr)
+		if err != nil {
+			return fmt.Errorf("tpm: read clock: %w", err)
+		}
+		ci := rsp.CurrentTime.ClockInfo
+		c = Clock{Clock: ci.Clock, ResetCount: ci.ResetCount, RestartCount: ci.RestartCount, Safe: bool(ci.Safe)}
+		return nil
+	})
+	return c, err
+}

@@ -435,3 +435,24 @@ func TestSameKeyImportedTwice(t *testing.T) {
 		}
 	}
 }
+
+func TestReadClock(t *testing.T) {
+	d, sw := open(t, tpm.Config{})
+	ctx := context.Background()
+	a, err := d.ReadClock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	b, err := d.ReadClock(ctx)
+	if err != nil || b.Clock <= a.Clock || b.ResetCount != a.ResetCount {
+		t.Fatalf("clock %+v then %+v (%v)", a, b, err)
+	}
+	// A restarted TPM counts a reset.
+	sw.Stop()
+	sw.Restart()
+	c, err := d.ReadClock(ctx)
+	if err != nil || c.ResetCount <= b.ResetCount {
+		t.Fatalf("after restart: %+v, before %+v (%v)", c, b, err)
+	}
+}
