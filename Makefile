@@ -34,7 +34,7 @@ lint: ## gofmt, go vet and staticcheck (both build variants)
 	CGO_ENABLED=1 $(GO) run $(STATICCHECK) -tags simulator ./...
 
 bench: deps-test ## print the performance ratios, each measured within one run
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./tpm/ ./keys/ ./broker/ | grep -E '^(Benchmark|ok|FAIL|---)'
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./tpm/ ./keys/ ./store/ ./broker/ | grep -E '^(Benchmark|ok|FAIL|---)'
 
 run: deps-demo ## run brokerd on the embedded TPM simulator (state in ./demo)
 	CGO_ENABLED=1 $(GO) build -tags simulator -o bin/brokerd-demo ./cmd/brokerd

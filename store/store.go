@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -51,7 +52,8 @@ type Options struct {
 
 // Store is an open state file.
 type Store struct {
-	db *bolt.DB
+	db    *bolt.DB
+	audit *auditLog // nil when read-only
 }
 
 // Open opens (creating if needed, with mode 0600) the state file at path.
@@ -76,7 +78,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return s, nil
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketKeys, bucketAliases} {
+		for _, b := range [][]byte{bucketMeta, bucketKeys, bucketAliases, bucketAudit, bucketCheckpoints} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -90,6 +92,9 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		err = s.openAudit()
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -97,8 +102,13 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+// Close waits for audit records already appended, then closes the file.
+func (s *Store) Close() error {
+	if s.audit != nil {
+		s.closeAudit()
+	}
+	return s.db.Close()
+}
 
 // Path returns the file's path.
 func (s *Store) Path() string { return s.db.Path() }
@@ -139,9 +149,28 @@ func (s *Store) SetMeta(key string, value []byte) error {
 	return nil
 }
 
-// Probe writes (and syncs) a small record, to show the file is writable:
-// the disk has room and the file system is not read-only.
-func (s *Store) Probe() error {
+// minFree is the free space below which the state counts as unwritable:
+// the audit log must be able to grow.
+const minFree = 1 << 20
+
+// Writable reports whether the state can take audit records: the file
+// system has room, no audit commit failed since the last one that
+// succeeded, and a small synced write goes through.
+func (s *Store) Writable() error {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(s.Path()), &fs); err == nil {
+		if free := fs.Bavail * uint64(fs.Bsize); free < minFree {
+			return fmt.Errorf("store: only %d bytes free on the state's file system", free)
+		}
+	}
+	if s.audit != nil {
+		s.audit.mu.Lock()
+		err := s.audit.lastErr
+		s.audit.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("store: the last audit commit failed: %w", err)
+		}
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put([]byte("probe"), []byte(time.Now().UTC().Format(time.RFC3339Nano)))
 	})

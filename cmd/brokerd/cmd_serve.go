@@ -155,7 +155,7 @@ func healthCheck(s *state, within time.Duration) func(context.Context) error {
 		if err := tpmAlive(ctx, s.dev, within); err != nil {
 			return &broker.HealthError{Reason: "the TPM does not answer", Err: err}
 		}
-		if err := s.st.Probe(); err != nil {
+		if err := s.st.Writable(); err != nil {
 			return &broker.HealthError{Reason: "the state is not writable", Err: err}
 		}
 		return nil

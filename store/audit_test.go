@@ -1,0 +1,294 @@
+package store_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/brokerd/brokerd/store"
+)
+
+var ctx = context.Background()
+
+// auditKey stands in for the TPM's audit key: the log only needs a signer.
+type auditKey struct {
+	key   *ecdsa.PrivateKey
+	clock uint64
+}
+
+func newAuditKey(t *testing.T) *auditKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &auditKey{key: k, clock: 1000}
+}
+
+func (a *auditKey) sign(_ context.Context, payload []byte) ([]byte, error) {
+	d := sha256.Sum256(payload)
+	return ecdsa.SignASN1(rand.Reader, a.key, d[:])
+}
+
+func (a *auditKey) readClock(context.Context) (store.ClockInfo, error) {
+	a.clock += 5000
+	return store.ClockInfo{Clock: a.clock, ResetCount: 3, RestartCount: 1, Safe: true}, nil
+}
+
+func appendN(t *testing.T, s *store.Store, n int, op string) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if _, err := s.Append(ctx, store.AuditRecord{Op: op, Status: 200, KeyID: "qseal.key", DataSHA256: fmt.Sprintf("%064x", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func copyFile(t *testing.T, from string) string {
+	t.Helper()
+	to := filepath.Join(t.TempDir(), "copy.db")
+	in, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	return to
+}
+
+// tamper edits a copy's buckets directly, as an attacker with the file would.
+func tamper(t *testing.T, path string, fn func(audit, cps *bolt.Bucket)) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error {
+		fn(tx.Bucket([]byte("audit")), tx.Bucket([]byte("audit_checkpoints")))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func key(n uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, n)
+	return b
+}
+
+func TestConcurrentAppendsFormOneChain(t *testing.T) {
+	s, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak := newAuditKey(t)
+	var wg sync.WaitGroup
+	seqs := make(chan uint64, 1600)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				seq, err := s.Append(ctx, store.AuditRecord{Op: "sign", Status: 200})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				seqs <- seq
+			}
+		}()
+	}
+	wg.Wait()
+	close(seqs)
+	seen := map[uint64]bool{}
+	for seq := range seqs {
+		if seen[seq] || seq < 1 || seq > 1600 {
+			t.Fatalf("sequence %d given twice or out of range", seq)
+		}
+		seen[seq] = true
+	}
+	if _, err := s.Checkpoint(ctx, "count", ak.sign, ak.readClock); err != nil {
+		t.Fatal(err)
+	}
+	path := s.Path()
+	s.Close()
+	rep, err := store.VerifyAudit(copyFile(t, path), ak.key.Public())
+	if err != nil || !rep.OK() || rep.Records != 1600 || rep.Uncovered != 0 {
+		t.Fatalf("report %+v, %v", rep, err)
+	}
+}
+
+func TestVerifyCatchesTampering(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, store.FileName)
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak := newAuditKey(t)
+	appendN(t, s, 10, "sign")
+	if _, err := s.Checkpoint(ctx, "count", ak.sign, ak.readClock); err != nil { // covers 1..10
+		t.Fatal(err)
+	}
+	appendN(t, s, 10, "makeRequest")
+	if _, err := s.Checkpoint(ctx, "count", ak.sign, ak.readClock); err != nil { // covers 1..20
+		t.Fatal(err)
+	}
+	appendN(t, s, 3, "sign") // 21..23, not yet signed
+	s.Close()
+
+	rep, err := store.VerifyAudit(copyFile(t, path), ak.key.Public())
+	if err != nil || !rep.OK() || rep.Records != 23 || rep.Checkpoints != 2 || rep.Uncovered != 3 {
+		t.Fatalf("untouched log: %+v, %v", rep, err)
+	}
+
+	cases := []struct {
+		name string
+		edit func(audit, cps *bolt.Bucket)
+		want string
+	}{
+		{"a field changed", func(a, _ *bolt.Bucket) {
+			v := strings.Replace(string(a.Get(key(5))), `"status":200`, `"status":201`, 1)
+			a.Put(key(5), []byte(v))
+		}, "record 5 was changed: its hash does not match the link in record 6"},
+		{"a signed tail record changed", func(a, _ *bolt.Bucket) {
+			v := strings.Replace(string(a.Get(key(20))), `"op":"makeRequest"`, `"op":"sign"`, 1)
+			a.Put(key(20), []byte(v))
+		}, "record 20 was changed: it does not match the checkpoint"},
+		{"a record deleted", func(a, _ *bolt.Bucket) { a.Delete(key(7)) }, "record 7 is missing"},
+		{"records deleted", func(a, _ *bolt.Bucket) { a.Delete(key(7)); a.Delete(key(8)) }, "records 7 to 8 are missing"},
+		{"records swapped", func(a, _ *bolt.Bucket) {
+			x, y := append([]byte(nil), a.Get(key(3))...), append([]byte(nil), a.Get(key(4))...)
+			a.Put(key(3), y)
+			a.Put(key(4), x)
+		}, "the record stored as 3 says it is record 4: records were reordered"},
+		{"renumbered after a deletion", func(a, _ *bolt.Bucket) {
+			v := strings.Replace(string(a.Get(key(9))), `"seq":9,`, `"seq":8,`, 1)
+			a.Delete(key(8))
+			a.Delete(key(9))
+			a.Put(key(8), []byte(v))
+		}, "record 7 was changed: its hash does not match the link in record 8"},
+		{"the signed tail truncated", func(a, _ *bolt.Bucket) {
+			for n := uint64(15); n <= 23; n++ {
+				a.Delete(key(n))
+			}
+		}, "the log was truncated: it ends at record 14, but a checkpoint signed records up to 20"},
+		{"a checkpoint removed", func(_, c *bolt.Bucket) { c.Delete(key(1)) }, "checkpoint 1 (at record 20) does not follow the one before it"},
+		{"a checkpoint forged", func(_, c *bolt.Bucket) {
+			v := strings.Replace(string(c.Get(key(2))), `"seq":20`, `"seq":23`, 1)
+			c.Put(key(2), []byte(v))
+		}, "checkpoint 2 (at record 23"},
+		{"the first record replaced", func(a, _ *bolt.Bucket) {
+			v := strings.Replace(string(a.Get(key(1))), `"prev":"0000`, `"prev":"1111`, 1)
+			a.Put(key(1), []byte(v))
+		}, "record 1 does not link to the start of the log"},
+		{"garbage", func(a, _ *bolt.Bucket) { a.Put(key(2), []byte("{")) }, "record 2 is not a valid record"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cp := copyFile(t, path)
+			tamper(t, cp, c.edit)
+			rep, err := store.VerifyAudit(cp, ak.key.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(rep.Problem, c.want) {
+				t.Fatalf("problem %q, want %q", rep.Problem, c.want)
+			}
+		})
+	}
+	// Another key did not sign these checkpoints.
+	rep, _ = store.VerifyAudit(copyFile(t, path), newAuditKey(t).key.Public())
+	if !strings.Contains(rep.Problem, "invalid signature") {
+		t.Fatalf("other key: %q", rep.Problem)
+	}
+}
+
+func TestChainContinuesAcrossReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), store.FileName)
+	ak := newAuditKey(t)
+	for round := 0; round < 3; round++ {
+		s, err := store.Open(path, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendN(t, s, 5, "sign")
+		if _, err := s.Checkpoint(ctx, "shutdown", ak.sign, ak.readClock); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	rep, err := store.VerifyAudit(copyFile(t, path), ak.key.Public())
+	if err != nil || !rep.OK() || rep.Records != 15 || rep.Checkpoints != 3 {
+		t.Fatalf("%+v, %v", rep, err)
+	}
+	s, _ := store.Open(path, store.Options{})
+	s.Close()
+	if _, err := s.Append(ctx, store.AuditRecord{Op: "sign"}); !errors.Is(err, store.ErrAudit) {
+		t.Fatalf("append after close: %v", err)
+	}
+}
+
+func TestPruneLeavesASignedAnchor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), store.FileName)
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak := newAuditKey(t)
+	appendN(t, s, 10, "old")
+	s.Checkpoint(ctx, "count", ak.sign, ak.readClock)
+	cut := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	appendN(t, s, 5, "new")
+	s.Checkpoint(ctx, "count", ak.sign, ak.readClock)
+	appendN(t, s, 2, "newer")
+	n, err := s.Prune(ctx, cut, ak.sign)
+	if err != nil || n != 10 {
+		t.Fatalf("pruned %d, %v", n, err)
+	}
+	appendN(t, s, 1, "after")
+	s.Close()
+	rep, err := store.VerifyAudit(copyFile(t, path), ak.key.Public())
+	if err != nil || !rep.OK() || rep.Pruned == nil || rep.FirstSeq != 11 || rep.Records != 8 || rep.Checkpoints != 1 {
+		t.Fatalf("after prune: %+v, %v", rep, err)
+	}
+	// A forged anchor (hiding more records) does not verify.
+	cp := copyFile(t, path)
+	db, _ := bolt.Open(cp, 0o600, nil)
+	db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket([]byte("meta"))
+		var a map[string]any
+		json.Unmarshal(m.Get([]byte("audit_anchor")), &a)
+		a["first_seq"] = 12
+		b, _ := json.Marshal(a)
+		return m.Put([]byte("audit_anchor"), b)
+	})
+	db.Close()
+	if rep, _ := store.VerifyAudit(cp, ak.key.Public()); !strings.Contains(rep.Problem, "anchor of pruned records has an invalid signature") {
+		t.Fatalf("forged anchor: %q", rep.Problem)
+	}
+}
