@@ -163,7 +163,7 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
-	go trust.Watch(wctx, 20*time.Millisecond)
+	go trust.Watch(wctx, 20*time.Millisecond, nil)
 	oc := opts.outbound
 	if oc.Resolve == nil {
 		oc.Resolve = resolver

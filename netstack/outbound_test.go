@@ -1,6 +1,7 @@
 package netstack_test
 
 import (
+	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/netstack"
@@ -80,5 +82,37 @@ func TestTrustDirectory(t *testing.T) {
 	}
 	if err := ts.Reload(); err == nil || len(ts.CAs()) != 2 {
 		t.Fatalf("reload of a broken directory: %v, %d CAs in use", err, len(ts.CAs()))
+	}
+}
+
+func TestTrustWatch(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "bank-cas")
+	ts, err := netstack.NewTrustStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloads := make(chan error, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.Watch(ctx, 10*time.Millisecond, func(err error) { reloads <- err })
+	next := func() error {
+		t.Helper()
+		select {
+		case err := <-reloads:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatal("no reload reported")
+			return nil
+		}
+	}
+	if _, err := netstack.AddTrust(dir, []*x509.Certificate{testpki.NewCA(t, "Bank CA").Cert}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := next(); err != nil || len(ts.CAs()) != 1 {
+		t.Fatalf("after add: %v, %d CAs", err, len(ts.CAs()))
+	}
+	os.WriteFile(filepath.Join(dir, "broken.pem"), []byte("not a certificate"), 0o644)
+	if err := next(); err == nil || len(ts.CAs()) != 1 {
+		t.Fatalf("after a broken file: %v, %d CAs", err, len(ts.CAs()))
 	}
 }

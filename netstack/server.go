@@ -69,10 +69,13 @@ type ServerConfig struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
-	// VerifyConnection, when set, runs after chain verification on every
+	// CheckClient, when set, runs after a client chain verified, on every
 	// handshake, full or resumed (revocation checks go here).
-	VerifyConnection func(tls.ConnectionState) error
-	Log              *slog.Logger
+	CheckClient func(chain []*x509.Certificate) error
+	// OnRefused, when set, hears of every client certificate refused at
+	// the handshake, with the chain the client presented.
+	OnRefused func(presented []*x509.Certificate, reason error)
+	Log       *slog.Logger
 }
 
 // Server serves the API over mutual TLS and, optionally, /health over plain
@@ -85,6 +88,7 @@ type Server struct {
 	api    *http.Server
 	health *http.Server
 	log    *slog.Logger
+	conns  connTable
 
 	wg      sync.WaitGroup
 	errOnce sync.Once
@@ -100,7 +104,7 @@ func NewServer(cfg ServerConfig, load func() (*Material, error), api, health htt
 	if cfg.MinVersion == 0 {
 		cfg.MinVersion = tls.VersionTLS12
 	}
-	s := &Server{cfg: cfg, load: load, log: cfg.Log, errc: make(chan error, 1)}
+	s := &Server{cfg: cfg, load: load, log: cfg.Log, errc: make(chan error, 1), conns: connTable{m: map[net.Conn]*connAuth{}}}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -113,6 +117,8 @@ func NewServer(cfg ServerConfig, load func() (*Material, error), api, health htt
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          errLog,
+		ConnContext:       s.connContext,
+		ConnState:         s.connState,
 	}
 	if health != nil {
 		s.health = &http.Server{Handler: health, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
@@ -133,11 +139,12 @@ func (s *Server) Reload() error {
 		Certificates: []tls.Certificate{m.Cert},
 		// A client without a certificate may still reach GET /health; the
 		// API handler refuses everything else. A certificate that does
-		// not verify fails the handshake.
-		ClientAuth:       tls.VerifyClientCertIfGiven,
-		ClientCAs:        m.ClientCAs,
-		VerifyConnection: s.cfg.VerifyConnection,
-		NextProtos:       []string{"h2", "http/1.1"},
+		// not verify fails the handshake, in VerifyConnection (see
+		// tlsConfig): crypto/tls's own check would refuse it before
+		// brokerd learns whose it was.
+		ClientAuth: tls.RequestClientCert,
+		ClientCAs:  m.ClientCAs,
+		NextProtos: []string{"h2", "http/1.1"},
 	})
 	s.log.Info("tls material loaded", "server", m.Cert.Leaf.Subject.String(),
 		"not_after", m.Cert.Leaf.NotAfter.UTC().Format(time.RFC3339), "client_cas", len(m.CAs))
@@ -145,13 +152,110 @@ func (s *Server) Reload() error {
 }
 
 // tlsConfig is the listener's configuration: every handshake takes the
-// material current at that moment.
+// material current at that moment, and verifies the client's chain itself.
 func (s *Server) tlsConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: s.cfg.MinVersion,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return s.tlsCur.Load(), nil
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			cur := s.tlsCur.Load()
+			auth := s.conns.get(hello.Conn)
+			cfg := cur.Clone()
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				chain, err := s.verifyClient(cur.ClientCAs, cs.PeerCertificates)
+				if err != nil {
+					if s.cfg.OnRefused != nil {
+						s.cfg.OnRefused(cs.PeerCertificates, err)
+					}
+					s.log.Info("client certificate refused", "remote", hello.Conn.RemoteAddr().String(),
+						"subject", cs.PeerCertificates[0].Subject.String(), "reason", err.Error())
+					return err
+				}
+				if auth != nil {
+					auth.set(chain)
+				}
+				return nil
+			}
+			return cfg, nil
 		},
+	}
+}
+
+// verifyClient checks a presented chain (leaf first) against the client
+// CAs, for client authentication, now; none presented is no error.
+func (s *Server) verifyClient(roots *x509.CertPool, presented []*x509.Certificate) ([]*x509.Certificate, error) {
+	if len(presented) == 0 {
+		return nil, nil
+	}
+	inter := x509.NewCertPool()
+	for _, c := range presented[1:] {
+		inter.AddCert(c)
+	}
+	chains, err := presented[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+	if s.cfg.CheckClient != nil {
+		if err := s.cfg.CheckClient(chains[0]); err != nil {
+			return nil, err
+		}
+	}
+	return chains[0], nil
+}
+
+// connAuth is the verified client chain of one connection.
+type connAuth struct {
+	mu    sync.Mutex
+	chain []*x509.Certificate
+}
+
+func (a *connAuth) set(chain []*x509.Certificate) {
+	a.mu.Lock()
+	a.chain = chain
+	a.mu.Unlock()
+}
+
+func (a *connAuth) get() []*x509.Certificate {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.chain
+}
+
+// connTable finds a connection's connAuth from the raw connection the TLS
+// layer sees.
+type connTable struct {
+	mu sync.Mutex
+	m  map[net.Conn]*connAuth
+}
+
+func (t *connTable) get(c net.Conn) *connAuth {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[c]
+}
+
+type connAuthKey struct{}
+
+func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return ctx
+	}
+	a := &connAuth{}
+	s.conns.mu.Lock()
+	s.conns.m[tc.NetConn()] = a
+	s.conns.mu.Unlock()
+	return context.WithValue(ctx, connAuthKey{}, a)
+}
+
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	if st != http.StateClosed && st != http.StateHijacked {
+		return
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		s.conns.mu.Lock()
+		delete(s.conns.m, tc.NetConn())
+		s.conns.mu.Unlock()
 	}
 }
 
@@ -200,8 +304,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // VerifiedChain returns the client's verified certificate chain (leaf
 // first), or nil when the client presented none.
 func VerifiedChain(r *http.Request) []*x509.Certificate {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		return nil
+	if a, ok := r.Context().Value(connAuthKey{}).(*connAuth); ok {
+		return a.get()
 	}
-	return r.TLS.VerifiedChains[0]
+	return nil
 }

@@ -14,7 +14,9 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/netstack"
@@ -117,5 +119,145 @@ func TestListen(t *testing.T) {
 	defer ls.Close()
 	if len(ls.API) != 1 || len(ls.Health) != 1 {
 		t.Fatalf("listeners %+v", ls)
+	}
+}
+
+// TestClientVerification: the server verifies client chains itself, so it
+// can tell whose certificate it refused; every refusal fails the handshake
+// and is reported, and CheckClient runs on resumed handshakes too.
+func TestClientVerification(t *testing.T) {
+	f := material(t, "localhost")
+	var mu sync.Mutex
+	var refused []string
+	revoked := map[string]bool{}
+	cfg := netstack.ServerConfig{
+		CheckClient: func(chain []*x509.Certificate) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if revoked[chain[0].Subject.CommonName] {
+				return errors.New("client certificate revoked")
+			}
+			return nil
+		},
+		OnRefused: func(presented []*x509.Certificate, reason error) {
+			mu.Lock()
+			defer mu.Unlock()
+			refused = append(refused, presented[0].Subject.CommonName+": "+reason.Error())
+		},
+	}
+	srv, err := netstack.NewServer(cfg, func() (*netstack.Material, error) { return netstack.LoadMaterial(f.cert, f.ca, f.key) },
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			chain := netstack.VerifiedChain(r)
+			if chain == nil {
+				io.WriteString(w, "anonymous")
+				return
+			}
+			io.WriteString(w, chain[0].Subject.CommonName+" via "+chain[len(chain)-1].Subject.CommonName)
+		}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv.ServeAPI(l)
+	defer srv.Shutdown(context.Background())
+	url := "https://" + l.Addr().String() + "/"
+
+	pool := x509.NewCertPool()
+	pool.AddCert(f.caCert.Cert)
+	rogue := testpki.NewCA(t, "Rogue CA")
+	clientAuth := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	leaf := func(ca *testpki.CA, cn string, l testpki.Leaf) []tls.Certificate {
+		l.Subject = pkix.Name{CommonName: cn}
+		if l.ExtUsage == nil {
+			l.ExtUsage = clientAuth
+		}
+		cert, key := ca.IssueKey(t, l)
+		return []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}
+	}
+	client := func(certs []tls.Certificate) *http.Client {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost",
+			// Sent whatever CAs the server names: Go's client would keep
+			// quiet about a certificate of a CA the server does not list.
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if len(certs) == 0 {
+					return &tls.Certificate{}, nil
+				}
+				return &certs[0], nil
+			},
+			ClientSessionCache: tls.NewLRUClientSessionCache(4)}}}
+	}
+	get := func(c *http.Client) (string, error) {
+		resp, err := c.Get(url)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body), nil
+	}
+	for _, tc := range []struct {
+		name, want, refusal string
+		certs               []tls.Certificate
+	}{
+		{"no certificate", "anonymous", "", nil},
+		{"valid", "alice via CA localhost", "", leaf(f.caCert, "alice", testpki.Leaf{})},
+		{"other CA", "", "mallory: client certificate: x509: certificate signed by unknown authority", leaf(rogue, "mallory", testpki.Leaf{})},
+		{"expired", "", "old: client certificate: x509: certificate has expired", leaf(f.caCert, "old", testpki.Leaf{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})},
+		{"server usage only", "", "srv: client certificate: x509: certificate specifies an incompatible key usage", leaf(f.caCert, "srv", testpki.Leaf{ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			refused = nil
+			mu.Unlock()
+			got, err := get(client(tc.certs))
+			mu.Lock()
+			defer mu.Unlock()
+			if tc.refusal == "" {
+				if err != nil || got != tc.want || len(refused) != 0 {
+					t.Fatalf("got %q, %v, refused %q", got, err, refused)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("the handshake succeeded: %q", got)
+			}
+			if len(refused) != 1 || !strings.HasPrefix(refused[0], tc.refusal) {
+				t.Fatalf("refusals %q, want one starting %q", refused, tc.refusal)
+			}
+		})
+	}
+
+	// A resumed session carries the verified chain, and a client revoked
+	// after its first handshake cannot resume.
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		bob := client(leaf(f.caCert, "bob", testpki.Leaf{}))
+		tr := bob.Transport.(*http.Transport)
+		tr.TLSClientConfig.MaxVersion = version
+		tr.DisableKeepAlives = true // every request is a new handshake
+		var resumed []bool
+		tr.TLSClientConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+			resumed = append(resumed, cs.DidResume)
+			return nil
+		}
+		for range 2 {
+			if got, err := get(bob); err != nil || got != "bob via CA localhost" {
+				t.Fatalf("TLS %x: %q %v", version, got, err)
+			}
+		}
+		if len(resumed) != 2 || resumed[0] || !resumed[1] {
+			t.Fatalf("TLS %x: resumption %v, want [false true]", version, resumed)
+		}
+		mu.Lock()
+		revoked["bob"], refused = true, nil
+		mu.Unlock()
+		if got, err := get(bob); err == nil {
+			t.Fatalf("TLS %x: a revoked client resumed: %q", version, got)
+		}
+		mu.Lock()
+		if len(refused) != 1 || refused[0] != "bob: client certificate revoked" {
+			t.Fatalf("TLS %x: refusals %q", version, refused)
+		}
+		revoked["bob"] = false
+		mu.Unlock()
 	}
 }

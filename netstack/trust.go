@@ -94,8 +94,9 @@ func (t *TrustStore) Reload() error {
 	return nil
 }
 
-// Watch reloads the directory when it changes, until ctx ends.
-func (t *TrustStore) Watch(ctx context.Context, interval time.Duration) {
+// Watch reloads the directory when it changes, until ctx ends, and tells
+// onReload (when set) the outcome.
+func (t *TrustStore) Watch(ctx context.Context, interval time.Duration, onReload func(error)) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -104,8 +105,12 @@ func (t *TrustStore) Watch(ctx context.Context, interval time.Duration) {
 			return
 		case <-tick.C:
 			if dirStamp(t.dir) != t.seen.Load() {
-				if err := t.Reload(); err != nil {
+				err := t.Reload()
+				if err != nil {
 					t.log.Error("bank trust directory changed but does not load; keeping the CAs in use", "err", err)
+				}
+				if onReload != nil {
+					onReload(err)
 				}
 			}
 		}

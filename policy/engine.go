@@ -65,8 +65,9 @@ func (e *Engine) Reload() error {
 }
 
 // Watch reloads the file whenever it changes, checking every interval,
-// until ctx ends. A file that does not load is logged and ignored.
-func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
+// until ctx ends, and tells onReload (when set) the outcome. A file that
+// does not load is logged and ignored.
+func (e *Engine) Watch(ctx context.Context, interval time.Duration, onReload func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -75,8 +76,12 @@ func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 			if st := stamp(e.path); !sameStamp(st, e.seen.Load()) {
-				if err := e.Reload(); err != nil {
+				err := e.Reload()
+				if err != nil {
 					e.log.Error("policy file changed but does not load; keeping the rules in force", "err", err)
+				}
+				if onReload != nil {
+					onReload(err)
 				}
 			}
 		}

@@ -127,7 +127,18 @@ func TestSaveLoadAndWatch(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go e.Watch(ctx, 10*time.Millisecond)
+	reloads := make(chan error, 10)
+	go e.Watch(ctx, 10*time.Millisecond, func(err error) { reloads <- err })
+	nextReload := func() error {
+		t.Helper()
+		select {
+		case err := <-reloads:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatal("no reload reported")
+			return nil
+		}
+	}
 
 	p := &policy.Policy{}
 	if err := p.Put(policy.Rule{Name: "r1", CN: "agg", Keys: []string{"qseal.key"}, Ops: []string{"sign"}, Origins: []string{"https://Bank.Example"}}); err != nil {
@@ -136,13 +147,20 @@ func TestSaveLoadAndWatch(t *testing.T) {
 	if err := p.Save(path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(e.Policy().Rules) == 1 })
+	if err := nextReload(); err != nil {
+		t.Fatalf("reload reported %v", err)
+	}
+	if len(e.Policy().Rules) != 1 {
+		t.Fatal("the reloaded rule is not in force")
+	}
 	if got := e.Policy().Rules[0].Origins[0]; got != "https://bank.example:443" {
 		t.Fatalf("origin normalised to %q", got)
 	}
 	// A broken file keeps the rules in force.
 	os.WriteFile(path, []byte("[[rule]]\nname = \"x\"\nbogus = 1\n"), 0o600)
-	time.Sleep(50 * time.Millisecond)
+	if err := nextReload(); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Fatalf("reload of a broken file reported %v", err)
+	}
 	if len(e.Policy().Rules) != 1 {
 		t.Fatal("a broken policy file replaced the rules in force")
 	}

@@ -55,13 +55,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
-	go pol.Watch(ctx, time.Second)
+	go pol.Watch(ctx, time.Second, nil)
 
 	trust, err := netstack.NewTrustStore(cfg.Bank.TrustDir, log)
 	if err != nil {
 		return err
 	}
-	go trust.Watch(ctx, time.Second)
+	go trust.Watch(ctx, time.Second, nil)
 	bank := netstack.NewOutbound(cfg.OutboundConfig(log), trust)
 
 	alive := cfg.TPM.CommandTimeout.Duration
