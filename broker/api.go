@@ -24,6 +24,7 @@ import (
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/netstack"
 	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/store"
 )
 
 // KeyService is what the API needs of the key registry.
@@ -33,6 +34,11 @@ type KeyService interface {
 	List() ([]keys.Info, error)
 	Sign(ctx context.Context, name string, data []byte, alg keys.SignAlg, h crypto.Hash) ([]byte, keys.SignAlg, error)
 	Signer(ctx context.Context, name string) (crypto.Signer, error)
+}
+
+// Auditor makes audit records durable.
+type Auditor interface {
+	Append(ctx context.Context, rec store.AuditRecord) (uint64, error)
 }
 
 // Authorizer decides what a client may do.
@@ -48,7 +54,10 @@ type Config struct {
 	// Health reports whether brokerd can serve: the TPM answers and the
 	// state is writable. nil means always healthy.
 	Health func(ctx context.Context) error
-	Log    *slog.Logger
+	// Audit records every operation before its answer leaves. Only
+	// benchmarks leave it nil, to measure what the audit log costs.
+	Audit Auditor
+	Log   *slog.Logger
 }
 
 // API serves the broker's HTTP interface.
@@ -174,6 +183,8 @@ const (
 // requestLog collects what one request's log line says: never request
 // data or signatures, only their digests and sizes.
 type requestLog struct {
+	id    string
+	start time.Time
 	mu    sync.Mutex
 	attrs []any
 }
@@ -221,7 +232,7 @@ func (a *API) logged(next http.Handler) http.Handler {
 		rand.Read(b[:])
 		id := hex.EncodeToString(b[:])
 		w.Header().Set("X-Request-Id", id)
-		rl := &requestLog{}
+		rl := &requestLog{id: id, start: start}
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), keyLog, rl)))
 		attrs := []any{"request_id", id, "method", r.Method, "path", r.URL.Path, "status", sw.status,
@@ -252,6 +263,55 @@ func (a *API) requireClient(next http.Handler) http.Handler {
 		logOf(r).add("client", id.Subject, "client_sha256", id.Fingerprint)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyClient, id)))
 	})
+}
+
+// answer is what a handler sends back.
+type answer struct {
+	status     int
+	body       []byte
+	retryAfter string
+	errText    string // for the audit record
+}
+
+func success(body []byte) answer { return answer{status: http.StatusOK, body: body} }
+
+func failure(e apiError) answer {
+	return answer{status: e.status, body: e.body(), retryAfter: e.retryAfter, errText: e.text()}
+}
+
+// auditUnavailable answers an operation whose record cannot be written.
+var auditUnavailable = apiError{status: http.StatusServiceUnavailable, message: "Audit log unavailable",
+	data: "no result is returned: the audit record of this operation cannot be written", retryAfter: "5"}
+
+// record completes rec with who asked and when, and makes it durable.
+func (a *API) record(r *http.Request, rec store.AuditRecord) error {
+	if a.cfg.Audit == nil {
+		return nil
+	}
+	rl, id := logOf(r), clientOf(r)
+	rec.RequestID, rec.Client, rec.ClientSHA256 = rl.id, id.Subject, id.Fingerprint
+	rec.DurationMS = float64(time.Since(rl.start).Microseconds()) / 1000
+	seq, err := a.cfg.Audit.Append(r.Context(), rec)
+	if err != nil {
+		rl.add("audit_error", err.Error())
+		return err
+	}
+	rl.add("audit_seq", seq)
+	return nil
+}
+
+// reply records the operation's outcome, then sends the answer: the
+// result leaves only once its record is on disk.
+func (a *API) reply(w http.ResponseWriter, r *http.Request, rec store.AuditRecord, ans answer) {
+	rec.Status, rec.Error = ans.status, ans.errText
+	if err := a.record(r, rec); err != nil {
+		writeError(w, auditUnavailable)
+		return
+	}
+	if ans.retryAfter != "" {
+		w.Header().Set("Retry-After", ans.retryAfter)
+	}
+	writeRaw(w, ans.status, ans.body)
 }
 
 func clientOf(r *http.Request) policy.Identity {

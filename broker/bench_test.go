@@ -21,12 +21,16 @@ import (
 	"github.com/brokerd/brokerd/internal/mockbank"
 	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/internal/tpmbench"
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/tpm"
 )
 
 // sign posts one /sign request and fails on anything but 200.
-func (s *stack) sign(tb testing.TB, key string) {
+func (s *stack) sign(tb testing.TB, key string) { s.signAt(tb, s.url, key) }
+
+func (s *stack) signAt(tb testing.TB, base, key string) {
 	body := fmt.Sprintf(`{"params":{"data":"bench payload","key_id":%q}}`, key)
-	resp, err := s.client.Post(s.url+"/sign", "application/json", bytes.NewBufferString(body))
+	resp, err := s.client.Post(base+"/sign", "application/json", bytes.NewBufferString(body))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -194,4 +198,39 @@ func BenchmarkMakeRequest(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(full1-full0), "full-handshakes/1000-calls")
 	b.ReportMetric(float64(resumed1), "resumed/1000-calls")
+}
+
+// BenchmarkSignAudit: /sign at concurrency 16 with the audit log (every
+// answer waits for its record's fsync; concurrent records share commits)
+// against the same API without it, in alternating rounds (goal: >= 0.9).
+func BenchmarkSignAudit(b *testing.B) {
+	s := newStack(b, stackOptions{})
+	ctx := context.Background()
+	if _, _, err := s.keys.Create(ctx, "ec.key", tpm.P256, keys.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	for _, key := range []string{"rsa.key", "ec.key"} {
+		load(16, 64, func() { s.signAt(b, s.url, key) })
+		load(16, 64, func() { s.signAt(b, s.noAudit, key) })
+		const rounds, perRound = 5, 240
+		var on, off time.Duration
+		seq0, _ := s.st.Head()
+		for range b.N {
+			for range rounds {
+				d, _ := load(16, perRound, func() { s.signAt(b, s.url, key) })
+				on += d
+				d, _ = load(16, perRound, func() { s.signAt(b, s.noAudit, key) })
+				off += d
+			}
+		}
+		seq1, _ := s.st.Head()
+		n := float64(b.N * rounds * perRound)
+		if float64(seq1-seq0) < n {
+			b.Fatalf("%v audited requests made %d records", n, seq1-seq0)
+		}
+		b.ReportMetric(n/on.Seconds(), key+"-audit-sign/s")
+		b.ReportMetric(n/off.Seconds(), key+"-noaudit-sign/s")
+		b.ReportMetric(off.Seconds()/on.Seconds(), key+"-audit/noaudit")
+	}
+	b.ReportMetric(0, "ns/op")
 }

@@ -26,6 +26,14 @@ type apiError struct {
 func (e *apiError) Error() string { return fmt.Sprint(e.message, ": ", e.data) }
 
 func writeError(w http.ResponseWriter, e apiError) {
+	if e.retryAfter != "" {
+		w.Header().Set("Retry-After", e.retryAfter)
+	}
+	writeRaw(w, e.status, e.body())
+}
+
+// body is the error's JSON.
+func (e apiError) body() []byte {
 	b := []byte(`{"code":`)
 	b = strconv.AppendInt(b, int64(e.status), 10)
 	b = append(b, `,"message":`...)
@@ -36,11 +44,15 @@ func writeError(w http.ResponseWriter, e apiError) {
 	} else {
 		b = append(b, "null"...)
 	}
-	b = append(b, '}')
-	if e.retryAfter != "" {
-		w.Header().Set("Retry-After", e.retryAfter)
+	return append(b, '}')
+}
+
+// text is the error for the audit record.
+func (e apiError) text() string {
+	if s, ok := e.data.(string); ok {
+		return e.message + ": " + s
 	}
-	writeRaw(w, e.status, b)
+	return e.message
 }
 
 // writeRaw sends a JSON body.

@@ -24,6 +24,7 @@ import (
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/netstack"
 	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/store"
 )
 
 // BankClient calls banks.
@@ -45,9 +46,10 @@ func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sum := sha256.Sum256([]byte(p.Body))
+	digest := hex.EncodeToString(sum[:])
 	rl := logOf(r)
 	rl.add("op", policy.OpMakeRequest, "bank_method", p.Method, "bank_origin", p.Origin, "bank_path", p.Path,
-		"body_sha256", hex.EncodeToString(sum[:]), "body_len", len(p.Body))
+		"body_sha256", digest, "body_len", len(p.Body))
 	u, err := bankURL(p.Origin, p.Path, p.Query)
 	if err != nil {
 		writeError(w, apiError{status: http.StatusBadRequest, message: "Bad request", data: err.Error()})
@@ -75,21 +77,28 @@ func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
 		info, names, qwacErr = a.resolve(p.TLS.KeyPath)
 		bindings = info.Origins
 	}
+	// The target path without its query: queries may carry personal data.
+	rec := store.AuditRecord{Op: string(policy.OpMakeRequest), DataSHA256: digest,
+		Target: p.Method + " " + origin.Of(u).String() + u.EscapedPath()}
+	if p.TLS != nil {
+		rec.KeyID = p.TLS.KeyPath
+	}
 	if d := a.auth.Decide(id, policy.Request{Op: policy.OpMakeRequest, KeyNames: names, Origin: origin.Of(u)}); !d.Allow {
 		rl.add("denied", d.Reason)
-		writeError(w, forbiddenRequest(id, p.TLS, origin.Of(u)))
+		a.reply(w, r, rec, failure(forbiddenRequest(id, p.TLS, origin.Of(u))))
 		return
 	}
 	if p.TLS != nil {
 		if qwacErr == nil {
+			rec.KeyID = info.ID
 			req.Cert, req.CertID, qwacErr = a.qwac(r.Context(), info, p.TLS.CertPath)
 		}
 		if qwacErr != nil {
 			var ae *apiError
 			if errors.As(qwacErr, &ae) {
-				writeError(w, *ae)
+				a.reply(w, r, rec, failure(*ae))
 			} else {
-				writeError(w, operationError(qwacErr, p.TLS.KeyPath))
+				a.reply(w, r, rec, failure(operationError(qwacErr, p.TLS.KeyPath)))
 			}
 			return
 		}
@@ -107,20 +116,29 @@ func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
 		}
 		return d.AllowPrivate, nil
 	}
+	// The bank may act on the request (a payment): nothing leaves unless
+	// the intent is on record first.
+	start := rec
+	start.Op = string(policy.OpMakeRequest) + ".start"
+	if err := a.record(r, start); err != nil {
+		writeError(w, auditUnavailable)
+		return
+	}
 	resp, err := a.bank.Do(r.Context(), req)
 	if err != nil {
 		rl.add("error", err.Error())
-		writeError(w, bankError(err, p.TLS))
+		a.reply(w, r, rec, failure(bankError(err, p.TLS)))
 		return
 	}
+	rec.Detail = "bank status " + strconv.Itoa(resp.Status)
 	text, err := responseText(resp)
 	if err != nil {
 		rl.add("error", err.Error())
-		writeError(w, apiError{status: http.StatusBadGateway, message: "Bad bank response", data: err.Error()})
+		a.reply(w, r, rec, failure(apiError{status: http.StatusBadGateway, message: "Bad bank response", data: err.Error()}))
 		return
 	}
 	rl.add("bank_status", resp.Status, "response_len", len(resp.Body))
-	writeRaw(w, http.StatusOK, encodeBankResponse(resp, text))
+	a.reply(w, r, rec, success(encodeBankResponse(resp, text)))
 }
 
 // qwac builds the TLS certificate of a QWAC: the key's chain, signed

@@ -13,6 +13,7 @@ import (
 	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/store"
 )
 
 // sign is POST /sign: {"params":{"data","key_id","hash_algorithm",
@@ -23,30 +24,34 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sum := sha256.Sum256([]byte(p.Data))
+	digest := hex.EncodeToString(sum[:])
 	rl := logOf(r)
 	rl.add("op", policy.OpSign, "key_id", p.KeyID, "hash", hashName(p.Hash), "alg", string(p.Alg),
-		"data_sha256", hex.EncodeToString(sum[:]), "data_len", len(p.Data))
+		"data_sha256", digest, "data_len", len(p.Data))
+	rec := store.AuditRecord{Op: string(policy.OpSign), KeyID: p.KeyID, Alg: string(p.Alg) + "/" + hashName(p.Hash), DataSHA256: digest}
 
 	id := clientOf(r)
 	info, names, kerr := a.resolve(p.KeyID)
 	if d := a.auth.Decide(id, policy.Request{Op: policy.OpSign, KeyNames: names}); !d.Allow {
 		rl.add("denied", d.Reason)
-		writeError(w, forbidden(id, policy.OpSign, p.KeyID))
+		a.reply(w, r, rec, failure(forbidden(id, policy.OpSign, p.KeyID)))
 		return
 	}
 	if kerr != nil {
-		writeError(w, operationError(kerr, p.KeyID))
+		a.reply(w, r, rec, failure(operationError(kerr, p.KeyID)))
 		return
 	}
+	rec.KeyID = info.ID
 	sig, alg, err := a.keys.Sign(r.Context(), info.ID, []byte(p.Data), p.Alg, p.Hash)
 	if err != nil {
 		rl.add("error", err.Error())
-		writeError(w, operationError(err, p.KeyID))
+		a.reply(w, r, rec, failure(operationError(err, p.KeyID)))
 		return
 	}
+	rec.Alg = string(alg) + "/" + hashName(p.Hash)
 	rl.add("key", info.ID, "signed_alg", string(alg))
 	b := append([]byte(`{"result":"`), base64.StdEncoding.EncodeToString(sig)...)
-	writeRaw(w, http.StatusOK, append(b, `"}`...))
+	a.reply(w, r, rec, success(append(b, `"}`...)))
 }
 
 // resolve looks a key name up and returns the names policy checks: the

@@ -35,7 +35,8 @@ type stack struct {
 	sw       *swtpmtest.TPM
 	dev      *tpm.Device
 	keys     *keys.Manager
-	url      string
+	url      string // audited
+	noAudit  string // the same API without audit, for benchmarks
 	client   *http.Client
 	sealed   *rsa.PrivateKey
 	ca       *testpki.CA // issues client certificates
@@ -43,6 +44,8 @@ type stack struct {
 	out      *netstack.Outbound
 	trustDir string
 	dir      string
+	st       *store.Store
+	serve    func(broker.Auditor) string // another API on the same stack
 }
 
 type stackOptions struct {
@@ -87,6 +90,7 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 	tb.Cleanup(func() { s.dev.Close() })
 	s.dir = tb.TempDir()
 	st, err := store.Open(filepath.Join(s.dir, store.FileName), store.Options{})
+	s.st = st
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -172,24 +176,27 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 		oc.Dial = loopbackDialer(tb)
 	}
 	s.out = netstack.NewOutbound(oc, trust)
-	api := broker.New(broker.Config{}, s.keys, pol, s.out)
-	srv, err := netstack.NewServer(netstack.ServerConfig{}, func() (*netstack.Material, error) {
-		key, err := s.keys.Signer(ctx, "brokerd:tls-server")
+	s.serve = func(audit broker.Auditor) string {
+		api := broker.New(broker.Config{Audit: audit}, s.keys, pol, s.out)
+		srv, err := netstack.NewServer(netstack.ServerConfig{}, func() (*netstack.Material, error) {
+			key, err := s.keys.Signer(ctx, "brokerd:tls-server")
+			if err != nil {
+				return nil, err
+			}
+			return netstack.LoadMaterial(certFile, caFile, key)
+		}, api.Handler(), nil)
 		if err != nil {
-			return nil, err
+			tb.Fatal(err)
 		}
-		return netstack.LoadMaterial(certFile, caFile, key)
-	}, api.Handler(), nil)
-	if err != nil {
-		tb.Fatal(err)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		srv.ServeAPI(l)
+		tb.Cleanup(func() { srv.Shutdown(context.Background()) })
+		return "https://" + l.Addr().String()
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv.ServeAPI(l)
-	tb.Cleanup(func() { srv.Shutdown(context.Background()) })
-	s.url = "https://" + l.Addr().String()
+	s.url, s.noAudit = s.serve(st), s.serve(nil)
 	s.client = s.clientFor(tb, "bench")
 	return s
 }

@@ -42,6 +42,7 @@ type Bank struct {
 
 	srv           *http.Server
 	full, resumed atomic.Int64
+	requests      atomic.Int64
 }
 
 // Options configure Start.
@@ -129,8 +130,12 @@ func Start(t testing.TB, opts Options) *Bank {
 		t.Fatal(err)
 	}
 	b.URL = "https://" + l.Addr().String()
+	routes := b.routes()
 	b.srv = &http.Server{
-		Handler: b.routes(),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b.requests.Add(1)
+			routes.ServeHTTP(w, r)
+		}),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			cc := c.(captureConn)
 			return context.WithValue(ctx, ctxKey{}, connInfo{c: cc.c, tls: cc.Conn.(*tls.Conn)})
@@ -141,14 +146,17 @@ func Start(t testing.TB, opts Options) *Bank {
 	return b
 }
 
+// Requests reports the requests the bank received.
+func (b *Bank) Requests() int64 { return b.requests.Load() }
+
 // Handshakes reports the full and resumed TLS handshakes the bank saw.
 func (b *Bank) Handshakes() (full, resumed int64) { return b.full.Load(), b.resumed.Load() }
 
 // Echo is what /echo answers: the request as the bank received it.
 type Echo struct {
-	Method   string     `json:"method"`
-	Target   string     `json:"target"`
-	Headers  [][]string `json:"headers"` // raw, in order, with their case
+	Method     string     `json:"method"`
+	Target     string     `json:"target"`
+	Headers    [][]string `json:"headers"` // raw, in order, with their case
 	Body       string     `json:"body"`
 	ClientCN   string     `json:"client_cn"`
 	TLSVersion uint16     `json:"tls_version"`
