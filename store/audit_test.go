@@ -292,3 +292,48 @@ func TestPruneLeavesASignedAnchor(t *testing.T) {
 		t.Fatalf("forged anchor: %q", rep.Problem)
 	}
 }
+
+// TestVerifyTPMClock: the clocks in successive checkpoints must move as a
+// TPM's clock does.
+func TestVerifyTPMClock(t *testing.T) {
+	type ci = store.ClockInfo
+	cases := []struct {
+		name   string
+		clocks []ci
+		want   string // problem, "" for none
+	}{
+		{"forward", []ci{{Clock: 10, ResetCount: 1, Safe: true}, {Clock: 20, ResetCount: 1, Safe: true}}, ""},
+		{"reboot", []ci{{Clock: 10, ResetCount: 1, Safe: true}, {Clock: 30, ResetCount: 2, Safe: true}}, ""},
+		{"power loss, clock resumes from its last save", []ci{{Clock: 10, ResetCount: 1, Safe: true}, {Clock: 8, ResetCount: 2, Safe: false}}, ""},
+		{"clock back without a reset", []ci{{Clock: 10, ResetCount: 1, Safe: true}, {Clock: 9, ResetCount: 1, Safe: false}},
+			"carries a TPM clock of 9 ms, below the 10 ms of the checkpoint before it without a reset in between"},
+		{"clock back, said safe", []ci{{Clock: 10, ResetCount: 1, Safe: true}, {Clock: 9, ResetCount: 2, Safe: true}},
+			"yet the TPM calls its clock safe: the TPM's state went back"},
+		{"reset counter back", []ci{{Clock: 10, ResetCount: 5, Safe: true}, {Clock: 20, ResetCount: 4, Safe: true}},
+			"carries a TPM reset counter of 4, below the 5 of the checkpoint before it"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ak := newAuditKey(t)
+			for _, clock := range c.clocks {
+				appendN(t, s, 1, "sign")
+				if _, err := s.Checkpoint(ctx, "count", ak.sign, func(context.Context) (ci, error) { return clock, nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := s.Path()
+			s.Close()
+			rep, err := store.VerifyAudit(path, ak.key.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.want == "" && !rep.OK() || c.want != "" && !strings.Contains(rep.Problem, c.want) {
+				t.Fatalf("problem %q, want %q", rep.Problem, c.want)
+			}
+		})
+	}
+}

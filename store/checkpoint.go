@@ -102,6 +102,24 @@ func lastCheckpoint(tx *bolt.Tx) (*Checkpoint, string, error) {
 	return &c, payloadHash(c.Payload()), nil
 }
 
+// ClockInfo is the TPM clock the checkpoint carries.
+func (c Checkpoint) ClockInfo() ClockInfo {
+	return ClockInfo{Clock: c.TPMClock, ResetCount: c.ResetCount, RestartCount: c.RestartCount, Safe: c.ClockSafe}
+}
+
+// LastCheckpoint returns the newest checkpoint, or nil when there is none.
+func (s *Store) LastCheckpoint() (*Checkpoint, error) {
+	var c *Checkpoint
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		c, _, err = lastCheckpoint(tx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: last checkpoint: %w", err)
+	}
+	return c, nil
+}
+
 // Checkpoint signs the chain's head now, unless nothing was appended since
 // the last checkpoint (and reason is not "shutdown" or "startup").
 func (s *Store) Checkpoint(ctx context.Context, reason string, sign SignFunc, clock ClockFunc) (*Checkpoint, error) {

@@ -154,6 +154,29 @@ func (v *verifier) run() {
 	}
 }
 
+// ClockFollows checks that TPM clock c can follow that of checkpoint prev
+// as a TPM's clock does: the reset counter never goes back (only clearing
+// the TPM resets it, and that destroys the audit key too), and the clock
+// never goes back within one reset period. Across a reset, the clock may
+// resume from its last saved value after a power loss, below what it
+// reported before, but then the TPM says the clock is not safe.
+func ClockFollows(prev *Checkpoint, c ClockInfo) error {
+	switch {
+	case c.ResetCount < prev.ResetCount:
+		return fmt.Errorf("carries a TPM reset counter of %d, below the %d of the checkpoint before it: the TPM's state went back (restored from an older copy) or the log comes from another TPM",
+			c.ResetCount, prev.ResetCount)
+	case c.Clock >= prev.TPMClock:
+		return nil
+	case c.ResetCount == prev.ResetCount:
+		return fmt.Errorf("carries a TPM clock of %d ms, below the %d ms of the checkpoint before it without a reset in between: the TPM's state went back",
+			c.Clock, prev.TPMClock)
+	case c.Safe:
+		return fmt.Errorf("carries a TPM clock of %d ms, below the %d ms of the checkpoint before it, yet the TPM calls its clock safe: the TPM's state went back",
+			c.Clock, prev.TPMClock)
+	}
+	return nil // a power loss: the TPM said so
+}
+
 // checkpoints verifies every checkpoint's signature, the chain of
 // checkpoints from prev, and that the TPM clock never goes back.
 func (v *verifier) checkpoints(cps *bolt.Bucket, prev string) bool {
@@ -177,8 +200,10 @@ func (v *verifier) checkpoints(cps *bolt.Bucket, prev string) bool {
 			switch {
 			case c.Seq < last.Seq:
 				return fmt.Errorf("checkpoint %d signs record %d, before the %d of the checkpoint before it", n, c.Seq, last.Seq)
-			case c.ResetCount < last.ResetCount || (c.ResetCount == last.ResetCount && c.TPMClock < last.TPMClock):
-				return fmt.Errorf("checkpoint %d carries an older TPM clock than the checkpoint before it: the TPM state went back", n)
+			default:
+				if err := ClockFollows(last, c.ClockInfo()); err != nil {
+					return fmt.Errorf("checkpoint %d (at record %d, %s) %w", n, c.Seq, c.Time.Format(time.RFC3339), err)
+				}
 			}
 		}
 		prev = payloadHash(c.Payload())
