@@ -67,11 +67,14 @@ type pending struct {
 // record pending, writes them in one synced transaction, and only then
 // lets their callers go on. An idle log commits a lone record at once.
 type auditLog struct {
-	mu      sync.Mutex
-	queue   []*pending
-	wake    chan struct{}
-	quit    chan struct{}
-	stopped chan struct{}
+	mu    sync.Mutex
+	queue []*pending
+	wake  chan struct{}
+	quit  chan struct{}
+	// committed is signalled after every successful commit (for the
+	// checkpointer).
+	committed chan struct{}
+	stopped   chan struct{}
 
 	// Committed state, guarded by mu.
 	seq     uint64
@@ -87,7 +90,8 @@ func be64(n uint64) []byte {
 
 // openAudit reads the chain's head and starts the committer.
 func (s *Store) openAudit() error {
-	a := &auditLog{wake: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}), head: genesis}
+	a := &auditLog{wake: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}),
+		committed: make(chan struct{}, 1), head: genesis}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if anc := tx.Bucket(bucketMeta).Get(metaAnchor); anc != nil {
 			var an Anchor
@@ -194,6 +198,12 @@ func (s *Store) commitLoop() {
 		}
 		a.lastErr = err
 		a.mu.Unlock()
+		if err == nil {
+			select {
+			case a.committed <- struct{}{}:
+			default:
+			}
+		}
 		for _, p := range batch {
 			p.done <- err
 		}

@@ -337,3 +337,70 @@ func TestVerifyTPMClock(t *testing.T) {
 		})
 	}
 }
+
+// TestRunCheckpoints: a checkpoint at start, every N records, every
+// interval while records come (none while idle), and at shutdown.
+func TestRunCheckpoints(t *testing.T) {
+	s, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ak := newAuditKey(t)
+	var mu sync.Mutex
+	clock := func(ctx context.Context) (store.ClockInfo, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return ak.readClock(ctx)
+	}
+	run := func(every uint64, interval time.Duration) (stop func()) {
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.RunCheckpoints(runCtx, every, interval, ak.sign, clock, func(err error) { t.Error(err) })
+		}()
+		return func() { cancel(); <-done }
+	}
+	want := func(reason string, seq uint64, count int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c, err := s.LastCheckpoint()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c != nil && c.Reason == reason && c.Seq == seq {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s checkpoint at %d; last %+v", reason, seq, c)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		rep, err := s.VerifyAudit(ak.key.Public())
+		if err != nil || !rep.OK() || rep.Checkpoints != count {
+			t.Fatalf("after the %s checkpoint at %d: %+v %v, want %d checkpoints", reason, seq, rep, err, count)
+		}
+	}
+	// By count (no interval in sight).
+	stop := run(10, time.Hour)
+	want("startup", 0, 1)
+	appendN(t, s, 9, "sign")
+	time.Sleep(100 * time.Millisecond)
+	want("startup", 0, 1) // 9 records: not yet
+	appendN(t, s, 1, "sign")
+	want("count", 10, 2)
+	appendN(t, s, 3, "sign")
+	stop()
+	want("shutdown", 13, 3)
+	// By interval, and not while idle.
+	stop = run(1000, 200*time.Millisecond)
+	want("startup", 13, 4)
+	appendN(t, s, 2, "sign")
+	want("interval", 15, 5)
+	time.Sleep(time.Second)
+	want("interval", 15, 5)
+	stop()
+	want("shutdown", 15, 6)
+}

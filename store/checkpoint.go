@@ -168,19 +168,20 @@ func (s *Store) Checkpoint(ctx context.Context, reason string, sign SignFunc, cl
 // RunCheckpoints signs a checkpoint every `every` records and every
 // interval (when records came), until ctx ends; then a last one.
 func (s *Store) RunCheckpoints(ctx context.Context, every uint64, interval time.Duration, sign SignFunc, clock ClockFunc, onErr func(error)) {
+	last, _ := s.Head() // the last record a checkpoint covers
 	try := func(reason string) {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := s.Checkpoint(cctx, reason, sign, clock); err != nil {
+		c, err := s.Checkpoint(cctx, reason, sign, clock)
+		if err != nil {
 			onErr(err)
+		} else if c != nil {
+			last = c.Seq
 		}
 	}
 	try("startup")
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	poll := time.NewTicker(time.Second)
-	defer poll.Stop()
-	last, _ := s.Head()
 	for {
 		select {
 		case <-ctx.Done():
@@ -188,11 +189,9 @@ func (s *Store) RunCheckpoints(ctx context.Context, every uint64, interval time.
 			return
 		case <-tick.C:
 			try("interval")
-			last, _ = s.Head()
-		case <-poll.C:
+		case <-s.audit.committed:
 			if seq, _ := s.Head(); seq-last >= every {
 				try("count")
-				last = seq
 			}
 		}
 	}
