@@ -43,6 +43,7 @@ type Config struct {
 	Health   Health `toml:"health"`
 	Policy   Policy `toml:"policy"`
 	Bank     Bank   `toml:"bank"`
+	Audit    Audit  `toml:"audit"`
 	Log      Log    `toml:"log"`
 
 	// path is the file this configuration was read from.
@@ -111,6 +112,16 @@ type Bank struct {
 	TrustDir string `toml:"trust_dir"`
 }
 
+// Audit configures the audit log.
+type Audit struct {
+	// A checkpoint (the chain's head signed by the TPM's audit key) is
+	// made every CheckpointEvery records and every CheckpointInterval.
+	CheckpointEvery    uint64   `toml:"checkpoint_every"`
+	CheckpointInterval Duration `toml:"checkpoint_interval"`
+	// Retention prunes records older than this (0: keep every record).
+	Retention Duration `toml:"retention"`
+}
+
 // Log configures logging (to standard error, hence the journal).
 type Log struct {
 	Level  string `toml:"level"`  // debug, info, warn, error
@@ -169,7 +180,8 @@ func Default() *Config {
 			UserAgent:              "brokerd",
 			TrustDir:               "bank-cas",
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Audit: Audit{CheckpointEvery: 1000, CheckpointInterval: Duration{5 * time.Minute}},
+		Log:   Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -289,6 +301,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Bank.TrustDir == "" {
 		add("bank.trust_dir: must be set")
+	}
+	if c.Audit.CheckpointEvery < 1 {
+		add("audit.checkpoint_every: must be positive")
+	}
+	if c.Audit.CheckpointInterval.Duration < time.Second {
+		add("audit.checkpoint_interval: %v is shorter than a second", c.Audit.CheckpointInterval)
+	}
+	if r := c.Audit.Retention.Duration; r < 0 || (r > 0 && r < time.Hour) {
+		add("audit.retention: %v (want 0 to keep every record, or an hour or more)", c.Audit.Retention)
 	}
 	if _, ok := logLevels[c.Log.Level]; !ok {
 		add("log.level: %q (want debug, info, warn or error)", c.Log.Level)

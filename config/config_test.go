@@ -24,6 +24,9 @@ func TestLoadErrors(t *testing.T) {
 		{"wrong type", "[tpm]\nqueue_depth = \"many\"\n", []string{"queue_depth"}},
 		{"every problem at once", "[tpm]\naddress = \"tcp:1\"\nqueue_depth = 0\nqueue_wait = \"-1s\"\nseal_pcrs = [24]\n",
 			[]string{"tpm.address", "tpm.queue_depth", "tpm.queue_wait", "PCR 24"}},
+		{"audit limits", "[audit]\ncheckpoint_every = 0\ncheckpoint_interval = \"10ms\"\nretention = \"5m\"\n",
+			[]string{"audit.checkpoint_every: must be positive", "audit.checkpoint_interval: 10ms is shorter than a second", "audit.retention: 5m0s (want 0"}},
+		{"negative retention", "[audit]\nretention = \"-1h\"\n", []string{"audit.retention: -1h0m0s"}},
 	}
 	if !tpm.SimulatorAvailable {
 		cases = append(cases, struct {

@@ -639,3 +639,17 @@ func (m *Manager) LoadAll(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ReadPublic reads the public key of key id from a state file, without a
+// TPM (for verifying the audit log offline, say).
+func ReadPublic(st *store.Store, id string) (crypto.PublicKey, error) {
+	sr, err := st.Key(id)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	var rec record
+	if err := json.Unmarshal(sr.Data, &rec); err != nil {
+		return nil, fmt.Errorf("keys: key %q: corrupt record: %w", id, err)
+	}
+	return x509.ParsePKIXPublicKey(rec.Public)
+}

@@ -55,6 +55,9 @@ func commandTable() map[string]command {
 		"policy list":   {"list the access rules", cmdPolicyList},
 		"policy remove": {"remove an access rule", cmdPolicyRemove},
 		"policy test":   {"show the decision for a client certificate", cmdPolicyTest},
+		"audit pubkey":  {"print the audit log's public key", cmdAuditPubkey},
+		"audit verify":  {"verify the audit log (offline, on a copy)", cmdAuditVerify},
+		"audit export":  {"print audit records as JSON lines", cmdAuditExport},
 		"version":       {"print the version", cmdVersion},
 	}
 	maps.Copy(table, demoCommands())
@@ -81,7 +84,7 @@ func run(ctx context.Context, args []string, e *env) int {
 	}
 	args = global.Args()
 	if *help || len(args) == 0 || args[0] == "help" {
-		printUsage(e.stdout)
+		printUsage(e.stdout, "")
 		return 0
 	}
 	commands := commandTable()
@@ -90,6 +93,16 @@ func run(ctx context.Context, args []string, e *env) int {
 		name, rest = args[0]+" "+args[1], args[2:]
 	}
 	cmd, ok := commands[name]
+	if !ok && isGroup(commands, args[0]) && (len(args) == 1 || isHelp(args[1])) {
+		// "brokerd key" or "brokerd key --help": the group's commands.
+		if len(args) == 1 {
+			fmt.Fprintf(e.stderr, "brokerd %s: a subcommand is missing\n\n", args[0])
+			printUsage(e.stderr, args[0])
+			return 2
+		}
+		printUsage(e.stdout, args[0])
+		return 0
+	}
 	if !ok {
 		fmt.Fprintf(e.stderr, "brokerd: unknown command %q (see brokerd --help)\n", strings.Join(args[:min(2, len(args))], " "))
 		return 2
@@ -114,17 +127,38 @@ func oneLine(err error) string {
 	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 }
 
-func printUsage(w io.Writer) {
-	fmt.Fprint(w, `brokerd: eIDAS keys in a TPM, used by LAN clients over mutual TLS.
+// isGroup reports whether word starts multi-word commands ("key", "audit").
+func isGroup(commands map[string]command, word string) bool {
+	for n := range commands {
+		if strings.HasPrefix(n, word+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+func isHelp(arg string) bool {
+	return arg == "--help" || arg == "-help" || arg == "-h" || arg == "help"
+}
+
+// printUsage lists the commands, or only those of group when it is set.
+func printUsage(w io.Writer, group string) {
+	if group == "" {
+		fmt.Fprint(w, `brokerd: eIDAS keys in a TPM, used by LAN clients over mutual TLS.
 
 Usage: brokerd [--config FILE] COMMAND [flags]
 
 Commands:
 `)
+	} else {
+		fmt.Fprintf(w, "Usage: brokerd [--config FILE] %s COMMAND [flags]\n\nCommands:\n", group)
+	}
 	commands := commandTable()
 	var names []string
 	for n := range commands {
-		names = append(names, n)
+		if group == "" || strings.HasPrefix(n, group+" ") {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, n := range names {

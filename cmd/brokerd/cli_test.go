@@ -363,6 +363,16 @@ func TestConfigCheckAndUsage(t *testing.T) {
 	if r := c.run("", "key", "create", "--help"); r.code != 0 || !strings.Contains(r.stdout, "--alg") {
 		t.Fatalf("--help: %d %q", r.code, r.stdout)
 	}
+	// A group's help lists its commands, and only them.
+	for _, args := range [][]string{{"audit", "--help"}, {"audit", "-h"}, {"audit", "help"}} {
+		r := c.run("", args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "audit verify") || strings.Contains(r.stdout, "key create") {
+			t.Fatalf("%v: %d %q", args, r.code, r.stdout)
+		}
+	}
+	if r := c.run("", "key"); r.code != 2 || !strings.Contains(r.stderr, "a subcommand is missing") || !strings.Contains(r.stderr, "key create") {
+		t.Fatalf("a group without a command: %d %q", r.code, r.stderr)
+	}
 }
 
 func TestShippedBinaryHasNoSimulator(t *testing.T) {

@@ -151,7 +151,10 @@ func initialize(ctx context.Context, cfgPath string, cfg *config.Config, tlsIn *
 		return nil, err
 	}
 	srk := s.dev.SRKName()
-	err = installTLS(ctx, s, cfg, tlsDir, tlsIn)
+	err = ensureAuditKey(ctx, s)
+	if err == nil {
+		err = installTLS(ctx, s, cfg, tlsDir, tlsIn)
+	}
 	s.Close()
 	if err == nil {
 		err = (&policy.Policy{}).Save(policyFile)

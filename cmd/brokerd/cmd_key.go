@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -63,6 +64,9 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 	defer s.Close()
 	info, csr, err := s.keys.Create(ctx, *id, a, keys.CreateOptions{Aliases: aliases, CSR: &x509.CertificateRequest{Subject: name}})
 	if err != nil {
+		return err
+	}
+	if err := s.record(ctx, "admin.key.create", info.ID, string(info.Kind)+" "+string(info.Algorithm)); err != nil {
 		return err
 	}
 	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})
@@ -146,6 +150,9 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 		info, err = s.keys.ImportWrapped(ctx, *id, w, opts)
 	}
 	if err != nil {
+		return err
+	}
+	if err := s.record(ctx, "admin.key.import", info.ID, string(info.Kind)+" "+string(info.Algorithm)); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "imported key %s (%s, %s)%s\n", info.ID, info.Kind, info.Algorithm, aliasNote(info.Aliases))
@@ -274,7 +281,7 @@ func parseEKPEM(data []byte) (crypto.PublicKey, error) {
 	}
 }
 
-func cmdKeyCert(_ context.Context, e *env, args []string) error {
+func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("key cert", "--id ID --cert FILE [--chain FILE]",
 		"Attach the certificate your QTSP issued for a key (replacing any earlier one). Its\n"+
 			"public key must be the key's. The certificate file's base name becomes an alias,\n"+
@@ -303,13 +310,17 @@ func cmdKeyCert(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.record(ctx, "admin.key.cert", info.ID, info.Subject+" x5t#S256 "+info.X5tS256); err != nil {
+		return err
+	}
 	fmt.Fprintf(e.stdout, "key %s: certificate %s, valid until %s%s\n", info.ID, info.Subject, info.NotAfter.Format(time.DateOnly), aliasNote(info.Aliases))
 	return nil
 }
 
 func cmdKeyList(_ context.Context, e *env, args []string) error {
-	fs := e.flags("key list", "[--json]", "List the keys: id, aliases, storage kind, algorithm, certificate subject and expiry, x5t#S256.")
+	fs := e.flags("key list", "[--json] [--all]", "List the keys: id, aliases, storage kind, algorithm, certificate subject and expiry, x5t#S256.")
 	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "also list brokerd's own keys (brokerd:tls-server, brokerd:audit, ...)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -321,6 +332,9 @@ func cmdKeyList(_ context.Context, e *env, args []string) error {
 	infos, err := s.keys.List()
 	if err != nil {
 		return err
+	}
+	if !*all {
+		infos = slices.DeleteFunc(infos, func(i keys.Info) bool { return keys.Reserved(i.ID) })
 	}
 	if *asJSON {
 		return writeJSON(e.stdout, infos)
@@ -406,11 +420,14 @@ func cmdKeyDelete(ctx context.Context, e *env, args []string) error {
 	if err := s.keys.Delete(ctx, *id); err != nil {
 		return err
 	}
+	if err := s.record(ctx, "admin.key.delete", *id, ""); err != nil {
+		return err
+	}
 	fmt.Fprintf(e.stdout, "deleted key %s\n", *id)
 	return nil
 }
 
-func cmdKeyOrigins(_ context.Context, e *env, args []string) error {
+func cmdKeyOrigins(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("key origins", "--id ID [--origin URL]...",
 		"Bind a QWAC to the bank origins it may be used for: makeRequest with it to any other\n"+
 			"origin, directly or through a redirect, is refused. Without --origin the binding is\n"+
@@ -431,6 +448,9 @@ func cmdKeyOrigins(_ context.Context, e *env, args []string) error {
 	defer s.Close()
 	info, err := s.keys.SetOrigins(*id, origins)
 	if err != nil {
+		return err
+	}
+	if err := s.record(ctx, "admin.key.origins", info.ID, strings.Join(info.Origins, " ")); err != nil {
 		return err
 	}
 	if len(info.Origins) == 0 {

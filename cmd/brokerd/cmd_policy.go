@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -15,7 +16,7 @@ import (
 	"github.com/brokerd/brokerd/store"
 )
 
-func cmdPolicyAllow(_ context.Context, e *env, args []string) error {
+func cmdPolicyAllow(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("policy allow", "--name RULE MATCHER... --keys ID[,ID...]|'*' --ops OP[,OP...]|'*' [--origin URL]... [--allow-private]",
 		"Add or replace rule RULE. A client matching every matcher given may use the keys for\n"+
 			"the operations (sign, makeRequest) and, for makeRequest, the origins. The daemon\n"+
@@ -52,7 +53,8 @@ func cmdPolicyAllow(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "rule %s saved in %s\n", r.Name, cfg.Policy.File)
-	return nil
+	rule, _ := json.Marshal(r)
+	return recordFileChange(ctx, cfg, "admin.policy.allow", string(rule))
 }
 
 // loadPolicy reads the configuration and the policy file it names.
@@ -120,7 +122,7 @@ func matchers(r policy.Rule) string {
 	return strings.Join(m, " ")
 }
 
-func cmdPolicyRemove(_ context.Context, e *env, args []string) error {
+func cmdPolicyRemove(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("policy remove", "--name RULE", "Remove rule RULE.")
 	name := fs.String("name", "", "rule `name`")
 	if err := parse(fs, args); err != nil {
@@ -140,7 +142,7 @@ func cmdPolicyRemove(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "rule %s removed\n", *name)
-	return nil
+	return recordFileChange(ctx, cfg, "admin.policy.remove", "rule "+*name)
 }
 
 // testReport is what `policy test --json` prints.

@@ -2,6 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +24,7 @@ import (
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/netstack"
 	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/store"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -46,6 +52,36 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		return err
 	}
 	defer s.Close()
+	// The checkpointer has a context of its own: cancelled last, after the
+	// daemon.stop record, so that the final checkpoint covers everything;
+	// the state closes only after it.
+	cpDone := make(chan struct{})
+	defer func() { <-cpDone }()
+	cpCtx, stopCheckpoints := context.WithCancel(context.Background())
+	defer stopCheckpoints()
+	sign, err := auditSigner(ctx, s)
+	if err != nil {
+		close(cpDone)
+		return err
+	}
+	clockErr := checkTPMClock(ctx, s)
+	if clockErr != nil {
+		log.Error("audit: the TPM's clock is behind the audit log; audit verify will report it", "err", clockErr)
+	}
+	go func() {
+		defer close(cpDone)
+		s.st.RunCheckpoints(cpCtx, cfg.Audit.CheckpointEvery, cfg.Audit.CheckpointInterval.Duration, sign, tpmClock(s.dev),
+			func(err error) { log.Error("audit checkpoint", "err", err) })
+	}()
+	if cfg.Audit.Retention.Duration > 0 {
+		go prune(ctx, s, cfg.Audit.Retention.Duration, sign, log)
+	}
+	admin := adminRecorder(s, log, "daemon")
+	admin("daemon.start", "", "brokerd "+version+" on "+cfg.TPM.Address, nil)
+	if clockErr != nil {
+		admin("daemon.tpm_clock", "", "the TPM's clock is behind the last audit checkpoint", clockErr)
+	}
+	defer admin("daemon.stop", "", "", nil)
 	if err := s.keys.LoadAll(ctx); err != nil {
 		// One unusable key (a PCR-bound key after a firmware update, say)
 		// must not take the others down; config check names it too.
@@ -55,17 +91,33 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
-	go pol.Watch(ctx, time.Second, nil)
+	// What is in force is on record at start and after every reload: the
+	// policy file's SHA-256, the bank CAs' fingerprints.
+	policyState := func() string {
+		return fmt.Sprintf("%d rules from %s (sha256 %s)", len(pol.Policy().Rules), cfg.Policy.File, fileSHA256(cfg.Policy.File))
+	}
+	admin("admin.policy.loaded", "", policyState(), nil)
+	policyReloaded := func(err error) { admin("admin.policy.reload", "", policyState(), err) }
+	go pol.Watch(ctx, time.Second, policyReloaded)
 
 	trust, err := netstack.NewTrustStore(cfg.Bank.TrustDir, log)
 	if err != nil {
 		return err
 	}
-	go trust.Watch(ctx, time.Second, nil)
+	trustState := func() string {
+		d := fmt.Sprintf("%d bank CAs from %s", len(trust.CAs()), cfg.Bank.TrustDir)
+		for _, ca := range trust.CAs() {
+			d += " " + ca.Fingerprint
+		}
+		return d
+	}
+	admin("admin.trust.loaded", "", trustState(), nil)
+	trustReloaded := func(err error) { admin("admin.trust.reload", "", trustState(), err) }
+	go trust.Watch(ctx, time.Second, trustReloaded)
 	bank := netstack.NewOutbound(cfg.OutboundConfig(log), trust)
 
 	alive := cfg.TPM.CommandTimeout.Duration
-	api := broker.New(broker.Config{MaxBody: cfg.API.MaxBody, Health: healthCheck(s, alive), Log: log}, s.keys, pol, bank)
+	api := broker.New(broker.Config{MaxBody: cfg.API.MaxBody, Health: healthCheck(s, alive), Audit: s.st, Log: log}, s.keys, pol, bank)
 	loadTLS := func() (*netstack.Material, error) {
 		key, err := s.keys.Signer(ctx, cfg.API.TLSKey)
 		if errors.Is(err, keys.ErrUnknownKey) {
@@ -83,6 +135,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		WriteTimeout:      cfg.API.WriteTimeout.Duration,
 		IdleTimeout:       cfg.API.IdleTimeout.Duration,
 		MaxHeaderBytes:    64 << 10,
+		OnRefused:         handshakeRefused(s, log),
 		Log:               log,
 	}, loadTLS, api.Handler(), api.HealthHandler())
 	if err != nil {
@@ -115,15 +168,20 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		select {
 		case <-hup:
 			notify(log, daemon.SdNotifyReloading+"\n"+daemon.SdNotifyMonotonicUsec())
-			if err := srv.Reload(); err != nil {
+			err := srv.Reload()
+			if err != nil {
 				log.Error("reload: TLS material does not load; keeping the one in use", "err", err)
 			}
-			if err := pol.Reload(); err != nil {
+			admin("admin.tls.reload", "", fmt.Sprintf("server certificate %s, client CAs %s (sha256 %s, %s)",
+				cfg.API.TLSCert, cfg.API.ClientCA, fileSHA256(cfg.API.TLSCert), fileSHA256(cfg.API.ClientCA)), err)
+			if err = pol.Reload(); err != nil {
 				log.Error("reload: policy does not load; keeping the rules in force", "err", err)
 			}
-			if err := trust.Reload(); err != nil {
+			policyReloaded(err)
+			if err = trust.Reload(); err != nil {
 				log.Error("reload: bank trust does not load; keeping the CAs in use", "err", err)
 			}
+			trustReloaded(err)
 			notify(log, daemon.SdNotifyReady+"\n"+status)
 		case err := <-srv.Err():
 			return err
@@ -191,5 +249,107 @@ func watchdog(ctx context.Context, dev *tpm.Device, within time.Duration, log *s
 func notify(log *slog.Logger, state string) {
 	if _, err := daemon.SdNotify(false, state); err != nil {
 		log.Warn("sd_notify", "state", strconv.Quote(state), "err", err)
+	}
+}
+
+// auditKeyID is the TPM key that signs the audit log's checkpoints.
+const auditKeyID = "brokerd:audit"
+
+// ensureAuditKey makes the audit key inside the TPM if the state has none.
+func ensureAuditKey(ctx context.Context, s *state) error {
+	if _, err := s.keys.Info(auditKeyID); !errors.Is(err, keys.ErrUnknownKey) {
+		return err
+	}
+	_, _, err := s.keys.Create(ctx, auditKeyID, tpm.P256, keys.CreateOptions{Internal: true})
+	return err
+}
+
+// auditSigner signs audit checkpoints and anchors with the audit key.
+func auditSigner(ctx context.Context, s *state) (store.SignFunc, error) {
+	if err := ensureAuditKey(ctx, s); err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	signer, err := s.keys.Signer(ctx, auditKeyID)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	return func(ctx context.Context, payload []byte) ([]byte, error) {
+		digest := sha256.Sum256(payload)
+		return signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	}, nil
+}
+
+func tpmClock(dev *tpm.Device) store.ClockFunc {
+	return func(ctx context.Context) (store.ClockInfo, error) {
+		c, err := dev.ReadClock(ctx)
+		return store.ClockInfo{Clock: c.Clock, ResetCount: c.ResetCount, RestartCount: c.RestartCount, Safe: c.Safe}, err
+	}
+}
+
+// checkTPMClock compares the TPM's clock now with the last checkpoint's:
+// a TPM whose state was restored from an older copy, or another TPM, shows
+// a clock that went back.
+func checkTPMClock(ctx context.Context, s *state) error {
+	last, err := s.st.LastCheckpoint()
+	if err != nil || last == nil {
+		return err
+	}
+	now, err := tpmClock(s.dev)(ctx)
+	if err != nil {
+		return err
+	}
+	return store.ClockFollows(last, now)
+}
+
+// prune removes audit records older than the retention, every hour.
+func prune(ctx context.Context, s *state, retention time.Duration, sign store.SignFunc, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := s.st.Prune(ctx, time.Now().Add(-retention), sign); err != nil {
+			log.Error("audit retention", "err", err)
+		} else if n > 0 {
+			log.Info("audit retention: records pruned", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// fileSHA256 is the hex SHA-256 of a file's content, or "none" when it
+// cannot be read (a missing policy file means no rules).
+func fileSHA256(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "none"
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// adminRecorder returns a function that audits an administrative event.
+func adminRecorder(s *state, log *slog.Logger, actor string) func(op, keyID, detail string, failed error) {
+	return func(op, keyID, detail string, failed error) {
+		rec := store.AuditRecord{Op: op, Client: actor, KeyID: keyID, Detail: detail, Status: 200}
+		if failed != nil {
+			rec.Status, rec.Error = 500, failed.Error()
+		}
+		if _, err := s.st.Append(context.Background(), rec); err != nil {
+			log.Error("audit", "op", op, "err", err)
+		}
+	}
+}
+
+// handshakeRefused audits client certificates refused at the handshake.
+func handshakeRefused(s *state, log *slog.Logger) func([]*x509.Certificate, error) {
+	return func(presented []*x509.Certificate, reason error) {
+		id := policy.IdentityOf(presented)
+		rec := store.AuditRecord{Op: "handshake", Client: id.Subject, ClientSHA256: id.Fingerprint, Status: 0, Error: reason.Error()}
+		if _, err := s.st.Append(context.Background(), rec); err != nil {
+			log.Error("audit", "op", "handshake", "err", err)
+		}
 	}
 }

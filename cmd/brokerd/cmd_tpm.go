@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -32,18 +33,24 @@ func cmdTPMEK(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	return e.writePublicKey(pub, *out)
+}
+
+// writePublicKey writes pub as a PEM "PUBLIC KEY" to out, or to standard
+// output when out is empty.
+func (e *env) writePublicKey(pub crypto.PublicKey, out string) error {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return err
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-	if *out == "" {
+	if out == "" {
 		_, err = e.stdout.Write(data)
 		return err
 	}
-	if err := os.WriteFile(*out, data, 0o644); err != nil {
+	if err := os.WriteFile(out, data, 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "wrote %s\n", *out)
+	fmt.Fprintf(e.stderr, "wrote %s\n", out)
 	return nil
 }

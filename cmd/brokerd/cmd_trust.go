@@ -11,7 +11,7 @@ import (
 	"github.com/brokerd/brokerd/netstack"
 )
 
-func cmdTrustAdd(_ context.Context, e *env, args []string) error {
+func cmdTrustAdd(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("trust add", "--ca FILE [--origin URL]",
 		"Trust a CA (or chain) for banks' server certificates, on top of the system roots:\n"+
 			"for every bank, or only for one origin. The next makeRequest uses it; the daemon\n"+
@@ -49,7 +49,7 @@ func cmdTrustAdd(_ context.Context, e *env, args []string) error {
 		where = scope
 	}
 	fmt.Fprintf(e.stdout, "trusted %s (sha256 %s) for %s\n", cs[0].Subject, fp, where)
-	return nil
+	return recordFileChange(ctx, cfg, "admin.trust.add", fmt.Sprintf("%s sha256 %s for %s", cs[0].Subject, fp, where))
 }
 
 func cmdTrustList(_ context.Context, e *env, args []string) error {
@@ -84,7 +84,7 @@ func cmdTrustList(_ context.Context, e *env, args []string) error {
 	return tw.Flush()
 }
 
-func cmdTrustRemove(_ context.Context, e *env, args []string) error {
+func cmdTrustRemove(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("trust remove", "--ca FINGERPRINT", "Stop trusting a CA added with trust add (by its SHA-256, or a unique prefix of 8 digits or more).")
 	fp := fs.String("ca", "", "the CA's SHA-256 `fingerprint`")
 	if err := parse(fs, args); err != nil {
@@ -102,5 +102,5 @@ func cmdTrustRemove(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed CA %s\n", removed)
-	return nil
+	return recordFileChange(ctx, cfg, "admin.trust.remove", "sha256 "+removed)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/store"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -65,7 +66,43 @@ func cmdDemo(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	cfg.API.Listen = []string{*listen}
+	if err := resumeSimulator(ctx, cfg); err != nil {
+		return err
+	}
 	return serve(ctx, cfg, cfg.Logger(e.stderr), func(addrs []string) { printDemo(e.stdout, abs, addrs[0]) })
+}
+
+// resumeSimulator brings the simulator's reset counter up to where the
+// audit log last saw it. The simulator keeps nothing between runs, so each
+// run starts as a TPM that was never reset, and the audit log would rightly
+// report a TPM whose state went back; a hardware TPM keeps the counter in
+// NV memory. Every start of the simulator counts as one reset (its clock
+// starts at the wall clock's, see package tpm).
+func resumeSimulator(ctx context.Context, cfg *config.Config) error {
+	st, err := store.Open(statePath(cfg), store.Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	last, err := st.LastCheckpoint()
+	st.Close()
+	if err != nil || last == nil {
+		return err
+	}
+	for range 100000 {
+		dev, err := tpm.Open(cfg.TPMConfig(), nil)
+		if err != nil {
+			return err
+		}
+		c, err := dev.ReadClock(ctx)
+		dev.Close()
+		if err != nil {
+			return err
+		}
+		if c.ResetCount >= last.ResetCount { // serve's start is one more
+			return nil
+		}
+	}
+	return fmt.Errorf("demo: the simulator cannot reach the reset counter %d of the audit log", last.ResetCount)
 }
 
 // demoSetup writes the demo's configuration, PKI, keys and policy.
@@ -169,6 +206,10 @@ func demoSetup(ctx context.Context, dir, cfgPath string, e *env) error {
 func printDemo(w io.Writer, dir, addr string) {
 	_, port, _ := net.SplitHostPort(addr)
 	base := "https://localhost:" + port
+	self, err := os.Executable()
+	if err != nil {
+		self = "brokerd"
+	}
 	q := func(p string) string { return "'" + strings.ReplaceAll(p, "'", `'\''`) + "'" }
 	auth := fmt.Sprintf("-sS --cacert %s --cert %s --key %s", q(filepath.Join(dir, "tls", "ca.crt")),
 		q(filepath.Join(dir, "client", "client.crt")), q(filepath.Join(dir, "client", "client.key")))
@@ -186,7 +227,11 @@ Try these in another terminal:
   curl %s %s/keys
   curl -sS --cacert %s %s/health
 
-Stop with Ctrl-C.
+Stop with Ctrl-C. Every request is in the audit log; after stopping, see it with
+
+  %s --config %s audit export
+  %s --config %s audit verify
 `, base, dir, auth, base, sign("qseal.key", ""), sign("qseal.key", `,"crypto_algorithm":"PS","hash_algorithm":"SHA512"`),
-		sign("qwac.key", ""), auth, base, q(filepath.Join(dir, "tls", "ca.crt")), base)
+		sign("qwac.key", ""), auth, base, q(filepath.Join(dir, "tls", "ca.crt")), base,
+		q(self), q(filepath.Join(dir, "brokerd.toml")), q(self), q(filepath.Join(dir, "brokerd.toml")))
 }

@@ -38,7 +38,7 @@ func TestQuickStartDemo(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		var curls []string
+		var curls, audits []string
 		lines := make(chan string)
 		go func() {
 			sc := bufio.NewScanner(stdout)
@@ -58,7 +58,10 @@ func TestQuickStartDemo(t *testing.T) {
 				if strings.HasPrefix(line, "  curl ") {
 					curls = append(curls, strings.TrimSpace(line))
 				}
-				if line == "Stop with Ctrl-C." {
+				if strings.HasPrefix(line, "  ") && strings.Contains(line, " audit ") {
+					audits = append(audits, strings.TrimSpace(line))
+				}
+				if len(audits) == 2 {
 					break read
 				}
 			case <-timeout:
@@ -89,6 +92,17 @@ func TestQuickStartDemo(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGINT)
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("demo exit after Ctrl-C: %v\n%s", err, stderr.String())
+		}
+		if strings.Contains(stderr.String(), "level=ERROR") {
+			t.Fatalf("run %d logged errors:\n%s", run+1, stderr.String())
+		}
+		// The audit commands it printed work once it has stopped.
+		export, err := exec.Command("sh", "-c", audits[0]).Output()
+		if err != nil || strings.Count(string(export), `"op":"sign"`) < 4 {
+			t.Fatalf("pasted %s\n→ %v %s", audits[0], err, export)
+		}
+		if out, err := exec.Command("sh", "-c", audits[1]).CombinedOutput(); err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), "ok") {
+			t.Fatalf("pasted %s\n→ %v %s", audits[1], err, out)
 		}
 	}
 }

@@ -40,6 +40,13 @@ type pki struct {
 // client "agg-1".
 func newDeployment(t *testing.T, extraConfig string) (*cli, *swtpmtest.TPM, *pki) {
 	t.Helper()
+	return newDeploymentIn(t, extraConfig, "")
+}
+
+// newDeploymentIn is newDeployment with the state in stateDir ("" for the
+// default).
+func newDeploymentIn(t *testing.T, extraConfig, stateDir string) (*cli, *swtpmtest.TPM, *pki) {
+	t.Helper()
 	sw := swtpmtest.Start(t)
 	c := &cli{t: t, dir: t.TempDir()}
 	p := &pki{ca: testpki.NewCA(t, "Test Client CA")}
@@ -51,9 +58,13 @@ func newDeployment(t *testing.T, extraConfig string) (*cli, *swtpmtest.TPM, *pki
 	p.keyFile = c.file("client.key", testpki.KeyPEM(t, p.clientKey))
 	etc := filepath.Join(c.dir, "etc")
 	c.config = filepath.Join(etc, "brokerd.toml")
-	c.must("init", "--dir", etc, "--tpm", sw.Address(), "--listen", "127.0.0.1:0",
+	args := []string{"init", "--dir", etc, "--tpm", sw.Address(), "--listen", "127.0.0.1:0",
 		"--tls-cert", c.file("server.crt", testpki.CertPEM(serverCert)),
-		"--tls-key", c.file("server.key", testpki.KeyPEM(t, serverKey)), "--client-ca", p.caFile)
+		"--tls-key", c.file("server.key", testpki.KeyPEM(t, serverKey)), "--client-ca", p.caFile}
+	if stateDir != "" {
+		args = append(args, "--state-dir", stateDir)
+	}
+	c.must(args...)
 	if extraConfig != "" {
 		data, _ := os.ReadFile(c.config)
 		os.WriteFile(c.config, []byte(applyConfig(string(data), extraConfig)), 0o640)

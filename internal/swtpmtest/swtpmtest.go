@@ -148,6 +148,10 @@ func (s *TPM) Restart() {
 	s.start()
 }
 
+// StateDir is the directory of swtpm's persistent state; copy it while
+// swtpm is stopped.
+func (s *TPM) StateDir() string { return filepath.Join(s.dir, "state") }
+
 // Pause stops swtpm with SIGSTOP: it stays alive but answers nothing.
 func (s *TPM) Pause() {
 	s.t.Helper()

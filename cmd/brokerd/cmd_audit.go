@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"time"
+
+	"github.com/brokerd/brokerd/config"
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/store"
+)
+
+// record audits an administrative change made from the command line.
+func (s *state) record(ctx context.Context, op, keyID, detail string) error {
+	return recordAdmin(ctx, s.st, op, keyID, detail)
+}
+
+func recordAdmin(ctx context.Context, st *store.Store, op, keyID, detail string) error {
+	actor := "local user"
+	if u, err := user.Current(); err == nil {
+		actor = fmt.Sprintf("local user %s (uid %s)", u.Username, u.Uid)
+	}
+	if _, err := st.Append(ctx, store.AuditRecord{Op: op, Client: actor, KeyID: keyID, Detail: detail, Status: 200}); err != nil {
+		return fmt.Errorf("the change is made but its audit record is not: %w", err)
+	}
+	return nil
+}
+
+// recordFileChange audits a change to a file the daemon watches (the
+// policy, the bank CAs). A running daemon holds the state and records the
+// reload itself, with the file's new digest; otherwise the record goes
+// into the state here.
+func recordFileChange(ctx context.Context, cfg *config.Config, op, detail string) error {
+	st, err := store.Open(statePath(cfg), store.Options{})
+	if errors.Is(err, store.ErrLocked) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("the change is made but its audit record is not: %w", err)
+	}
+	defer st.Close()
+	return recordAdmin(ctx, st, op, "", detail)
+}
+
+func cmdAuditPubkey(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("audit pubkey", "[--out FILE]",
+		"Print the public key that verifies the audit log's checkpoints (PEM). Keep a copy\n"+
+			"off the appliance: with it, brokerd audit verify checks a copied log anywhere.")
+	out := fs.String("out", "", "write to this `file` instead of standard output")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := ensureAuditKey(ctx, s); err != nil {
+		return err
+	}
+	signer, err := s.keys.Signer(ctx, auditKeyID)
+	if err != nil {
+		return err
+	}
+	return e.writePublicKey(signer.Public(), *out)
+}
+
+// auditDB returns the state file the audit commands read: --db, else the
+// configuration's.
+func (e *env) auditDB(db string) (string, error) {
+	if db != "" {
+		return db, nil
+	}
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return "", err
+	}
+	return statePath(cfg), nil
+}
+
+// openAuditDB opens a state file read-only for the audit commands. The
+// running daemon holds its file; rather than wait for it, say what to do.
+func openAuditDB(path string) (*store.Store, error) {
+	st, err := store.Open(path, store.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("%s is held by the running daemon: stop it, copy the file, start it again, and give the copy with --db", path)
+	}
+	return st, err
+}
+
+func cmdAuditVerify(_ context.Context, e *env, args []string) error {
+	fs := e.flags("audit verify", "[--pub FILE] [--db FILE] [--json]",
+		"Verify the audit log: every record's link to the one before, the sequence, the\n"+
+			"checkpoints' signatures and links, the TPM clock never going back, and that no\n"+
+			"signed record is missing. Works offline on a copy with only the audit public key\n"+
+			"(brokerd audit pubkey). Reports the first problem and exits 1 when there is one.")
+	pubFile := fs.String("pub", "", "audit public key `file` (default: the key recorded in the state file itself)")
+	db := fs.String("db", "", "state `file` to verify (default: the configuration's)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	path, err := e.auditDB(*db)
+	if err != nil {
+		return err
+	}
+	var pub crypto.PublicKey
+	if *pubFile != "" {
+		if pub, err = readPublicKey(*pubFile); err != nil {
+			return err
+		}
+	}
+	st, err := openAuditDB(path)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if pub == nil {
+		if pub, err = keys.ReadPublic(st, auditKeyID); err != nil {
+			return fmt.Errorf("no audit key in %s (give --pub): %w", path, err)
+		}
+		fmt.Fprintln(e.stderr, "note: using the audit key recorded in the file itself; an auditor should give --pub")
+	}
+	rep, err := st.VerifyAudit(pub)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := writeJSON(e.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		printReport(e, rep)
+	}
+	if !rep.OK() {
+		return errors.New(rep.Problem)
+	}
+	return nil
+}
+
+func printReport(e *env, rep *store.AuditReport) {
+	if !rep.OK() {
+		// Counts stop where verification stopped: they would mislead.
+		fmt.Fprintf(e.stdout, "FAILED: %s\n", rep.Problem)
+		return
+	}
+	if rep.Pruned != nil {
+		fmt.Fprintf(e.stdout, "records before %d were pruned (before %s); the signed anchor holds\n",
+			rep.Pruned.FirstSeq, rep.Pruned.PrunedBefore.Format(time.RFC3339))
+	}
+	fmt.Fprintf(e.stdout, "%d records (%d to %d), %d checkpoints\n", rep.Records, rep.FirstSeq, rep.LastSeq, rep.Checkpoints)
+	if c := rep.LastCheckpoint; c != nil {
+		fmt.Fprintf(e.stdout, "last checkpoint: record %d at %s (TPM clock %d ms, reset %d, restart %d)\n",
+			c.Seq, c.Time.Format(time.RFC3339), c.TPMClock, c.ResetCount, c.RestartCount)
+	}
+	if rep.Uncovered > 0 {
+		fmt.Fprintf(e.stdout, "%d records after the last checkpoint are not signed yet\n", rep.Uncovered)
+	}
+	fmt.Fprintln(e.stdout, "ok")
+}
+
+func readPublicKey(path string) (crypto.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: no PEM public key", path)
+	}
+	return x509.ParsePKIXPublicKey(block.Bytes)
+}
+
+// parseTime reads RFC 3339 or a date (midnight UTC).
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		return time.Time{}, usagef("time %q: want 2026-03-01 or 2026-03-01T12:00:00Z", s)
+	}
+	return t, nil
+}
+
+func cmdAuditExport(_ context.Context, e *env, args []string) error {
+	fs := e.flags("audit export", "[--since T] [--until T] [--format jsonl] [--db FILE]",
+		"Print audit records, one JSON object per line, exactly as stored (so their hashes can\n"+
+			"be checked). --since includes, --until excludes; times are 2026-03-01 or RFC 3339.")
+	since := fs.String("since", "", "first `time`")
+	until := fs.String("until", "", "end `time` (excluded)")
+	format := fs.String("format", "jsonl", "`format`: jsonl")
+	db := fs.String("db", "", "state `file` (default: the configuration's)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *format != "jsonl" {
+		return usagef("--format %q: only jsonl", *format)
+	}
+	from, err := parseTime(*since)
+	if err != nil {
+		return err
+	}
+	to, err := parseTime(*until)
+	if err != nil {
+		return err
+	}
+	path, err := e.auditDB(*db)
+	if err != nil {
+		return err
+	}
+	st, err := openAuditDB(path)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	w := bufio.NewWriter(e.stdout)
+	err = st.Records(from, to, func(_ store.AuditRecord, raw []byte) error {
+		w.Write(raw)
+		return w.WriteByte('\n')
+	})
+	if err != nil {
+		return err
+	}
+	return w.Flush()
+}
