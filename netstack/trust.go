@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/internal/certs"
+	"github.com/brokerd/brokerd/internal/watch"
 )
 
 // originHeader scopes a trust file to one bank origin.
@@ -97,24 +98,8 @@ func (t *TrustStore) Reload() error {
 // Watch reloads the directory when it changes, until ctx ends, and tells
 // onReload (when set) the outcome.
 func (t *TrustStore) Watch(ctx context.Context, interval time.Duration, onReload func(error)) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if dirStamp(t.dir) != t.seen.Load() {
-				err := t.Reload()
-				if err != nil {
-					t.log.Error("bank trust directory changed but does not load; keeping the CAs in use", "err", err)
-				}
-				if onReload != nil {
-					onReload(err)
-				}
-			}
-		}
-	}
+	watch.Poll(ctx, interval, func() bool { return dirStamp(t.dir) != t.seen.Load() }, t.Reload, onReload, t.log,
+		"bank trust directory changed but does not load; keeping the CAs in use")
 }
 
 // CAs lists the operator's CAs in force.

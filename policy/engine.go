@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/brokerd/brokerd/internal/watch"
 )
 
 // Engine holds the policy in force and reloads it from its file. It is
@@ -68,24 +70,8 @@ func (e *Engine) Reload() error {
 // until ctx ends, and tells onReload (when set) the outcome. A file that
 // does not load is logged and ignored.
 func (e *Engine) Watch(ctx context.Context, interval time.Duration, onReload func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if st := stamp(e.path); !sameStamp(st, e.seen.Load()) {
-				err := e.Reload()
-				if err != nil {
-					e.log.Error("policy file changed but does not load; keeping the rules in force", "err", err)
-				}
-				if onReload != nil {
-					onReload(err)
-				}
-			}
-		}
-	}
+	watch.Poll(ctx, interval, func() bool { return !sameStamp(stamp(e.path), e.seen.Load()) }, e.Reload, onReload, e.log,
+		"policy file changed but does not load; keeping the rules in force")
 }
 
 func stamp(path string) *fileStamp {
