@@ -1,6 +1,8 @@
-// Package policy decides who a client is (from its verified certificate)
-// and what it may do: which keys, which operations, which bank origins.
-// Default deny: a client may do only what a rule allows.
+// Package policy decides who a client is (from its verified certificate:
+// subject, SANs, fingerprint, issuers, the role URLs of a role extension
+// such as Icebreaker One's ib1Roles, the PSD2 roles of an ETSI TS 119 495
+// QCStatement) and what it may do: which keys, which operations, which
+// bank origins. Default deny: a client may do only what a rule allows.
 //
 // Rules live in a TOML file that brokerd's `policy` commands edit and that
 // the daemon reloads when it changes. Certificate validity is not this
@@ -10,7 +12,6 @@ package policy
 import (
 	"bytes"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -37,52 +38,6 @@ const (
 // Ops lists the operations rules may name.
 var Ops = []Op{OpSign, OpMakeRequest}
 
-// Identity is what policy knows of a client: its verified certificate.
-type Identity struct {
-	Subject     string   `json:"subject"`
-	CN          string   `json:"cn,omitempty"`
-	OUs         []string `json:"ou,omitempty"`
-	DNSNames    []string `json:"san_dns,omitempty"`
-	URIs        []string `json:"san_uri,omitempty"`
-	Fingerprint string   `json:"fingerprint"` // SHA-256 of the leaf's DER, lower-case hex
-	// Issuers are the subjects of the certificates above the leaf in its
-	// verified chain: the issuing CA first, the root last.
-	Issuers []string `json:"issuers,omitempty"`
-}
-
-// IdentityOf describes the client whose verified chain (leaf first) is
-// given.
-func IdentityOf(chain []*x509.Certificate) Identity {
-	leaf := chain[0]
-	sum := sha256.Sum256(leaf.Raw)
-	id := Identity{
-		Subject:     dn.Format(leaf.RawSubject),
-		CN:          leaf.Subject.CommonName,
-		OUs:         leaf.Subject.OrganizationalUnit,
-		DNSNames:    leaf.DNSNames,
-		Fingerprint: hex.EncodeToString(sum[:]),
-	}
-	for _, u := range leaf.URIs {
-		id.URIs = append(id.URIs, u.String())
-	}
-	if len(chain) == 1 {
-		id.Issuers = []string{dn.Format(leaf.RawIssuer)}
-	}
-	for _, c := range chain[1:] {
-		id.Issuers = append(id.Issuers, dn.Format(c.RawSubject))
-	}
-	return id
-}
-
-// String names the client in logs and errors.
-func (id Identity) String() string {
-	fp := id.Fingerprint
-	if len(fp) > 16 {
-		fp = fp[:16]
-	}
-	return id.Subject + " (sha256 " + fp + "…)"
-}
-
 // Rule allows clients matching all of its matchers to use its keys for its
 // operations (and, for makeRequest, its origins). Empty matchers are not
 // checked; a rule needs at least one matcher or AnyClient.
@@ -96,7 +51,12 @@ type Rule struct {
 	OU          string `toml:"ou,omitempty" json:"ou,omitempty"`
 	Fingerprint string `toml:"fingerprint,omitempty" json:"fingerprint,omitempty"`
 	// Issuer matches any CA certificate in the client's verified chain.
-	Issuer    string `toml:"issuer,omitempty" json:"issuer,omitempty"`
+	Issuer string `toml:"issuer,omitempty" json:"issuer,omitempty"`
+	// Role matches a role URL of the client's role extension, exactly.
+	Role string `toml:"role,omitempty" json:"role,omitempty"`
+	// PSD2Role matches a role of the client's PSD2 QCStatement: PSP_AS,
+	// PSP_PI, PSP_AI or PSP_IC (Validate upper-cases it).
+	PSD2Role  string `toml:"psd2_role,omitempty" json:"psd2_role,omitempty"`
 	AnyClient bool   `toml:"any_client,omitempty" json:"any_client,omitempty"`
 
 	// Grants. "*" in Keys or Ops means all.
@@ -114,7 +74,8 @@ type Policy struct {
 }
 
 // Validate checks every rule and normalises matchers (fingerprints to
-// lower-case hex, issuers to their canonical DN).
+// lower-case hex, issuers to their canonical DN, PSD2 roles to upper
+// case).
 func (p *Policy) Validate() error {
 	var errs []error
 	seen := map[string]bool{}
@@ -135,8 +96,8 @@ func (r *Rule) normalise() error {
 	if r.Name == "" || strings.ContainsAny(r.Name, " \t\n\"") {
 		return errors.New("a rule needs a name without spaces or quotes")
 	}
-	if !r.AnyClient && r.CN == "" && r.SANURI == "" && r.SANDNS == "" && r.OU == "" && r.Fingerprint == "" && r.Issuer == "" {
-		return errors.New("no matcher: give one of cn, san_uri, san_dns, ou, fingerprint, issuer, or any_client")
+	if r.Matchers() == "" {
+		return errors.New("no matcher: give one of cn, san_uri, san_dns, ou, fingerprint, issuer, role, psd2_role, or any_client")
 	}
 	if r.Fingerprint != "" {
 		fp := strings.ToLower(strings.ReplaceAll(r.Fingerprint, ":", ""))
@@ -151,6 +112,18 @@ func (r *Rule) normalise() error {
 			return fmt.Errorf("issuer: %w", err)
 		}
 		r.Issuer = c
+	}
+	if r.Role != "" {
+		if err := checkRoleURL(r.Role); err != nil {
+			return err
+		}
+	}
+	if r.PSD2Role != "" {
+		name := strings.ToUpper(r.PSD2Role)
+		if !isPSD2Role(name) {
+			return fmt.Errorf("psd2_role %q is not a PSD2 role: want PSP_AS, PSP_PI, PSP_AI or PSP_IC", r.PSD2Role)
+		}
+		r.PSD2Role = name
 	}
 	if len(r.Keys) == 0 {
 		return errors.New("no keys: give key ids or \"*\"")
@@ -180,7 +153,26 @@ func (r *Rule) matches(id Identity) bool {
 		(r.SANDNS == "" || slices.Contains(id.DNSNames, r.SANDNS)) &&
 		(r.SANURI == "" || slices.Contains(id.URIs, r.SANURI)) &&
 		(r.Fingerprint == "" || r.Fingerprint == id.Fingerprint) &&
-		(r.Issuer == "" || slices.Contains(id.Issuers, r.Issuer))
+		(r.Issuer == "" || slices.Contains(id.Issuers, r.Issuer)) &&
+		(r.Role == "" || slices.Contains(id.Roles, r.Role)) &&
+		(r.PSD2Role == "" || slices.Contains(id.PSD2Roles, r.PSD2Role))
+}
+
+// Matchers describes the rule's matchers the way `brokerd policy allow`
+// takes them ("cn=agg role=https://directory.example/roles/x"); empty
+// when it has none.
+func (r *Rule) Matchers() string {
+	var m []string
+	for _, kv := range [][2]string{{"cn", r.CN}, {"san-uri", r.SANURI}, {"san-dns", r.SANDNS}, {"ou", r.OU},
+		{"fingerprint", r.Fingerprint}, {"issuer", r.Issuer}, {"role", r.Role}, {"psd2-role", r.PSD2Role}} {
+		if kv[1] != "" {
+			m = append(m, kv[0]+"="+kv[1])
+		}
+	}
+	if r.AnyClient {
+		m = append(m, "any-client")
+	}
+	return strings.Join(m, " ")
 }
 
 func (r *Rule) allowsOp(op Op) bool {
