@@ -78,7 +78,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return s, nil
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketKeys, bucketAliases, bucketAudit, bucketCheckpoints} {
+		for _, b := range [][]byte{bucketMeta, bucketKeys, bucketAliases, bucketAudit, bucketCheckpoints, bucketClients} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
