@@ -1,0 +1,225 @@
+package admin_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/brokerd/brokerd/admin"
+)
+
+// A child process of this test binary, started as another user, dials
+// the socket named by $ADMIN_TEST_DIAL and reports what happened.
+func TestMain(m *testing.M) {
+	if path := os.Getenv("ADMIN_TEST_DIAL"); path != "" {
+		c, err := admin.Dial(context.Background(), path)
+		if err != nil {
+			fmt.Println("dial:", err)
+			os.Exit(0)
+		}
+		code, err := admin.Call(c, admin.Request{Args: []string{"whoami"}}, admin.Local{Stdout: os.Stdout, Stderr: os.Stderr})
+		fmt.Println("call:", code, err)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func serve(t *testing.T, auth admin.Authorizer, h admin.Handler) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := admin.Listen(path, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := admin.Serve(context.Background(), l, auth, h, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { srv.Close() })
+	return path
+}
+
+func call(t *testing.T, path string, req admin.Request, l admin.Local) (int, error) {
+	t.Helper()
+	c, err := admin.Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return admin.Call(c, req, l)
+}
+
+// TestCallRunsWithTheCallersIO: the command's files, streams and prompt
+// are the caller's.
+func TestCallRunsWithTheCallersIO(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.txt")
+	os.WriteFile(in, []byte("file content"), 0o600)
+	var seen admin.Session
+	path := serve(t, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
+		seen.Request, seen.Peer = s.Request, s.Peer
+		data, err := s.ReadFile(s.Request.Args[0])
+		if err != nil {
+			fmt.Fprintln(s.Stderr(), "read:", err)
+			return 1
+		}
+		stdin, err := io.ReadAll(s.Stdin())
+		if err != nil {
+			return 2
+		}
+		pw, err := s.Prompt("password: ")
+		if err != nil {
+			return 3
+		}
+		if err := s.MkdirAll(filepath.Join(s.Request.Args[1], "sub"), 0o750); err != nil {
+			return 4
+		}
+		if err := s.WriteFile(filepath.Join(s.Request.Args[1], "sub", "out.txt"), append(append(data, stdin...), pw...), 0o640); err != nil {
+			return 5
+		}
+		if _, err := s.ReadFile(filepath.Join(s.Request.Args[1], "missing")); err == nil || !strings.Contains(err.Error(), "no such file") {
+			return 6
+		}
+		fmt.Fprint(s.Stdout(), "done ", s.Request.Env["K_PASSWORD"])
+		return 7
+	})
+	var stdout, stderr bytes.Buffer
+	big := bytes.Repeat([]byte("s"), 3<<20) // more than one stdin message
+	code, err := call(t, path, admin.Request{Args: []string{in, dir}, Env: map[string]string{"K_PASSWORD": "pw"}},
+		admin.Local{Stdin: bytes.NewReader(big), Stdout: &stdout, Stderr: &stderr,
+			Prompt: func(q string) ([]byte, error) { return []byte("[" + q + "]"), nil }})
+	if err != nil || code != 7 || stdout.String() != "done pw" || stderr.Len() != 0 {
+		t.Fatalf("code %d, err %v, stdout %q, stderr %q", code, err, stdout.String(), stderr.String())
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "sub", "out.txt"))
+	if err != nil || !bytes.Equal(got, append(append([]byte("file content"), big...), "[password: ]"...)) {
+		t.Fatalf("written file: %d bytes, %v", len(got), err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "sub", "out.txt")); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v", fi.Mode().Perm())
+	}
+	if seen.Peer.UID != uint32(os.Getuid()) || seen.Peer.PID != int32(os.Getpid()) {
+		t.Errorf("peer %+v", seen.Peer)
+	}
+	// An error in the caller's file system reaches the command as text.
+	code, _ = call(t, path, admin.Request{Args: []string{filepath.Join(dir, "nope"), dir}}, admin.Local{Stdout: io.Discard, Stderr: &stderr})
+	if code != 1 || !strings.Contains(stderr.String(), "no such file or directory") {
+		t.Fatalf("missing file: %d %q", code, stderr.String())
+	}
+}
+
+func TestNoDaemon(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "admin.sock")
+	if _, err := admin.Dial(context.Background(), path); !errors.Is(err, admin.ErrNoDaemon) {
+		t.Fatalf("no socket: %v", err)
+	}
+	// A socket left behind by a daemon that died.
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := admin.Dial(context.Background(), path); !errors.Is(err, admin.ErrNoDaemon) {
+		t.Fatalf("stale socket: %v", err)
+	}
+	// Listen replaces it; a live one it refuses to replace.
+	l2, err := admin.Listen(path, -1)
+	if err != nil {
+		t.Fatalf("over a stale socket: %v", err)
+	}
+	defer l2.Close()
+	if _, err := admin.Listen(path, -1); err == nil || !strings.Contains(err.Error(), "another daemon is listening") {
+		t.Fatalf("over a live socket: %v", err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
+	}
+	notSock := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notSock, nil, 0o600)
+	if _, err := admin.Listen(notSock, -1); err == nil || !strings.Contains(err.Error(), "is not a socket") {
+		t.Fatalf("over a file: %v", err)
+	}
+}
+
+// TestOtherUsersAreRefused runs a second process as another user (nobody,
+// uid 65534): the socket's permissions keep it out, and where they do not
+// (a socket made world-writable), the daemon's own check does.
+func TestOtherUsersAreRefused(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test starts a process as another user: run it as root (make test does in CI)")
+	}
+	base, err := os.MkdirTemp("", "admin-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	os.Chmod(base, 0o755)
+	self, _ := os.Executable()
+	bin := filepath.Join(base, "admin.test")
+	data, _ := os.ReadFile(self)
+	os.WriteFile(bin, data, 0o755)
+	sockDir := filepath.Join(base, "run")
+	os.Mkdir(sockDir, 0o755)
+	path := filepath.Join(sockDir, "admin.sock")
+	l, err := admin.Listen(path, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ran atomic.Bool
+	srv := admin.Serve(context.Background(), l, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
+		ran.Store(true)
+		return 0
+	}, slog.New(slog.DiscardHandler))
+	defer srv.Close()
+	asNobody := func() string {
+		cmd := exec.Command(bin)
+		cmd.Env = []string{"ADMIN_TEST_DIAL=" + path}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("child: %v %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if out := asNobody(); !strings.HasPrefix(out, "dial: admin: permission denied: ") {
+		t.Fatalf("mode 0660, another user: %q", out)
+	}
+	os.Chmod(path, 0o666)
+	if out := asNobody(); !strings.HasPrefix(out, "call: 1 admin: permission denied: local user nobody (uid 65534)") ||
+		!strings.Contains(out, "is neither root nor in the admin group") {
+		t.Fatalf("world-writable socket, another user: %q", out)
+	}
+	if ran.Load() {
+		t.Fatal("the command ran for a refused caller")
+	}
+	// A member of the admin group is let in (nobody's own group here).
+	l2, err := admin.Listen(filepath.Join(sockDir, "group.sock"), 65534)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv2 := admin.Serve(context.Background(), l2, admin.RootOrGroup(65534), func(ctx context.Context, s *admin.Session) int {
+		fmt.Fprint(s.Stdout(), "hello ", s.Peer.UID)
+		return 3
+	}, slog.New(slog.DiscardHandler))
+	defer srv2.Close()
+	if fi, err := os.Stat(filepath.Join(sockDir, "group.sock")); err != nil || fi.Sys().(*syscall.Stat_t).Gid != 65534 || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("group socket: %v %v", fi.Mode(), err)
+	}
+	path = filepath.Join(sockDir, "group.sock")
+	if out := asNobody(); out != "hello 65534call: 3 <nil>" {
+		t.Fatalf("a member of the admin group: %q", out)
+	}
+	path = filepath.Join(sockDir, "admin.sock")
+	// The same user (root here) is let in.
+	if code, err := call(t, path, admin.Request{Args: []string{"x"}}, admin.Local{Stdout: io.Discard, Stderr: io.Discard}); code != 0 || err != nil || !ran.Load() {
+		t.Fatalf("root: %d %v", code, err)
+	}
+}
