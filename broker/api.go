@@ -57,7 +57,13 @@ type Config struct {
 	// Audit records every operation before its answer leaves. Only
 	// benchmarks leave it nil, to measure what the audit log costs.
 	Audit Auditor
-	Log   *slog.Logger
+	// CheckClient, when set, is asked on every request whether the
+	// client's certificate still stands (it may have been revoked since
+	// the connection's handshake).
+	CheckClient func(chain []*x509.Certificate) error
+	// Identity reads client certificates (which extension carries roles).
+	Identity policy.IdentityOptions
+	Log      *slog.Logger
 }
 
 // API serves the broker's HTTP interface.
@@ -80,7 +86,7 @@ type identityCache struct {
 // maxIdentities bounds the cache; it starts over when full.
 const maxIdentities = 1024
 
-func (c *identityCache) of(chain []*x509.Certificate) policy.Identity {
+func (c *identityCache) of(opts policy.IdentityOptions, chain []*x509.Certificate) policy.Identity {
 	h := sha256.New()
 	for _, cert := range chain {
 		h.Write(cert.Raw)
@@ -95,7 +101,7 @@ func (c *identityCache) of(chain []*x509.Certificate) policy.Identity {
 	if c.m == nil || len(c.m) >= maxIdentities {
 		c.m = map[[32]byte]policy.Identity{}
 	}
-	id := policy.IdentityOf(chain)
+	id := opts.Of(chain)
 	c.m[key] = id
 	return id
 }
@@ -259,9 +265,21 @@ func (a *API) requireClient(next http.Handler) http.Handler {
 				data: "this endpoint needs a client certificate issued by a CA the broker trusts"})
 			return
 		}
-		id := a.ids.of(chain)
+		id := a.ids.of(a.cfg.Identity, chain)
 		logOf(r).add("client", id.Subject, "client_sha256", id.Fingerprint)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), keyClient, id)))
+		r = r.WithContext(context.WithValue(r.Context(), keyClient, id))
+		if a.cfg.CheckClient != nil {
+			if err := a.cfg.CheckClient(chain); err != nil {
+				// Revoked since the handshake: refuse, on record, and
+				// close the connection after this answer.
+				logOf(r).add("refused", err.Error())
+				w.Header().Set("Connection", "close")
+				a.reply(w, r, store.AuditRecord{Op: "revoked"}, failure(apiError{status: http.StatusForbidden,
+					message: "Client certificate revoked", data: err.Error()}))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

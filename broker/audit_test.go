@@ -2,14 +2,18 @@ package broker_test
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/brokerd/brokerd/broker"
 	"github.com/brokerd/brokerd/store"
 )
 
@@ -111,7 +115,7 @@ func TestAuditFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	dead.Close() // every Append now fails
-	url := s.serve(dead)
+	url := s.serve(broker.Config{Audit: dead})
 	agg := s.clientFor(t, "agg")
 	const want = `{"code":503,"message":"Audit log unavailable","data":"no result is returned: the audit record of this operation cannot be written"}`
 	before := s.bank.Requests()
@@ -143,4 +147,38 @@ func postH(t *testing.T, c *http.Client, url, body string) (int, http.Header) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, resp.Header
+}
+
+// TestRevokedSinceTheHandshake: a client whose certificate is refused
+// after its connection was opened gets 403 on its next request, on
+// record, and the connection is closed.
+func TestRevokedSinceTheHandshake(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	var revoked atomic.Bool
+	url := s.serve(broker.Config{Audit: s.st, CheckClient: func(chain []*x509.Certificate) error {
+		if revoked.Load() && chain[0].Subject.CommonName == "bench" {
+			return errors.New("certificate revoked: client certificate (serial 1f) revoked on 2026-11-23T12:00:00Z")
+		}
+		return nil
+	}})
+	sign := `{"params":{"data":"x","key_id":"rsa.key"}}`
+	if status, _ := post(t, s.client, url+"/sign", sign); status != 200 {
+		t.Fatalf("before: %d", status)
+	}
+	revoked.Store(true)
+	seq, _ := s.st.Head()
+	resp, err := s.client.Post(url+"/sign", "application/json", strings.NewReader(sign))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := `{"code":403,"message":"Client certificate revoked","data":"certificate revoked: client certificate (serial 1f) revoked on 2026-11-23T12:00:00Z"}`
+	if resp.StatusCode != 403 || string(body) != want || !resp.Close {
+		t.Fatalf("after: %d %s (close %v)", resp.StatusCode, body, resp.Close)
+	}
+	recs := records(t, s, seq)
+	if len(recs) != 1 || recs[0].Op != "revoked" || recs[0].Status != 403 || recs[0].Client != "CN=bench" || !strings.Contains(recs[0].Error, "serial 1f") {
+		t.Fatalf("records %+v", recs)
+	}
 }

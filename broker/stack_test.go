@@ -45,7 +45,7 @@ type stack struct {
 	trustDir string
 	dir      string
 	st       *store.Store
-	serve    func(broker.Auditor) string // another API on the same stack
+	serve    func(broker.Config) string // another API on the same stack
 }
 
 type stackOptions struct {
@@ -176,8 +176,8 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 		oc.Dial = loopbackDialer(tb)
 	}
 	s.out = netstack.NewOutbound(oc, trust)
-	s.serve = func(audit broker.Auditor) string {
-		api := broker.New(broker.Config{Audit: audit}, s.keys, pol, s.out)
+	s.serve = func(cfg broker.Config) string {
+		api := broker.New(cfg, s.keys, pol, s.out)
 		srv, err := netstack.NewServer(netstack.ServerConfig{}, func() (*netstack.Material, error) {
 			key, err := s.keys.Signer(ctx, "brokerd:tls-server")
 			if err != nil {
@@ -196,7 +196,7 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 		tb.Cleanup(func() { srv.Shutdown(context.Background()) })
 		return "https://" + l.Addr().String()
 	}
-	s.url, s.noAudit = s.serve(st), s.serve(nil)
+	s.url, s.noAudit = s.serve(broker.Config{Audit: st}), s.serve(broker.Config{})
 	s.client = s.clientFor(tb, "bench")
 	return s
 }

@@ -203,10 +203,13 @@ func (s *Server) verifyClient(roots *x509.CertPool, presented []*x509.Certificat
 	return chains[0], nil
 }
 
-// connAuth is the verified client chain of one connection.
+// connAuth is the verified client chain of one connection, and the
+// connection, to close it when its client is revoked.
 type connAuth struct {
 	mu    sync.Mutex
 	chain []*x509.Certificate
+	conn  net.Conn
+	idle  bool // between requests
 }
 
 func (a *connAuth) set(chain []*x509.Certificate) {
@@ -241,7 +244,7 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 	if !ok {
 		return ctx
 	}
-	a := &connAuth{}
+	a := &connAuth{conn: c}
 	s.conns.mu.Lock()
 	s.conns.m[tc.NetConn()] = a
 	s.conns.mu.Unlock()
@@ -249,14 +252,43 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 func (s *Server) connState(c net.Conn, st http.ConnState) {
-	if st != http.StateClosed && st != http.StateHijacked {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
 		return
 	}
-	if tc, ok := c.(*tls.Conn); ok {
-		s.conns.mu.Lock()
+	s.conns.mu.Lock()
+	defer s.conns.mu.Unlock()
+	switch st {
+	case http.StateClosed, http.StateHijacked:
 		delete(s.conns.m, tc.NetConn())
-		s.conns.mu.Unlock()
+	case http.StateIdle, http.StateActive:
+		if a := s.conns.m[tc.NetConn()]; a != nil {
+			a.mu.Lock()
+			a.idle = st == http.StateIdle
+			a.mu.Unlock()
+		}
 	}
+}
+
+// CloseClients closes the idle connections of the clients whose verified
+// chain refuse rejects (revoked ones, say), and returns how many. A
+// connection in the middle of a request finishes it; the API must refuse
+// its next one.
+func (s *Server) CloseClients(refuse func(chain []*x509.Certificate) bool) int {
+	s.conns.mu.Lock()
+	var victims []net.Conn
+	for _, a := range s.conns.m {
+		a.mu.Lock()
+		if a.chain != nil && a.idle && refuse(a.chain) {
+			victims = append(victims, a.conn)
+		}
+		a.mu.Unlock()
+	}
+	s.conns.mu.Unlock()
+	for _, c := range victims {
+		c.Close()
+	}
+	return len(victims)
 }
 
 // ServeAPI serves the API on l (a plain TCP listener; TLS is added here).

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,4 +261,65 @@ func TestClientVerification(t *testing.T) {
 		revoked["bob"] = false
 		mu.Unlock()
 	}
+}
+
+// TestCloseClients: the idle connections of refused clients are closed;
+// others stay open.
+func TestCloseClients(t *testing.T) {
+	f := material(t, "localhost")
+	var conns atomic.Int32
+	srv, err := netstack.NewServer(netstack.ServerConfig{}, func() (*netstack.Material, error) { return netstack.LoadMaterial(f.cert, f.ca, f.key) },
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	counting := &countingListener{Listener: l, n: &conns}
+	srv.ServeAPI(counting)
+	defer srv.Shutdown(context.Background())
+	pool := x509.NewCertPool()
+	pool.AddCert(f.caCert.Cert)
+	clientOf := func(cn string) *http.Client {
+		cert, key := f.caCert.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: cn}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost",
+			Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}}}}
+	}
+	get := func(c *http.Client) {
+		t.Helper()
+		resp, err := c.Get("https://" + l.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	mallory, alice := clientOf("mallory"), clientOf("alice")
+	get(mallory)
+	get(alice)
+	time.Sleep(50 * time.Millisecond) // both connections idle
+	if n := srv.CloseClients(func(chain []*x509.Certificate) bool { return chain[0].Subject.CommonName == "mallory" }); n != 1 {
+		t.Fatalf("closed %d connections, want 1", n)
+	}
+	before := conns.Load()
+	get(alice) // the same connection
+	if conns.Load() != before {
+		t.Fatal("alice's connection was closed")
+	}
+	get(mallory) // a new one
+	if conns.Load() != before+1 {
+		t.Fatal("mallory's connection stayed open")
+	}
+}
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
