@@ -31,7 +31,7 @@ const (
 	kindStdout = "out"    // daemon → tool: data for standard output
 	kindStderr = "err"    // daemon → tool: data for standard error
 	kindRead   = "read"   // daemon → tool: send me file Path
-	kindWrite  = "write"  // daemon → tool: write Data to file Path with Perm
+	kindWrite  = "write"  // daemon → tool: write Data to file Path with Perm (Excl: a new file only)
 	kindMkdir  = "mkdir"  // daemon → tool: create directory Path (and parents) with Perm
 	kindStdin  = "stdin"  // daemon → tool: send me standard input, at most Size bytes
 	kindPrompt = "prompt" // daemon → tool: ask the user Data (echo off), send the answer
@@ -45,6 +45,7 @@ type message struct {
 	Path string `json:"path,omitempty"`
 	Data []byte `json:"data,omitempty"`
 	Perm uint32 `json:"perm,omitempty"`
+	Excl bool   `json:"excl,omitempty"`
 	Size int    `json:"size,omitempty"`
 	Code int    `json:"code,omitempty"`
 	EOF  bool   `json:"eof,omitempty"`

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/brokerd/brokerd/admin"
 )
@@ -94,7 +95,8 @@ func TestCallRunsWithTheCallersIO(t *testing.T) {
 	big := bytes.Repeat([]byte("s"), 3<<20) // more than one stdin message
 	code, err := call(t, path, admin.Request{Args: []string{in, dir}, Env: map[string]string{"K_PASSWORD": "pw"}},
 		admin.Local{Stdin: bytes.NewReader(big), Stdout: &stdout, Stderr: &stderr,
-			Prompt: func(q string) ([]byte, error) { return []byte("[" + q + "]"), nil }})
+			Prompt: func(q string) ([]byte, error) { return []byte("[" + q + "]"), nil },
+			Allow:  func(string, string) error { return nil }})
 	if err != nil || code != 7 || stdout.String() != "done pw" || stderr.Len() != 0 {
 		t.Fatalf("code %d, err %v, stdout %q, stderr %q", code, err, stdout.String(), stderr.String())
 	}
@@ -109,7 +111,8 @@ func TestCallRunsWithTheCallersIO(t *testing.T) {
 		t.Errorf("peer %+v", seen.Peer)
 	}
 	// An error in the caller's file system reaches the command as text.
-	code, _ = call(t, path, admin.Request{Args: []string{filepath.Join(dir, "nope"), dir}}, admin.Local{Stdout: io.Discard, Stderr: &stderr})
+	code, _ = call(t, path, admin.Request{Args: []string{filepath.Join(dir, "nope"), dir}}, admin.Local{Stdout: io.Discard, Stderr: &stderr,
+		Allow: func(string, string) error { return nil }})
 	if code != 1 || !strings.Contains(stderr.String(), "no such file or directory") {
 		t.Fatalf("missing file: %d %q", code, stderr.String())
 	}
@@ -221,5 +224,140 @@ func TestOtherUsersAreRefused(t *testing.T) {
 	// The same user (root here) is let in.
 	if code, err := call(t, path, admin.Request{Args: []string{"x"}}, admin.Local{Stdout: io.Discard, Stderr: io.Discard}); code != 0 || err != nil || !ran.Load() {
 		t.Fatalf("root: %d %v", code, err)
+	}
+}
+
+// TestTheCallerDecides: the daemon may touch only what the caller allows,
+// and prompt only when the caller lets it.
+func TestTheCallerDecides(t *testing.T) {
+	dir := t.TempDir()
+	named := filepath.Join(dir, "named.txt")
+	os.WriteFile(named, []byte("ok"), 0o600)
+	var errs []string
+	path := serve(t, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
+		errs = nil
+		for _, err := range []error{
+			func() error { _, err := s.ReadFile(named); return err }(),
+			func() error { _, err := s.ReadFile("/etc/shadow"); return err }(),
+			s.WriteFile(filepath.Join(dir, "authorized_keys"), []byte("x"), 0o644),
+			s.MkdirAll(filepath.Join(dir, "sub"), 0o755),
+			func() error { _, err := s.Prompt("password: "); return err }(),
+		} {
+			errs = append(errs, fmt.Sprint(err))
+		}
+		return 0
+	})
+	allow := func(op, p string) error {
+		if op == "read" && p == named {
+			return nil
+		}
+		return fmt.Errorf("%s %s: not named on the command line", op, p)
+	}
+	if code, err := call(t, path, admin.Request{Args: []string{"x"}}, admin.Local{Stdout: io.Discard, Stderr: io.Discard, Allow: allow}); code != 0 || err != nil {
+		t.Fatal(code, err)
+	}
+	want := []string{"<nil>", "read /etc/shadow: not named on the command line", "write " + filepath.Join(dir, "authorized_keys") + ": not named on the command line",
+		"mkdir " + filepath.Join(dir, "sub") + ": not named on the command line", "this command asks for no password"}
+	if strings.Join(errs, "|") != strings.Join(want, "|") {
+		t.Fatalf("got  %q\nwant %q", errs, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "authorized_keys")); err == nil {
+		t.Fatal("a file was written")
+	}
+	// Nothing allowed at all without an Allow.
+	call(t, path, admin.Request{Args: []string{"x"}}, admin.Local{Stdout: io.Discard, Stderr: io.Discard})
+	if errs[0] != "read "+named+": this command touches no files" {
+		t.Fatalf("without Allow: %q", errs[0])
+	}
+}
+
+// TestStopEndsCalls: a call waiting on its caller ends when the daemon
+// stops, and a caller that goes away ends its call; the next one runs.
+func TestStopEndsCalls(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := admin.Listen(path, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	results := make(chan error, 4)
+	srv := admin.Serve(ctx, l, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
+		_, err := io.ReadAll(s.Stdin()) // waits on the caller
+		results <- err
+		return 0
+	}, slog.New(slog.DiscardHandler))
+	// A caller that goes away.
+	c, err := admin.Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	go admin.Call(c, admin.Request{Args: []string{"x"}}, admin.Local{Stdin: pr, Stdout: io.Discard, Stderr: io.Discard})
+	time.Sleep(50 * time.Millisecond)
+	c.Close()
+	if err := <-results; err == nil {
+		t.Fatal("the command did not notice its caller left")
+	}
+	pw.Close()
+	// A caller that waits forever, and the daemon stopping.
+	c, _ = admin.Dial(context.Background(), path)
+	pr2, pw2 := io.Pipe()
+	defer pw2.Close()
+	go admin.Call(c, admin.Request{Args: []string{"x"}}, admin.Local{Stdin: pr2, Stdout: io.Discard, Stderr: io.Discard})
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-results:
+		if err == nil {
+			t.Fatal("the command read to the end")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stopping did not end the call")
+	}
+	closed := make(chan struct{})
+	go func() { srv.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for a call that should have ended")
+	}
+}
+
+// TestPanicFailsTheCommandOnly: a command that panics fails, the daemon
+// goes on.
+func TestPanicFailsTheCommandOnly(t *testing.T) {
+	path := serve(t, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
+		if s.Request.Args[0] == "boom" {
+			panic("boom")
+		}
+		return 4
+	})
+	var stderr bytes.Buffer
+	if code, err := call(t, path, admin.Request{Args: []string{"boom"}}, admin.Local{Stdout: io.Discard, Stderr: &stderr}); code != 1 || err != nil ||
+		!strings.Contains(stderr.String(), "internal error") {
+		t.Fatalf("panic: %d %v %q", code, err, stderr.String())
+	}
+	if code, _ := call(t, path, admin.Request{Args: []string{"next"}}, admin.Local{Stdout: io.Discard, Stderr: io.Discard}); code != 4 {
+		t.Fatalf("after a panic: %d", code)
+	}
+}
+
+// TestSocketDirectory: no socket in, or through, a directory others can
+// write to.
+func TestSocketDirectory(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o777)
+	if _, err := admin.Listen(filepath.Join(dir, "admin.sock"), -1); err == nil || !strings.Contains(err.Error(), "is writable by others than its owner") {
+		t.Fatalf("listen: %v", err)
+	}
+	os.Chmod(dir, 0o755)
+	l, err := admin.Listen(filepath.Join(dir, "admin.sock"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	os.Chmod(dir, 0o777)
+	if _, err := admin.Dial(context.Background(), filepath.Join(dir, "admin.sock")); err == nil || !strings.Contains(err.Error(), "is writable by others than its owner") {
+		t.Fatalf("dial: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -64,12 +65,18 @@ type Session struct {
 	Request Request
 	Peer    Peer
 
-	mu sync.Mutex // one exchange at a time
-	c  *conn
-	// gone is the first transport error: the caller has gone away and
-	// every later exchange fails with it.
+	mu   sync.Mutex // one exchange at a time
+	c    *conn
+	conn net.Conn
+	// gone is the first transport error: the caller has gone away (or the
+	// daemon is stopping) and every later exchange fails with it.
 	gone error
 }
+
+// exchangeTimeout bounds one exchange with the caller, a password typed
+// at a prompt included: a caller that stops answering must not hold the
+// daemon's other admin commands up.
+const exchangeTimeout = 5 * time.Minute
 
 // exchange sends m and, for requests, waits for the reply.
 func (s *Session) exchange(m message, wantReply bool) (message, error) {
@@ -78,6 +85,7 @@ func (s *Session) exchange(m message, wantReply bool) (message, error) {
 	if s.gone != nil {
 		return message{}, s.gone
 	}
+	s.conn.SetDeadline(time.Now().Add(exchangeTimeout))
 	if err := s.c.send(m); err != nil {
 		s.gone = fmt.Errorf("admin: the caller went away: %w", err)
 		return message{}, s.gone
@@ -153,9 +161,17 @@ func (s *Session) ReadFile(path string) ([]byte, error) {
 	return m.Data, err
 }
 
-// WriteFile writes the caller's file.
+// WriteFile writes the caller's file (not through a symbolic link; an
+// existing file gets mode perm).
 func (s *Session) WriteFile(path string, data []byte, perm os.FileMode) error {
 	_, err := s.exchange(message{Kind: kindWrite, Path: path, Data: data, Perm: uint32(perm.Perm())}, true)
+	return err
+}
+
+// CreateFile writes a new file of the caller's: one that exists is an
+// error (for private keys).
+func (s *Session) CreateFile(path string, data []byte, perm os.FileMode) error {
+	_, err := s.exchange(message{Kind: kindWrite, Path: path, Data: data, Perm: uint32(perm.Perm()), Excl: true}, true)
 	return err
 }
 
@@ -172,11 +188,20 @@ func (s *Session) Prompt(question string) ([]byte, error) {
 }
 
 // Listen creates the socket at path, mode 0660, group gid (gid < 0 keeps
-// the daemon's group). A socket left by a daemon that died is replaced;
-// one a live daemon answers on is an error.
+// the daemon's group). Its directory must be writable by its owner only,
+// root or the daemon's user (callers check that too). A socket left by a
+// daemon that died is replaced; one a live daemon answers on is an error.
 func Listen(path string, gid int) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
+	}
+	owner, err := privateDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	if owner != 0 && owner != uint32(os.Geteuid()) {
+		return nil, fmt.Errorf("admin: %s belongs to uid %d, neither root nor this daemon's user", dir, owner)
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
@@ -197,7 +222,7 @@ func Listen(path string, gid int) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	if gid >= 0 {
-		if err := os.Chown(path, -1, gid); err != nil {
+		if err := os.Lchown(path, -1, gid); err != nil {
 			l.Close()
 			return nil, fmt.Errorf("admin: %w", err)
 		}
@@ -248,6 +273,9 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) call(ctx context.Context, c *net.UnixConn) {
+	// A stopping daemon ends every call: what waits on the caller fails.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
 	peer, err := peerOf(c)
 	cn := newConn(c)
 	if err == nil {
@@ -265,11 +293,23 @@ func (s *Server) call(ctx context.Context, c *net.UnixConn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	sess := &Session{Request: req, Peer: peer, c: cn}
-	s.mu.Lock()
-	code := s.h(ctx, sess)
-	s.mu.Unlock()
+	sess := &Session{Request: req, Peer: peer, c: cn, conn: c}
+	code := s.run(ctx, sess)
 	sess.exchange(message{Kind: kindExit, Code: code}, false)
+}
+
+// run runs one command at a time; a command that panics fails alone.
+func (s *Server) run(ctx context.Context, sess *Session) (code int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("admin command panicked", "args", sess.Request.Args, "peer", sess.Peer.String(), "panic", r, "stack", string(debug.Stack()))
+			fmt.Fprintln(sess.Stderr(), "brokerd: internal error (the daemon's log has the details)")
+			code = 1
+		}
+	}()
+	return s.h(ctx, sess)
 }
 
 // peerOf asks the kernel who is at the other end.
