@@ -245,12 +245,21 @@ func TestRegistry(t *testing.T) {
 	if rec, err := reg.Revoke("other", now); err != nil || rec.Serial != rec3.Serial {
 		t.Fatalf("revoke by name: %+v %v", rec, err)
 	}
+	// An expired certificate does not stand in the way of its renewal,
+	// nor of revoking the renewed one by name.
+	k3, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k4, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	issue("renewed", k3, now.Add(-48*time.Hour), 24*time.Hour)
+	_, rec5 := issue("renewed", k4, now, 24*time.Hour)
+	if rec, err := reg.Revoke("renewed", now); err != nil || rec.Serial != rec5.Serial {
+		t.Fatalf("revoke the renewed one by name: %+v %v", rec, err)
+	}
 	revoked, err := reg.RevokedSerials()
-	if err != nil || len(revoked) != 2 || !revoked[rec1.Serial].Equal(now) {
+	if err != nil || len(revoked) != 3 || !revoked[rec1.Serial].Equal(now) {
 		t.Fatalf("revoked serials %v %v", revoked, err)
 	}
 	list, err := reg.List()
-	if err != nil || len(list) != 3 || list[0].Name != "agg-1" || list[2].Name != "other" {
+	if err != nil || len(list) != 5 || list[0].Name != "agg-1" || list[2].Name != "other" || list[3].Name != "renewed" {
 		t.Fatalf("list %+v %v", list, err)
 	}
 }
@@ -343,6 +352,15 @@ func TestRevocations(t *testing.T) {
 	rev.SetOwn(ca.Cert, map[string]time.Time{pki.SerialHex(own): now})
 	if err := rev.Check(ownChain); !errors.Is(err, pki.ErrRevoked) || !strings.Contains(err.Error(), "revoked on 2026-11-23T12:00:00Z") {
 		t.Fatalf("own revocation: %v", err)
+	}
+	// The CA's certificate issued again (same name, same key) is the
+	// same CA.
+	again, err := pki.NewRoot(ca.Signer, ca.Cert.Subject, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rev.Check([]*x509.Certificate{own, again}); !errors.Is(err, pki.ErrRevoked) {
+		t.Fatalf("under the CA's new certificate: %v", err)
 	}
 	// The same serial under another CA is someone else.
 	other := newAuthority(t)

@@ -122,15 +122,15 @@ func (r *Registry) Revoke(which string, now time.Time) (Record, error) {
 			hits = []Record{rec}
 			break
 		}
-		if rec.Name == which && rec.Revoked == nil {
+		if rec.Name == which && rec.Status(now) == "valid" {
 			hits = append(hits, rec)
 		}
 	}
 	switch {
 	case len(hits) == 0:
-		return Record{}, fmt.Errorf("pki: no unrevoked client certificate named %q or with that serial: %w", which, store.ErrNotFound)
+		return Record{}, fmt.Errorf("pki: no valid client certificate named %q, and none with that serial: %w", which, store.ErrNotFound)
 	case len(hits) > 1:
-		return Record{}, fmt.Errorf("pki: client %q has %d unrevoked certificates: give the serial number", which, len(hits))
+		return Record{}, fmt.Errorf("pki: client %q has %d valid certificates: give the serial number", which, len(hits))
 	case hits[0].Revoked != nil:
 		return Record{}, fmt.Errorf("pki: certificate %s of client %q was revoked on %s", hits[0].Serial, hits[0].Name,
 			hits[0].Revoked.UTC().Format(time.RFC3339))
@@ -179,5 +179,8 @@ func KeySHA256(spki []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// sameCert reports whether a and b are the same certificate.
-func sameCert(a, b *x509.Certificate) bool { return bytes.Equal(a.Raw, b.Raw) }
+// sameCA reports whether a and b are the same CA: the same name and key
+// (a CA certificate issued again stays the same CA).
+func sameCA(a, b *x509.Certificate) bool {
+	return bytes.Equal(a.RawSubject, b.RawSubject) && bytes.Equal(a.RawSubjectPublicKeyInfo, b.RawSubjectPublicKeyInfo)
+}

@@ -31,8 +31,6 @@ type Revocations struct {
 	files []string
 	log   *slog.Logger
 	cur   atomic.Pointer[revSet]
-	// verified caches CRL signature checks: CRL and issuer → ok.
-	verified sync.Map
 }
 
 type revSet struct {
@@ -40,6 +38,9 @@ type revSet struct {
 	own   map[string]time.Time // serial hex → revoked at
 	crls  []*x509.RevocationList
 	stamp string // of the CRL files as loaded
+	// verified caches the CRLs' signature checks: CRL and issuer → ok.
+	// It goes with the CRLs it is about.
+	verified *sync.Map
 }
 
 // NewRevocations loads the CRL files (PEM or DER, one or more CRLs each);
@@ -49,7 +50,7 @@ func NewRevocations(files []string, log *slog.Logger) (*Revocations, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Revocations{files: files, log: log}
-	r.cur.Store(&revSet{own: map[string]time.Time{}})
+	r.cur.Store(&revSet{own: map[string]time.Time{}, verified: &sync.Map{}})
 	if err := r.Reload(); err != nil {
 		return nil, err
 	}
@@ -89,7 +90,7 @@ func (r *Revocations) Reload() error {
 	for {
 		old := r.cur.Load()
 		next := *old
-		next.crls, next.stamp = crls, stamp
+		next.crls, next.stamp, next.verified = crls, stamp, &sync.Map{}
 		if r.cur.CompareAndSwap(old, &next) {
 			break
 		}
@@ -120,13 +121,13 @@ func (r *Revocations) Check(chain []*x509.Certificate) error {
 		if i > 0 {
 			what = fmt.Sprintf("certificate of CA %q in the client's chain", dn.Format(c.RawSubject))
 		}
-		if set.ca != nil && sameCert(issuer, set.ca) {
+		if set.ca != nil && sameCA(issuer, set.ca) {
 			if at, ok := set.own[SerialHex(c)]; ok {
 				return fmt.Errorf("%w: %s (serial %s) revoked on %s", ErrRevoked, what, SerialHex(c), at.UTC().Format(time.RFC3339))
 			}
 		}
 		for _, crl := range set.crls {
-			if !bytes.Equal(crl.RawIssuer, c.RawIssuer) || !r.signedBy(crl, issuer) {
+			if !bytes.Equal(crl.RawIssuer, c.RawIssuer) || !r.signedBy(set, crl, issuer) {
 				continue
 			}
 			if at, ok := listed(crl, c.SerialNumber); ok {
@@ -140,20 +141,20 @@ func (r *Revocations) Check(chain []*x509.Certificate) error {
 
 // signedBy checks (once) that crl was signed by issuer; a CRL that
 // claims an issuer it was not signed by is ignored, and said so.
-func (r *Revocations) signedBy(crl *x509.RevocationList, issuer *x509.Certificate) bool {
+func (r *Revocations) signedBy(set *revSet, crl *x509.RevocationList, issuer *x509.Certificate) bool {
 	type key struct {
 		crl    *x509.RevocationList
 		issuer string
 	}
 	k := key{crl, string(issuer.Raw)}
-	if ok, seen := r.verified.Load(k); seen {
+	if ok, seen := set.verified.Load(k); seen {
 		return ok.(bool)
 	}
 	err := crl.CheckSignatureFrom(issuer)
 	if err != nil {
 		r.log.Warn("CRL not signed by the CA it names; ignored for that CA", "issuer", dn.Format(crl.RawIssuer), "err", err)
 	}
-	r.verified.Store(k, err == nil)
+	set.verified.Store(k, err == nil)
 	return err == nil
 }
 
