@@ -23,6 +23,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/policy"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -41,6 +42,8 @@ type Config struct {
 	TPM      TPM    `toml:"tpm"`
 	API      API    `toml:"api"`
 	Health   Health `toml:"health"`
+	PKI      PKI    `toml:"pki"`
+	Admin    Admin  `toml:"admin"`
 	Policy   Policy `toml:"policy"`
 	Bank     Bank   `toml:"bank"`
 	Audit    Audit  `toml:"audit"`
@@ -74,7 +77,10 @@ type API struct {
 	TLSKey string `toml:"tls_key"`
 	// ClientCA is the file of CA certificates that issue client
 	// certificates (PEM; intermediates welcome).
-	ClientCA          string   `toml:"client_ca"`
+	ClientCA string `toml:"client_ca"`
+	// CRLFiles are CRLs of the client CAs (bring-your-own PKI: PEM or
+	// DER), reloaded when they change.
+	CRLFiles          []string `toml:"crl_files"`
 	MinTLSVersion     string   `toml:"min_tls_version"`
 	MaxBody           int64    `toml:"max_body"`
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
@@ -93,6 +99,34 @@ type Health struct {
 type Policy struct {
 	// File holds the rules (see the policy package).
 	File string `toml:"file"`
+	// RoleOID is the client-certificate extension whose UTF8String
+	// sequence lists the client's role URLs (default: Icebreaker One's
+	// ib1Roles).
+	RoleOID string `toml:"role_oid"`
+}
+
+// PKI configures brokerd's own CA (when init made one).
+type PKI struct {
+	// ServerNames are the DNS names and IP addresses of the server
+	// certificate, renewed RenewBefore its end; it is valid for
+	// ServerValidity.
+	ServerNames    []string `toml:"server_names"`
+	ServerValidity Duration `toml:"server_validity"`
+	RenewBefore    Duration `toml:"renew_before"`
+	// ClientValidity is how long client certificates are valid unless
+	// `client sign --days` says otherwise.
+	ClientValidity Duration `toml:"client_validity"`
+	// CRLValidity is the next-update distance of the CRL brokerd
+	// publishes (tls/crl.pem); it is signed again halfway.
+	CRLValidity Duration `toml:"crl_validity"`
+}
+
+// Admin configures the local administration socket.
+type Admin struct {
+	// Socket is where the running daemon takes the CLI's commands.
+	Socket string `toml:"socket"`
+	// Group may use the socket besides root (mode 0660).
+	Group string `toml:"group"`
 }
 
 // Bank configures calls to banks (makeRequest).
@@ -160,6 +194,7 @@ func Default() *Config {
 			TLSCert:           "tls/server.crt",
 			TLSKey:            "brokerd:tls-server",
 			ClientCA:          "tls/client-ca.pem",
+			CRLFiles:          []string{},
 			MinTLSVersion:     "1.2",
 			MaxBody:           1 << 20,
 			ReadHeaderTimeout: Duration{10 * time.Second},
@@ -169,7 +204,10 @@ func Default() *Config {
 			ShutdownTimeout:   Duration{30 * time.Second},
 		},
 		Health: Health{Listen: []string{}},
-		Policy: Policy{File: "policy.toml"},
+		Policy: Policy{File: "policy.toml", RoleOID: policy.DefaultRoleOID},
+		PKI: PKI{ServerNames: []string{}, ServerValidity: Duration{365 * 24 * time.Hour}, RenewBefore: Duration{30 * 24 * time.Hour},
+			ClientValidity: Duration{365 * 24 * time.Hour}, CRLValidity: Duration{7 * 24 * time.Hour}},
+		Admin: Admin{Socket: "/run/brokerd/admin.sock", Group: "brokerd-admin"},
 		Bank: Bank{
 			Timeout:                Duration{60 * time.Second},
 			MaxResponseBody:        32 << 20,
@@ -229,7 +267,11 @@ func Parse(data []byte, path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %s: unknown keys: %s", path, strings.Join(keys, ", "))
 	}
 	c.path = path
-	for _, p := range []*string{&c.StateDir, &c.API.TLSCert, &c.API.ClientCA, &c.Policy.File, &c.Bank.TrustDir} {
+	paths := []*string{&c.StateDir, &c.API.TLSCert, &c.API.ClientCA, &c.Policy.File, &c.Bank.TrustDir, &c.Admin.Socket}
+	for i := range c.API.CRLFiles {
+		paths = append(paths, &c.API.CRLFiles[i])
+	}
+	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
@@ -289,6 +331,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.File == "" {
 		add("policy.file: must be set")
+	}
+	if _, err := policy.ParseRoleOID(c.Policy.RoleOID); err != nil {
+		add("policy.role_oid: %v", err)
+	}
+	for name, d := range map[string]Duration{"pki.server_validity": c.PKI.ServerValidity, "pki.renew_before": c.PKI.RenewBefore,
+		"pki.client_validity": c.PKI.ClientValidity, "pki.crl_validity": c.PKI.CRLValidity} {
+		if d.Duration < time.Minute {
+			add("%s: %v is shorter than a minute", name, d)
+		}
+	}
+	if c.PKI.RenewBefore.Duration >= c.PKI.ServerValidity.Duration {
+		add("pki.renew_before (%v) must be shorter than pki.server_validity (%v)", c.PKI.RenewBefore, c.PKI.ServerValidity)
+	}
+	if c.Admin.Socket == "" {
+		add("admin.socket: must be set")
 	}
 	if c.API.WriteTimeout.Duration <= c.Bank.Timeout.Duration {
 		add("api.write_timeout (%v) must exceed bank.timeout (%v), or bank answers cannot reach the client", c.API.WriteTimeout, c.Bank.Timeout)

@@ -151,6 +151,9 @@ func (s *Server) Reload() error {
 	return nil
 }
 
+// Leaf is the server certificate in use.
+func (s *Server) Leaf() *x509.Certificate { return s.tlsCur.Load().Certificates[0].Leaf }
+
 // tlsConfig is the listener's configuration: every handshake takes the
 // material current at that moment, and verifies the client's chain itself.
 func (s *Server) tlsConfig() *tls.Config {

@@ -93,9 +93,15 @@ func TestAuditEndToEnd(t *testing.T) {
 	if _, err := rogue.Get(d.url("/")); err == nil {
 		t.Fatal("the rogue client got through")
 	}
-	// The running daemon holds the file: the commands say what to do.
-	c.fail(1, "held by the running daemon", "audit", "verify", "--pub", pub)
-	c.fail(1, "held by the running daemon", "audit", "export")
+	// While the daemon runs, the commands run inside it, on the live log;
+	// the file itself is the daemon's.
+	if out := c.must("audit", "verify", "--pub", pub); !strings.HasSuffix(strings.TrimSpace(out), "ok") {
+		t.Fatalf("live verify:\n%s", out)
+	}
+	if live := c.must("audit", "export"); !strings.Contains(live, `"op":"handshake"`) {
+		t.Fatalf("live export lacks the handshake record:\n%s", live)
+	}
+	c.fail(1, "is held by another process", "audit", "verify", "--pub", pub, "--db", filepath.Join(c.dir, "etc", "state", "brokerd.db"))
 	stop(t, d)
 
 	out := c.must("audit", "verify", "--pub", pub)
@@ -318,9 +324,9 @@ func (d *proc) waitLog(want string, n int) {
 }
 
 // TestAuditAdminChanges: changes to the policy and the bank CAs are on
-// record whether the daemon runs (it records the reload, with what is now
-// in force) or not (the command records the change itself), and so are
-// SIGHUP reloads.
+// record with who made them, whether the daemon runs (the command comes
+// through the admin socket and the daemon reloads at once, on record with
+// what is now in force) or not, and so are SIGHUP reloads.
 func TestAuditAdminChanges(t *testing.T) {
 	c, _, p := newDeployment(t, "")
 	c.must("policy", "allow", "--name", "offline", "--cn", "someone", "--keys", "rsa.key", "--ops", "sign")
@@ -349,6 +355,8 @@ func TestAuditAdminChanges(t *testing.T) {
 		{"admin.trust.add", "local user", "sha256 " + hex.EncodeToString(fp[:]) + " for every bank"},
 		{"admin.policy.loaded", "daemon", "2 rules from "},
 		{"admin.trust.loaded", "daemon", "1 bank CAs from " + filepath.Join(c.dir, "etc", "bank-cas") + " " + hex.EncodeToString(fp[:])},
+		// Through the admin socket: the caller, then the reload at once.
+		{"admin.policy.remove", "local user root (uid 0), pid ", "rule offline"},
 		{"admin.policy.reload", "daemon", "1 rules from "},
 		{"admin.tls.reload", "daemon", "server certificate "},
 		{"admin.policy.reload", "daemon", "(sha256 " + hex.EncodeToString(policySum[:]) + ")"},

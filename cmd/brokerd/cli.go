@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/keys"
@@ -19,46 +21,77 @@ import (
 	"github.com/brokerd/brokerd/tpm"
 )
 
-// env is what a command may touch of the process.
+// env is what a command may touch: the process's streams, environment
+// and files, or, when the command runs inside the daemon for a caller of
+// the admin socket, the caller's.
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	configFlag     string // global --config, before the command name
+
+	// Inside the daemon: the caller's files and terminal, who the caller
+	// is, and the daemon's state. Nil outside.
+	files  fileSystem
+	prompt func(question string) ([]byte, error)
+	caller string
+	daemon *daemonState
 }
 
-// command is one subcommand.
+// command is one subcommand. viaDaemon says whether, for these arguments,
+// the command must run inside a running daemon (it needs the TPM or the
+// state file, which the daemon owns); nil: never.
 type command struct {
-	summary string
-	run     func(ctx context.Context, e *env, args []string) error
+	summary   string
+	run       func(ctx context.Context, e *env, args []string) error
+	viaDaemon func(args []string) bool
+}
+
+// always and unlessDB are viaDaemon predicates.
+func always([]string) bool { return true }
+
+// unlessDB: commands given --db work on a copy of the state, not the
+// daemon's.
+func unlessDB(args []string) bool {
+	for _, a := range args {
+		if a == "--db" || a == "-db" || strings.HasPrefix(a, "--db=") || strings.HasPrefix(a, "-db=") {
+			return false
+		}
+	}
+	return true
 }
 
 // commandTable lists the subcommands by name.
 func commandTable() map[string]command {
 	table := map[string]command{
-		"init":          {"write the configuration and state directory, bind them to the TPM", cmdInit},
-		"config check":  {"validate the configuration and the state, naming every problem", cmdConfigCheck},
-		"key create":    {"generate a key inside the TPM and print its CSR", cmdKeyCreate},
-		"key import":    {"import a PEM key (or a wrapped blob) into the TPM", cmdKeyImport},
-		"key wrap":      {"encrypt a key for another machine's TPM (needs no TPM)", cmdKeyWrap},
-		"key cert":      {"attach the certificate the QTSP issued", cmdKeyCert},
-		"key list":      {"list keys: id, aliases, kind, algorithm, certificate", cmdKeyList},
-		"key sign":      {"sign standard input, print base64", cmdKeySign},
-		"key delete":    {"delete a key", cmdKeyDelete},
-		"key origins":   {"bind a QWAC to the bank origins it may be used for", cmdKeyOrigins},
-		"trust add":     {"trust a CA for banks' server certificates", cmdTrustAdd},
-		"trust list":    {"list the CAs added for banks", cmdTrustList},
-		"trust remove":  {"stop trusting a CA added for banks", cmdTrustRemove},
-		"tpm ek":        {"print this TPM's endorsement public key", cmdTPMEK},
-		"serve":         {"run the daemon: the mutual-TLS API", cmdServe},
-		"policy allow":  {"add or replace an access rule", cmdPolicyAllow},
-		"policy list":   {"list the access rules", cmdPolicyList},
-		"policy remove": {"remove an access rule", cmdPolicyRemove},
-		"policy test":   {"show the decision for a client certificate", cmdPolicyTest},
-		"audit pubkey":  {"print the audit log's public key", cmdAuditPubkey},
-		"audit verify":  {"verify the audit log (offline, on a copy)", cmdAuditVerify},
-		"audit export":  {"print audit records as JSON lines", cmdAuditExport},
-		"version":       {"print the version", cmdVersion},
+		"init":          {"write the configuration and state directory, bind them to the TPM", cmdInit, nil},
+		"config check":  {"validate the configuration and the state, naming every problem", cmdConfigCheck, always},
+		"key create":    {"generate a key inside the TPM and print its CSR", cmdKeyCreate, always},
+		"key import":    {"import a PEM key (or a wrapped blob) into the TPM", cmdKeyImport, always},
+		"key wrap":      {"encrypt a key for another machine's TPM (needs no TPM)", cmdKeyWrap, nil},
+		"key cert":      {"attach the certificate the QTSP issued", cmdKeyCert, always},
+		"key list":      {"list keys: id, aliases, kind, algorithm, certificate", cmdKeyList, always},
+		"key sign":      {"sign standard input, print base64", cmdKeySign, always},
+		"key delete":    {"delete a key", cmdKeyDelete, always},
+		"key origins":   {"bind a QWAC to the bank origins it may be used for", cmdKeyOrigins, always},
+		"client sign":   {"certify a client's CSR with brokerd's CA", cmdClientSign, always},
+		"client issue":  {"make a client key and certificate here (quick LAN set-up)", cmdClientIssue, always},
+		"client list":   {"list the client certificates brokerd's CA issued", cmdClientList, always},
+		"client revoke": {"revoke a client certificate, at once", cmdClientRevoke, always},
+		"trust add":     {"trust a CA for banks' server certificates", cmdTrustAdd, always},
+		"trust list":    {"list the CAs added for banks", cmdTrustList, nil},
+		"trust remove":  {"stop trusting a CA added for banks", cmdTrustRemove, always},
+		"tpm ek":        {"print this TPM's endorsement public key", cmdTPMEK, always},
+		"tls renew":     {"issue the server certificate again now (brokerd's CA)", cmdTLSRenew, always},
+		"serve":         {"run the daemon: the mutual-TLS API", cmdServe, nil},
+		"policy allow":  {"add or replace an access rule", cmdPolicyAllow, always},
+		"policy list":   {"list the access rules", cmdPolicyList, nil},
+		"policy remove": {"remove an access rule", cmdPolicyRemove, always},
+		"policy test":   {"show the decision for a client certificate", cmdPolicyTest, always},
+		"audit pubkey":  {"print the audit log's public key", cmdAuditPubkey, always},
+		"audit verify":  {"verify the audit log (offline, on a copy)", cmdAuditVerify, unlessDB},
+		"audit export":  {"print audit records as JSON lines", cmdAuditExport, unlessDB},
+		"version":       {"print the version", cmdVersion, nil},
 	}
 	maps.Copy(table, demoCommands())
 	return table
@@ -106,6 +139,16 @@ func run(ctx context.Context, args []string, e *env) int {
 	if !ok {
 		fmt.Fprintf(e.stderr, "brokerd: unknown command %q (see brokerd --help)\n", strings.Join(args[:min(2, len(args))], " "))
 		return 2
+	}
+	helpAsked := slices.ContainsFunc(rest, isHelp)
+	switch {
+	case e.daemon != nil && (cmd.viaDaemon == nil || !cmd.viaDaemon(rest)):
+		fmt.Fprintf(e.stderr, "brokerd %s: not a command of the admin socket (with these arguments)\n", name)
+		return 2
+	case e.daemon == nil && cmd.viaDaemon != nil && cmd.viaDaemon(rest) && !helpAsked:
+		if code, done := e.callDaemon(ctx, name, rest); done {
+			return code
+		}
 	}
 	err := cmd.run(ctx, e, rest)
 	var ue usageError
@@ -205,6 +248,21 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// parseArgs parses args that end in exactly n operands, and returns them.
+func parseArgs(fs *flag.FlagSet, args []string, n int) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err.Error()}
+	}
+	if fs.NArg() != n {
+		return nil, usagef("want %d argument(s) after the flags, got %d", n, fs.NArg())
+	}
+	return fs.Args(), nil
+}
+
 // required checks that the named string flags are set.
 func required(fs *flag.FlagSet, names ...string) error {
 	for _, n := range names {
@@ -222,6 +280,9 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func (e *env) loadConfig() (*config.Config, error) {
+	if e.daemon != nil {
+		return e.daemon.s.cfg, nil
+	}
 	return config.Load(config.Path(e.configFlag, e.getenv))
 }
 
@@ -229,21 +290,38 @@ func (e *env) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// state is the TPM, the state file and the key registry, opened directly
-// (the daemon is not running).
+// state is the TPM, the state file and the key registry: opened directly
+// when the daemon is not running, or the daemon's own.
 type state struct {
 	cfg  *config.Config
 	dev  *tpm.Device
 	st   *store.Store
 	keys *keys.Manager
+	// actor is who makes changes, for the audit log.
+	actor string
+	// shared is the daemon's state lent to a command: Close leaves it open.
+	shared bool
+	// crlMu serialises signing the CRL (its number must grow).
+	crlMu *sync.Mutex
 }
 
+// openState opens the TPM and the state file, or lends the daemon's.
 func (e *env) openState() (*state, error) {
+	if e.daemon != nil {
+		s := *e.daemon.s
+		s.actor, s.shared = e.caller, true
+		return &s, nil
+	}
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return nil, err
 	}
-	return openState(cfg, e.logger())
+	s, err := openState(cfg, e.logger())
+	if err != nil {
+		return nil, err
+	}
+	s.actor = localUser()
+	return s, nil
 }
 
 func openState(cfg *config.Config, log *slog.Logger) (*state, error) {
@@ -262,10 +340,13 @@ func openState(cfg *config.Config, log *slog.Logger) (*state, error) {
 		st.Close()
 		return nil, err
 	}
-	return &state{cfg: cfg, dev: dev, st: st, keys: m}, nil
+	return &state{cfg: cfg, dev: dev, st: st, keys: m, crlMu: &sync.Mutex{}}, nil
 }
 
 func (s *state) Close() {
+	if s.shared {
+		return
+	}
 	s.dev.Close()
 	s.st.Close()
 }

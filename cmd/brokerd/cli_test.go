@@ -54,7 +54,7 @@ func newCLI(t *testing.T) (*cli, *swtpmtest.TPM) {
 	sw := swtpmtest.Start(t)
 	c := &cli{t: t, dir: t.TempDir()}
 	c.config = filepath.Join(c.dir, "etc", "brokerd.toml")
-	c.must("init", "--dir", filepath.Join(c.dir, "etc"), "--tpm", sw.Address())
+	c.must("init", "--dir", filepath.Join(c.dir, "etc"), "--tpm", sw.Address(), "--admin-socket", filepath.Join(c.dir, "admin.sock"))
 	return c, sw
 }
 

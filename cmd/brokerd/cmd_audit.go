@@ -8,36 +8,40 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
-	"os/user"
 	"time"
 
-	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/store"
 )
 
 // record audits an administrative change made from the command line.
 func (s *state) record(ctx context.Context, op, keyID, detail string) error {
-	return recordAdmin(ctx, s.st, op, keyID, detail)
+	return recordAdmin(ctx, s.st, s.actor, op, keyID, detail)
 }
 
-func recordAdmin(ctx context.Context, st *store.Store, op, keyID, detail string) error {
-	actor := "local user"
-	if u, err := user.Current(); err == nil {
-		actor = fmt.Sprintf("local user %s (uid %s)", u.Username, u.Uid)
-	}
+func recordAdmin(ctx context.Context, st *store.Store, actor, op, keyID, detail string) error {
 	if _, err := st.Append(ctx, store.AuditRecord{Op: op, Client: actor, KeyID: keyID, Detail: detail, Status: 200}); err != nil {
 		return fmt.Errorf("the change is made but its audit record is not: %w", err)
 	}
 	return nil
 }
 
-// recordFileChange audits a change to a file the daemon watches (the
-// policy, the bank CAs). A running daemon holds the state and records the
-// reload itself, with the file's new digest; otherwise the record goes
-// into the state here.
-func recordFileChange(ctx context.Context, cfg *config.Config, op, detail string) error {
+// fileChanged audits a change to a file the daemon watches (the policy,
+// the bank CAs) and, inside the daemon, puts it in force at once. Without
+// a daemon the record goes into the state file here; a state file held by
+// another process (a daemon without its admin socket) records the reload
+// itself when it sees the change.
+func (e *env) fileChanged(ctx context.Context, what fileKind, op, detail string) error {
+	if e.daemon != nil {
+		if err := recordAdmin(ctx, e.daemon.s.st, e.caller, op, "", detail); err != nil {
+			return err
+		}
+		return e.daemon.reload(what)
+	}
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
 	st, err := store.Open(statePath(cfg), store.Options{})
 	if errors.Is(err, store.ErrLocked) {
 		return nil
@@ -46,7 +50,7 @@ func recordFileChange(ctx context.Context, cfg *config.Config, op, detail string
 		return fmt.Errorf("the change is made but its audit record is not: %w", err)
 	}
 	defer st.Close()
-	return recordAdmin(ctx, st, op, "", detail)
+	return recordAdmin(ctx, st, localUser(), op, "", detail)
 }
 
 func cmdAuditPubkey(ctx context.Context, e *env, args []string) error {
@@ -85,14 +89,22 @@ func (e *env) auditDB(db string) (string, error) {
 	return statePath(cfg), nil
 }
 
-// openAuditDB opens a state file read-only for the audit commands. The
-// running daemon holds its file; rather than wait for it, say what to do.
-func openAuditDB(path string) (*store.Store, error) {
-	st, err := store.Open(path, store.Options{ReadOnly: true, Timeout: 2 * time.Second})
-	if errors.Is(err, store.ErrLocked) {
-		return nil, fmt.Errorf("%s is held by the running daemon: stop it, copy the file, start it again, and give the copy with --db", path)
+// openStateReadOnly opens a state file read-only (for the audit commands,
+// say), or lends the daemon's own when the command runs inside it;
+// release gives it back. A file another process holds is not waited for: the error
+// says what to do.
+func (e *env) openStateReadOnly(path string) (st *store.Store, release func(), err error) {
+	if e.daemon != nil && path == statePath(e.daemon.s.cfg) {
+		return e.daemon.s.st, func() {}, nil
 	}
-	return st, err
+	st, err = store.Open(path, store.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, nil, fmt.Errorf("%s is held by another process (a daemon without its admin socket?): stop it, copy the file, and give the copy with --db", path)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, func() { st.Close() }, nil
 }
 
 func cmdAuditVerify(_ context.Context, e *env, args []string) error {
@@ -113,15 +125,15 @@ func cmdAuditVerify(_ context.Context, e *env, args []string) error {
 	}
 	var pub crypto.PublicKey
 	if *pubFile != "" {
-		if pub, err = readPublicKey(*pubFile); err != nil {
+		if pub, err = e.readPublicKey(*pubFile); err != nil {
 			return err
 		}
 	}
-	st, err := openAuditDB(path)
+	st, release, err := e.openStateReadOnly(path)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer release()
 	if pub == nil {
 		if pub, err = keys.ReadPublic(st, auditKeyID); err != nil {
 			return fmt.Errorf("no audit key in %s (give --pub): %w", path, err)
@@ -166,8 +178,8 @@ func printReport(e *env, rep *store.AuditReport) {
 	fmt.Fprintln(e.stdout, "ok")
 }
 
-func readPublicKey(path string) (crypto.PublicKey, error) {
-	data, err := os.ReadFile(path)
+func (e *env) readPublicKey(path string) (crypto.PublicKey, error) {
+	data, err := e.readFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -219,11 +231,11 @@ func cmdAuditExport(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := openAuditDB(path)
+	st, release, err := e.openStateReadOnly(path)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer release()
 	w := bufio.NewWriter(e.stdout)
 	err = st.Records(from, to, func(_ store.AuditRecord, raw []byte) error {
 		w.Write(raw)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/internal/certs"
@@ -25,17 +26,21 @@ import (
 func cmdInit(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("init", "--dir DIR [flags]",
 		"Write DIR/brokerd.toml, the state directory and an empty (deny-all) policy, and bind\n"+
-			"the state to the TPM. With --tls-cert, --tls-key and --client-ca (bring your own\n"+
-			"PKI, as the reference broker's openssl recipe makes it), the server key is imported\n"+
-			"into the TPM and the certificates are copied to DIR/tls. Refuses to overwrite an\n"+
-			"existing configuration or state.")
+			"the state to the TPM. Without TLS files, brokerd makes its own CA (key in the TPM),\n"+
+			"a server certificate for --server-name (default: this host's name, localhost and\n"+
+			"127.0.0.1; its key in the TPM too) and tls/ca.crt for clients; brokerd client sign\n"+
+			"and client issue then make client certificates. With --tls-cert, --tls-key and\n"+
+			"--client-ca (bring your own PKI, as the reference broker's openssl recipe makes it),\n"+
+			"the server key is imported into the TPM and the certificates are copied to DIR/tls.\n"+
+			"Refuses to overwrite an existing configuration, state or identity.")
 	dir := fs.String("dir", "", "configuration `directory`; brokerd.toml is written there")
 	addr := fs.String("tpm", tpm.DefaultAddress, "TPM `address`: device:PATH, swtpm:SOCKET or simulator (demo builds)")
 	stateDir := fs.String("state-dir", "", "state `directory` (default DIR/state)")
 	var listen, healthListen, serverNames multiFlag
 	fs.Var(&listen, "listen", "API listen `address` host:port (repeatable; default 0.0.0.0:8443)")
 	fs.Var(&healthListen, "health-listen", "plain-HTTP /health listen `address` (repeatable; default none)")
-	fs.Var(&serverNames, "server-name", "`name` for the server certificate of the built-in CA (repeatable)")
+	fs.Var(&serverNames, "server-name", "DNS `name` or IP address for the server certificate of brokerd's CA (repeatable; default: hostname, localhost, 127.0.0.1)")
+	adminSocket := fs.String("admin-socket", "", "`path` of the admin socket (default /run/brokerd/admin.sock)")
 	tlsCert := fs.String("tls-cert", "", "server certificate `file` (PEM, leaf first, chain may follow)")
 	tlsKey := fs.String("tls-key", "", "server private key `file` (PEM); imported into the TPM")
 	clientCA := fs.String("client-ca", "", "`file` of CA certificates that issue client certificates")
@@ -70,6 +75,17 @@ func cmdInit(ctx context.Context, e *env, args []string) error {
 		cfg.API.Listen = listen
 	}
 	cfg.Health.Listen = append(cfg.Health.Listen, healthListen...)
+	if *adminSocket != "" {
+		if cfg.Admin.Socket, err = filepath.Abs(*adminSocket); err != nil {
+			return err
+		}
+	}
+	if !byo {
+		cfg.PKI.ServerNames = serverNames
+		if len(serverNames) == 0 {
+			cfg.PKI.ServerNames = defaultServerNames()
+		}
+	}
 	var tlsIn *tlsFiles
 	if byo {
 		if tlsIn, err = readTLSFiles(*tlsCert, *tlsKey, *clientCA, e.password(*tlsKey, *pwFile)); err != nil {
@@ -83,7 +99,12 @@ func cmdInit(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "wrote %s\nstate in %s, bound to TPM %s (storage root key %s)\n",
 		cfgPath, cfg.StateDir, cfg.TPM.Address, hex.EncodeToString(srk)[:16])
 	if tlsIn == nil {
-		fmt.Fprintln(e.stdout, "no TLS material given: brokerd serve needs a server certificate and client CA (init with --tls-cert, --tls-key, --client-ca)")
+		fmt.Fprintf(e.stdout, "brokerd's CA (key in the TPM) made %s for %s; clients verify it with %s\n",
+			filepath.Join(filepath.Dir(cfgPath), "tls", "server.crt"), strings.Join(cfg.PKI.ServerNames, ", "),
+			filepath.Join(filepath.Dir(cfgPath), "tls", "ca.crt"))
+		fmt.Fprintf(e.stdout, "next: export %s=%s; brokerd key import / key create; brokerd client issue --name NAME --out DIR;\n"+
+			"      brokerd policy allow --name RULE --cn NAME --keys KEY --ops sign; brokerd serve\n", config.EnvPath, cfgPath)
+		return nil
 	}
 	fmt.Fprintf(e.stdout, "next: export %s=%s; brokerd key import / key create; brokerd policy allow; brokerd serve\n", config.EnvPath, cfgPath)
 	return nil
@@ -135,7 +156,13 @@ func initialize(ctx context.Context, cfgPath string, cfg *config.Config, tlsIn *
 	cfgDir := filepath.Dir(cfgPath)
 	tlsDir := filepath.Join(cfgDir, "tls")
 	policyFile := filepath.Join(cfgDir, cfg.Policy.File)
-	for _, p := range []string{cfgPath, statePath(cfg), policyFile, filepath.Join(tlsDir, "server.crt")} {
+	// Everything init writes must be new; on failure it is all removed,
+	// so that init can simply be run again.
+	written := []string{cfgPath, statePath(cfg), policyFile}
+	for _, f := range []string{"server.crt", "ca.crt", "client-ca.pem", "crl.pem"} {
+		written = append(written, filepath.Join(tlsDir, f))
+	}
+	for _, p := range written {
 		if _, err := os.Stat(p); err == nil {
 			return nil, fmt.Errorf("%s exists: refusing to overwrite an existing identity", p)
 		} else if !errors.Is(err, os.ErrNotExist) {
@@ -163,17 +190,20 @@ func initialize(ctx context.Context, cfgPath string, cfg *config.Config, tlsIn *
 		err = cfg.WriteNew(cfgPath)
 	}
 	if err != nil {
-		os.Remove(statePath(cfg))
+		for _, p := range written {
+			os.Remove(p)
+		}
 		return nil, err
 	}
 	return srk, nil
 }
 
 // installTLS imports the server key into the TPM and writes the server
-// chain and client CA files.
+// chain and client CA files; without TLS files it makes brokerd's CA, a
+// server key and certificate, the CA certificate for clients and the CRL.
 func installTLS(ctx context.Context, s *state, cfg *config.Config, dir string, in *tlsFiles) error {
 	if in == nil {
-		return nil
+		return installOwnCA(ctx, s, cfg, dir)
 	}
 	if _, err := s.keys.Import(ctx, cfg.API.TLSKey, in.key, keys.ImportOptions{Chain: in.chain, Internal: true}); err != nil {
 		return err
@@ -185,6 +215,46 @@ func installTLS(ctx context.Context, s *state, cfg *config.Config, dir string, i
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "client-ca.pem"), certs.EncodePEM(in.cas...), 0o644)
+}
+
+// installOwnCA makes brokerd's CA and the server certificate it issues.
+func installOwnCA(ctx context.Context, s *state, cfg *config.Config, dir string) error {
+	// The configuration being written keeps relative paths; these calls
+	// need them resolved.
+	resolved := *cfg
+	resolved.API.TLSCert, resolved.API.ClientCA = filepath.Join(dir, "server.crt"), filepath.Join(dir, "client-ca.pem")
+	rs := *s
+	rs.cfg = &resolved
+	s = &rs
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	now := time.Now()
+	ca, err := createCA(ctx, s, now)
+	if err != nil {
+		return err
+	}
+	if _, _, err := s.keys.Create(ctx, cfg.API.TLSKey, tpm.P256, keys.CreateOptions{Internal: true}); err != nil {
+		return err
+	}
+	if _, err := issueServerCert(ctx, s, ca, now); err != nil {
+		return err
+	}
+	for _, name := range []string{"ca.crt", "client-ca.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, name), certs.EncodePEM(ca.Cert), 0o644); err != nil {
+			return err
+		}
+	}
+	return writeCRL(s, ca, now)
+}
+
+// defaultServerNames are this host's name, localhost and 127.0.0.1.
+func defaultServerNames() []string {
+	names := []string{"localhost", "127.0.0.1"}
+	if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+		names = append([]string{strings.ToLower(h)}, names...)
+	}
+	return names
 }
 
 // checkReport is what `config check --json` prints.
@@ -216,11 +286,21 @@ func cmdConfigCheck(_ context.Context, e *env, args []string) error {
 	fail := func(err error) {
 		rep.Problems = append(rep.Problems, strings.Split(strings.TrimSpace(err.Error()), "\n")...)
 	}
-	cfg, err := config.Load(path)
-	if err != nil {
+	var cfg *config.Config
+	var err error
+	if e.daemon != nil {
+		// Inside the running daemon: its configuration, its state. The
+		// file may have changed since it started: check that too.
+		rep.Config = e.daemon.s.cfg.File()
+		if _, err := config.Load(rep.Config); err != nil {
+			fail(fmt.Errorf("%w (the daemon runs with the version it started with)", err))
+		}
+		cfg = e.daemon.s.cfg
+	} else if cfg, err = config.Load(path); err != nil {
 		fail(err)
-	} else {
-		s, err := openState(cfg, e.logger())
+	}
+	if cfg != nil {
+		s, err := e.openState()
 		if err != nil {
 			fail(err)
 		} else {

@@ -19,9 +19,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"golang.org/x/term"
-
-	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/dn"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/tpm"
@@ -71,7 +68,7 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 	}
 	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})
 	if *csrOut != "" {
-		if err := os.WriteFile(*csrOut, out, 0o644); err != nil {
+		if err := e.writeFile(*csrOut, out, 0o644); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stderr, "wrote CSR to %s\n", *csrOut)
@@ -106,7 +103,7 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 	if (*keyFile == "") == (*blobFile == "") {
 		return usagef("give exactly one of --key and --blob")
 	}
-	chain, err := readChain(*certFile, *chainFile)
+	chain, err := e.readChain(*certFile, *chainFile)
 	if err != nil {
 		return err
 	}
@@ -120,7 +117,7 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 		w    *tpm.WrappedKey
 	)
 	if *keyFile != "" {
-		data, err := os.ReadFile(*keyFile)
+		data, err := e.readFile(*keyFile)
 		if err != nil {
 			return err
 		}
@@ -130,7 +127,7 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("%s: %w", *keyFile, err)
 		}
 	} else {
-		data, err := os.ReadFile(*blobFile)
+		data, err := e.readFile(*blobFile)
 		if err != nil {
 			return err
 		}
@@ -171,7 +168,7 @@ func aliasNote(aliases []string) string {
 func (e *env) password(keyFile, pwFile string) keys.PasswordFunc {
 	return func() ([]byte, error) {
 		if pwFile != "" {
-			data, err := os.ReadFile(pwFile)
+			data, err := e.readFile(pwFile)
 			if err != nil {
 				return nil, err
 			}
@@ -181,10 +178,7 @@ func (e *env) password(keyFile, pwFile string) keys.PasswordFunc {
 		if v := e.getenv(env); v != "" {
 			return []byte(v), nil
 		}
-		if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			fmt.Fprintf(e.stderr, "password for %s: ", keyFile)
-			pw, err := term.ReadPassword(int(f.Fd()))
-			fmt.Fprintln(e.stderr)
+		if pw, asked, err := e.askPassword(fmt.Sprintf("password for %s: ", keyFile)); asked || err != nil {
 			return pw, err
 		}
 		return nil, fmt.Errorf("%w: give --password-file or set %s", keys.ErrPassword, env)
@@ -193,7 +187,7 @@ func (e *env) password(keyFile, pwFile string) keys.PasswordFunc {
 
 // readChain reads a certificate file (leaf first, maybe with its chain) and
 // an optional file of intermediates.
-func readChain(certFile, chainFile string) ([]*x509.Certificate, error) {
+func (e *env) readChain(certFile, chainFile string) ([]*x509.Certificate, error) {
 	if chainFile != "" && certFile == "" {
 		return nil, usagef("--chain needs --cert")
 	}
@@ -202,7 +196,7 @@ func readChain(certFile, chainFile string) ([]*x509.Certificate, error) {
 		if f == "" {
 			continue
 		}
-		cs, err := certs.ReadFile(f)
+		cs, err := e.readCerts(f)
 		if err != nil {
 			return nil, err
 		}
@@ -297,7 +291,7 @@ func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 	if err := required(fs, "id", "cert"); err != nil {
 		return err
 	}
-	chain, err := readChain(*certFile, *chainFile)
+	chain, err := e.readChain(*certFile, *chainFile)
 	if err != nil {
 		return err
 	}

@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/brokerd/brokerd/config"
-	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/policy"
-	"github.com/brokerd/brokerd/store"
 )
 
 func cmdPolicyAllow(ctx context.Context, e *env, args []string) error {
@@ -29,6 +26,8 @@ func cmdPolicyAllow(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&r.OU, "ou", "", "match an organisational `unit` of the subject")
 	fs.StringVar(&r.Fingerprint, "fingerprint", "", "match the certificate's SHA-256 `fingerprint` (hex)")
 	fs.StringVar(&r.Issuer, "issuer", "", "match a CA in the client's chain by subject `DN`")
+	fs.StringVar(&r.Role, "role", "", "match a role `URL` in the certificate's role extension (policy.role_oid; Icebreaker One ib1Roles by default)")
+	fs.StringVar(&r.PSD2Role, "psd2-role", "", "match a PSD2 `role` in the certificate's QCStatement (ETSI TS 119 495): PSP_AS, PSP_PI, PSP_AI or PSP_IC")
 	fs.BoolVar(&r.AnyClient, "any-client", false, "match any client with a verified certificate")
 	keyList := fs.String("keys", "", "key `ids` (comma-separated) or '*'")
 	opList := fs.String("ops", "", "`operations` (sign, makeRequest; comma-separated) or '*'")
@@ -54,7 +53,7 @@ func cmdPolicyAllow(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "rule %s saved in %s\n", r.Name, cfg.Policy.File)
 	rule, _ := json.Marshal(r)
-	return recordFileChange(ctx, cfg, "admin.policy.allow", string(rule))
+	return e.fileChanged(ctx, policyFile, "admin.policy.allow", string(rule))
 }
 
 // loadPolicy reads the configuration and the policy file it names.
@@ -104,22 +103,9 @@ func cmdPolicyList(_ context.Context, e *env, args []string) error {
 		if r.AllowPrivate {
 			origins += " (private allowed)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, matchers(r), strings.Join(r.Keys, ","), strings.Join(r.Ops, ","), dash(origins))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Matchers(), strings.Join(r.Keys, ","), strings.Join(r.Ops, ","), dash(origins))
 	}
 	return tw.Flush()
-}
-
-func matchers(r policy.Rule) string {
-	var m []string
-	for _, kv := range [][2]string{{"cn", r.CN}, {"san-uri", r.SANURI}, {"san-dns", r.SANDNS}, {"ou", r.OU}, {"fingerprint", r.Fingerprint}, {"issuer", r.Issuer}} {
-		if kv[1] != "" {
-			m = append(m, kv[0]+"="+kv[1])
-		}
-	}
-	if r.AnyClient {
-		m = append(m, "any-client")
-	}
-	return strings.Join(m, " ")
 }
 
 func cmdPolicyRemove(ctx context.Context, e *env, args []string) error {
@@ -142,7 +128,7 @@ func cmdPolicyRemove(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "rule %s removed\n", *name)
-	return recordFileChange(ctx, cfg, "admin.policy.remove", "rule "+*name)
+	return e.fileChanged(ctx, policyFile, "admin.policy.remove", "rule "+*name)
 }
 
 // testReport is what `policy test --json` prints.
@@ -170,7 +156,7 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 	if err := required(fs, "cert", "op", "key"); err != nil {
 		return err
 	}
-	chain, err := certs.ReadFile(*certFile)
+	chain, err := e.readCerts(*certFile)
 	if err != nil {
 		return err
 	}
@@ -184,8 +170,8 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	req.KeyNames = keyNames(statePath(cfg), *key)
-	id := policy.IdentityOf(chain)
+	req.KeyNames = e.keyNames(statePath(cfg), *key)
+	id := policy.IdentityOptions{RoleOID: roleOID(cfg)}.Of(chain)
 	d := p.Decide(id, req)
 	if *asJSON {
 		return writeJSON(e.stdout, testReport{Client: id, Op: *op, Key: *key, KeyNames: req.KeyNames, Origin: *originFlag, Decision: d})
@@ -195,18 +181,22 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 		verdict = "allow"
 	}
 	fmt.Fprintf(e.stdout, "%s: %s\nclient: %s\n", verdict, d.Reason, id)
+	for _, kv := range [][2]string{{"roles", strings.Join(id.Roles, " ")}, {"psd2 roles", strings.Join(id.PSD2Roles, " ")}, {"nca id", id.NCAID}} {
+		if kv[1] != "" {
+			fmt.Fprintf(e.stdout, "%s: %s\n", kv[0], kv[1])
+		}
+	}
 	return nil
 }
 
-// keyNames returns the id and aliases of the key called name, read from
-// the state when it can be opened (it cannot while the daemon holds it),
-// else just name.
-func keyNames(statePath, name string) []string {
-	st, err := store.Open(statePath, store.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
+// keyNames returns the id and aliases of the key called name, from the
+// daemon's registry or the state file, else just name.
+func (e *env) keyNames(statePath, name string) []string {
+	st, release, err := e.openStateReadOnly(statePath)
 	if err != nil {
 		return []string{name}
 	}
-	defer st.Close()
+	defer release()
 	rec, err := st.Key(name)
 	if err != nil || keys.Reserved(rec.ID) {
 		return []string{name}

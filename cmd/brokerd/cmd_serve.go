@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/pki"
 	"github.com/brokerd/brokerd/policy"
 	"github.com/brokerd/brokerd/store"
 	"github.com/brokerd/brokerd/tpm"
@@ -76,12 +78,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	if cfg.Audit.Retention.Duration > 0 {
 		go prune(ctx, s, cfg.Audit.Retention.Duration, sign, log)
 	}
-	admin := adminRecorder(s, log, "daemon")
-	admin("daemon.start", "", "brokerd "+version+" on "+cfg.TPM.Address, nil)
+	rec := adminRecorder(s, log, "daemon")
+	rec("daemon.start", "", "brokerd "+version+" on "+cfg.TPM.Address, nil)
 	if clockErr != nil {
-		admin("daemon.tpm_clock", "", "the TPM's clock is behind the last audit checkpoint", clockErr)
+		rec("daemon.tpm_clock", "", "the TPM's clock is behind the last audit checkpoint", clockErr)
 	}
-	defer admin("daemon.stop", "", "", nil)
+	defer rec("daemon.stop", "", "", nil)
 	if err := s.keys.LoadAll(ctx); err != nil {
 		// One unusable key (a PCR-bound key after a firmware update, say)
 		// must not take the others down; config check names it too.
@@ -96,8 +98,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	policyState := func() string {
 		return fmt.Sprintf("%d rules from %s (sha256 %s)", len(pol.Policy().Rules), cfg.Policy.File, fileSHA256(cfg.Policy.File))
 	}
-	admin("admin.policy.loaded", "", policyState(), nil)
-	policyReloaded := func(err error) { admin("admin.policy.reload", "", policyState(), err) }
+	rec("admin.policy.loaded", "", policyState(), nil)
+	policyReloaded := func(err error) { rec("admin.policy.reload", "", policyState(), err) }
 	go pol.Watch(ctx, time.Second, policyReloaded)
 
 	trust, err := netstack.NewTrustStore(cfg.Bank.TrustDir, log)
@@ -111,17 +113,42 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		}
 		return d
 	}
-	admin("admin.trust.loaded", "", trustState(), nil)
-	trustReloaded := func(err error) { admin("admin.trust.reload", "", trustState(), err) }
+	rec("admin.trust.loaded", "", trustState(), nil)
+	trustReloaded := func(err error) { rec("admin.trust.reload", "", trustState(), err) }
 	go trust.Watch(ctx, time.Second, trustReloaded)
 	bank := netstack.NewOutbound(cfg.OutboundConfig(log), trust)
 
+	// Revocation: brokerd's CA's own, and CRLs of other CAs.
+	ca, err := s.authority(ctx)
+	if errors.Is(err, errNoCA) {
+		ca, err = nil, nil
+	}
+	if err != nil {
+		return err
+	}
+	rev, err := pki.NewRevocations(cfg.API.CRLFiles, log)
+	if err != nil {
+		return err
+	}
+	var revMu sync.Mutex
+	if err := ownRevocations(&revMu, s, ca, rev); err != nil {
+		return err
+	}
+	crlState := func() string {
+		return fmt.Sprintf("CRL files %v (sha256 %s)", cfg.API.CRLFiles, filesSHA256(cfg.API.CRLFiles))
+	}
+	if len(cfg.API.CRLFiles) > 0 {
+		rec("admin.crl.loaded", "", crlState(), nil)
+	}
+
 	alive := cfg.TPM.CommandTimeout.Duration
-	api := broker.New(broker.Config{MaxBody: cfg.API.MaxBody, Health: healthCheck(s, alive), Audit: s.st, Log: log}, s.keys, pol, bank)
+	api := broker.New(broker.Config{MaxBody: cfg.API.MaxBody, Health: healthCheck(s, alive), Audit: s.st, CheckClient: rev.Check,
+		Identity: policy.IdentityOptions{RoleOID: roleOID(cfg)}, Log: log},
+		s.keys, pol, bank)
 	loadTLS := func() (*netstack.Material, error) {
 		key, err := s.keys.Signer(ctx, cfg.API.TLSKey)
 		if errors.Is(err, keys.ErrUnknownKey) {
-			return nil, fmt.Errorf("no server key %q in the TPM: run brokerd init with --tls-cert, --tls-key and --client-ca", cfg.API.TLSKey)
+			return nil, fmt.Errorf("no server key %q in the TPM: this state was not made by brokerd init; initialise a new one", cfg.API.TLSKey)
 		}
 		if err != nil {
 			return nil, err
@@ -135,6 +162,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		WriteTimeout:      cfg.API.WriteTimeout.Duration,
 		IdleTimeout:       cfg.API.IdleTimeout.Duration,
 		MaxHeaderBytes:    64 << 10,
+		CheckClient:       rev.Check,
 		OnRefused:         handshakeRefused(s, log),
 		Log:               log,
 	}, loadTLS, api.Handler(), api.HealthHandler())
@@ -153,6 +181,51 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	for _, l := range ls.Health {
 		srv.ServeHealth(l)
 	}
+	certChanged := make(chan struct{}, 1)
+	closeRevoked := func() {
+		n := srv.CloseClients(func(chain []*x509.Certificate) bool { return rev.Check(chain) != nil })
+		log.Info("revocations in force", "idle_connections_closed", n)
+	}
+	crlReloaded := func(err error) {
+		rec("admin.crl.reload", "", crlState(), err)
+		closeRevoked()
+	}
+	go rev.Watch(ctx, time.Second, crlReloaded)
+	d := &daemonState{s: s,
+		reloaders: map[fileKind]func() error{
+			policyFile: func() error { err := pol.Reload(); policyReloaded(err); return err },
+			trustDir:   func() error { err := trust.Reload(); trustReloaded(err); return err },
+		},
+		reloadTLS: func() error {
+			err := srv.Reload()
+			select {
+			case certChanged <- struct{}{}:
+			default:
+			}
+			return err
+		},
+		revoked: func() {
+			if err := ownRevocations(&revMu, s, ca, rev); err != nil {
+				log.Error("revocation", "err", err)
+			}
+			closeRevoked()
+		}}
+	adm, err := startAdmin(ctx, s, d, log)
+	if err != nil {
+		srv.Shutdown(context.Background())
+		return err
+	}
+	defer adm.Close()
+	if ca != nil {
+		// Renewal uses the state: it ends before the state closes.
+		pkiCtx, stopPKI := context.WithCancel(ctx)
+		pkiDone := make(chan struct{})
+		go func() {
+			defer close(pkiDone)
+			maintainPKI(pkiCtx, s, ca, srv, rec, certChanged, log)
+		}()
+		defer func() { stopPKI(); <-pkiDone }()
+	}
 	log.Info("brokerd ready", "version", version, "tpm", cfg.TPM.Address, "api", addrs)
 	status := "STATUS=serving the API on " + strings.Join(addrs, " ")
 	notify(log, daemon.SdNotifyReady+"\n"+status)
@@ -168,11 +241,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		select {
 		case <-hup:
 			notify(log, daemon.SdNotifyReloading+"\n"+daemon.SdNotifyMonotonicUsec())
-			err := srv.Reload()
+			err := d.reloadTLS()
 			if err != nil {
 				log.Error("reload: TLS material does not load; keeping the one in use", "err", err)
 			}
-			admin("admin.tls.reload", "", fmt.Sprintf("server certificate %s, client CAs %s (sha256 %s, %s)",
+			rec("admin.tls.reload", "", fmt.Sprintf("server certificate %s, client CAs %s (sha256 %s, %s)",
 				cfg.API.TLSCert, cfg.API.ClientCA, fileSHA256(cfg.API.TLSCert), fileSHA256(cfg.API.ClientCA)), err)
 			if err = pol.Reload(); err != nil {
 				log.Error("reload: policy does not load; keeping the rules in force", "err", err)
@@ -182,6 +255,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 				log.Error("reload: bank trust does not load; keeping the CAs in use", "err", err)
 			}
 			trustReloaded(err)
+			if err = rev.Reload(); err != nil {
+				log.Error("reload: CRL files do not load; keeping the CRLs in force", "err", err)
+			}
+			if len(cfg.API.CRLFiles) > 0 {
+				crlReloaded(err)
+			}
+			if err := ownRevocations(&revMu, s, ca, rev); err != nil {
+				log.Error("reload: revocations", "err", err)
+			}
+			closeRevoked()
 			notify(log, daemon.SdNotifyReady+"\n"+status)
 		case err := <-srv.Err():
 			return err
@@ -317,6 +400,16 @@ func prune(ctx context.Context, s *state, retention time.Duration, sign store.Si
 		case <-t.C:
 		}
 	}
+}
+
+// filesSHA256 is the hex SHA-256 of the files' contents, in order.
+func filesSHA256(paths []string) string {
+	h := sha256.New()
+	for _, p := range paths {
+		data, _ := os.ReadFile(p)
+		h.Write(data)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // fileSHA256 is the hex SHA-256 of a file's content, or "none" when it

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"os"
 
 	"github.com/brokerd/brokerd/tpm"
 )
@@ -48,7 +47,7 @@ func (e *env) writePublicKey(pub crypto.PublicKey, out string) error {
 		_, err = e.stdout.Write(data)
 		return err
 	}
-	if err := os.WriteFile(out, data, 0o644); err != nil {
+	if err := e.writeFile(out, data, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stderr, "wrote %s\n", out)

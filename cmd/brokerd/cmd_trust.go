@@ -6,7 +6,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/netstack"
 )
@@ -24,7 +23,7 @@ func cmdTrustAdd(ctx context.Context, e *env, args []string) error {
 	if err := required(fs, "ca"); err != nil {
 		return err
 	}
-	cs, err := certs.ReadFile(*caFile)
+	cs, err := e.readCerts(*caFile)
 	if err != nil {
 		return err
 	}
@@ -49,7 +48,7 @@ func cmdTrustAdd(ctx context.Context, e *env, args []string) error {
 		where = scope
 	}
 	fmt.Fprintf(e.stdout, "trusted %s (sha256 %s) for %s\n", cs[0].Subject, fp, where)
-	return recordFileChange(ctx, cfg, "admin.trust.add", fmt.Sprintf("%s sha256 %s for %s", cs[0].Subject, fp, where))
+	return e.fileChanged(ctx, trustDir, "admin.trust.add", fmt.Sprintf("%s sha256 %s for %s", cs[0].Subject, fp, where))
 }
 
 func cmdTrustList(_ context.Context, e *env, args []string) error {
@@ -102,5 +101,5 @@ func cmdTrustRemove(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed CA %s\n", removed)
-	return recordFileChange(ctx, cfg, "admin.trust.remove", "sha256 "+removed)
+	return e.fileChanged(ctx, trustDir, "admin.trust.remove", "sha256 "+removed)
 }

@@ -89,6 +89,12 @@ func TestQuickStartDemo(t *testing.T) {
 		} else if string(out) != first {
 			t.Fatal("the demo's key changed between runs")
 		}
+		// The audit commands it printed work while it runs (through the
+		// admin socket) and after it stopped.
+		export, err := exec.Command("sh", "-c", audits[0]).Output()
+		if err != nil || strings.Count(string(export), `"op":"sign"`) < 4 {
+			t.Fatalf("pasted %s while the demo runs\n→ %v %s", audits[0], err, export)
+		}
 		cmd.Process.Signal(syscall.SIGINT)
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("demo exit after Ctrl-C: %v\n%s", err, stderr.String())
@@ -96,8 +102,7 @@ func TestQuickStartDemo(t *testing.T) {
 		if strings.Contains(stderr.String(), "level=ERROR") {
 			t.Fatalf("run %d logged errors:\n%s", run+1, stderr.String())
 		}
-		// The audit commands it printed work once it has stopped.
-		export, err := exec.Command("sh", "-c", audits[0]).Output()
+		export, err = exec.Command("sh", "-c", audits[0]).Output()
 		if err != nil || strings.Count(string(export), `"op":"sign"`) < 4 {
 			t.Fatalf("pasted %s\n→ %v %s", audits[0], err, export)
 		}

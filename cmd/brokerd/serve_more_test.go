@@ -60,7 +60,7 @@ func TestClientCertificatesRefused(t *testing.T) {
 	}
 }
 
-func clientFor(t *testing.T, p *pki, cert *tls.Certificate) *http.Client {
+func clientFor(t *testing.T, p *byoPKI, cert *tls.Certificate) *http.Client {
 	return client(t, p.ca.Cert, cert)
 }
 
@@ -100,7 +100,7 @@ func TestCurlAsInReadme(t *testing.T) {
 
 // slowRequest starts a /sign request whose body arrives in two halves, the
 // second when release is closed, and reports the answer's status line.
-func slowRequest(t *testing.T, d *proc, p *pki, release <-chan struct{}) <-chan string {
+func slowRequest(t *testing.T, d *proc, p *byoPKI, release <-chan struct{}) <-chan string {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(p.ca.Cert)
@@ -162,8 +162,19 @@ func TestReloadAndShutdownKeepRequestsInFlight(t *testing.T) {
 		t.Fatalf("after reload: %d %s", r.status, r.body)
 	}
 
-	// SIGTERM waits for the request in flight.
 	p.ca, p.clientCert, p.clientKey = newCA, newClient, newKey
+	// A policy change through the admin socket reloads at once, and the
+	// request in flight is served.
+	release = make(chan struct{})
+	inFlight = slowRequest(t, d, p, release)
+	time.Sleep(100 * time.Millisecond)
+	c.must("policy", "allow", "--name", "more", "--cn", "agg-2", "--keys", "rsa.key", "--ops", "sign")
+	close(release)
+	if got := <-inFlight; got != "HTTP/1.1 200 OK" {
+		t.Fatalf("request in flight during a policy change: %q", got)
+	}
+
+	// SIGTERM waits for the request in flight.
 	release = make(chan struct{})
 	inFlight = slowRequest(t, d, p, release)
 	time.Sleep(100 * time.Millisecond)

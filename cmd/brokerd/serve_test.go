@@ -24,8 +24,8 @@ import (
 	"github.com/brokerd/brokerd/internal/testpki"
 )
 
-// pki is the certificates of one test deployment.
-type pki struct {
+// byoPKI is the certificates of one test deployment.
+type byoPKI struct {
 	ca         *testpki.CA
 	caFile     string
 	clientCert *x509.Certificate
@@ -38,18 +38,18 @@ type pki struct {
 // test (server key imported into the TPM), the reference example key as
 // qseal.key, a TPM RSA-2048 key and a P-256 key, and a policy for the
 // client "agg-1".
-func newDeployment(t *testing.T, extraConfig string) (*cli, *swtpmtest.TPM, *pki) {
+func newDeployment(t *testing.T, extraConfig string) (*cli, *swtpmtest.TPM, *byoPKI) {
 	t.Helper()
 	return newDeploymentIn(t, extraConfig, "")
 }
 
 // newDeploymentIn is newDeployment with the state in stateDir ("" for the
 // default).
-func newDeploymentIn(t *testing.T, extraConfig, stateDir string) (*cli, *swtpmtest.TPM, *pki) {
+func newDeploymentIn(t *testing.T, extraConfig, stateDir string) (*cli, *swtpmtest.TPM, *byoPKI) {
 	t.Helper()
 	sw := swtpmtest.Start(t)
 	c := &cli{t: t, dir: t.TempDir()}
-	p := &pki{ca: testpki.NewCA(t, "Test Client CA")}
+	p := &byoPKI{ca: testpki.NewCA(t, "Test Client CA")}
 	serverCert, serverKey := p.ca.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "localhost"},
 		DNSNames: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	p.clientCert, p.clientKey = p.ca.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "agg-1"}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
@@ -60,7 +60,8 @@ func newDeploymentIn(t *testing.T, extraConfig, stateDir string) (*cli, *swtpmte
 	c.config = filepath.Join(etc, "brokerd.toml")
 	args := []string{"init", "--dir", etc, "--tpm", sw.Address(), "--listen", "127.0.0.1:0",
 		"--tls-cert", c.file("server.crt", testpki.CertPEM(serverCert)),
-		"--tls-key", c.file("server.key", testpki.KeyPEM(t, serverKey)), "--client-ca", p.caFile}
+		"--tls-key", c.file("server.key", testpki.KeyPEM(t, serverKey)), "--client-ca", p.caFile,
+		"--admin-socket", filepath.Join(c.dir, "admin.sock")}
 	if stateDir != "" {
 		args = append(args, "--state-dir", stateDir)
 	}
