@@ -65,8 +65,12 @@ type pending struct {
 
 // auditLog appends records with group commit: one committer takes every
 // record pending, writes them in one synced transaction, and only then
-// lets their callers go on. An idle log commits a lone record at once.
+// lets their callers go on. A record that finds the log idle is committed
+// at once by its own caller, without a hand-off.
 type auditLog struct {
+	// commitMu is held by whoever commits: the committer or a caller.
+	commitMu sync.Mutex
+
 	mu    sync.Mutex
 	queue []*pending
 	wake  chan struct{}
@@ -125,19 +129,32 @@ func (s *Store) Append(ctx context.Context, rec AuditRecord) (uint64, error) {
 	}
 	p := &pending{rec: rec, done: make(chan error, 1)}
 	a := s.audit
+	if a.commitMu.TryLock() {
+		// Nobody commits: if nobody waits either, commit here.
+		a.mu.Lock()
+		if a.isClosed() {
+			a.mu.Unlock()
+			a.commitMu.Unlock()
+			return 0, fmt.Errorf("%w: the state file is closed", ErrAudit)
+		}
+		idle := len(a.queue) == 0
+		a.mu.Unlock()
+		if idle {
+			s.commit([]*pending{p})
+			a.commitMu.Unlock()
+			s.wakeCommitter() // for records that came meanwhile
+			return p.seq, <-p.done
+		}
+		a.commitMu.Unlock()
+	}
 	a.mu.Lock()
-	select {
-	case <-a.quit:
+	if a.isClosed() {
 		a.mu.Unlock()
 		return 0, fmt.Errorf("%w: the state file is closed", ErrAudit)
-	default:
 	}
 	a.queue = append(a.queue, p)
 	a.mu.Unlock()
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
+	s.wakeCommitter()
 	select {
 	case err := <-p.done:
 		return p.seq, err
@@ -150,19 +167,37 @@ func (s *Store) Append(ctx context.Context, rec AuditRecord) (uint64, error) {
 // maxBatch bounds the records one commit takes.
 const maxBatch = 4096
 
+// isClosed reports whether the log was closed; the caller holds a.mu.
+func (a *auditLog) isClosed() bool {
+	select {
+	case <-a.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Store) wakeCommitter() {
+	select {
+	case s.audit.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (s *Store) commitLoop() {
 	a := s.audit
 	defer close(a.stopped)
 	for {
+		a.commitMu.Lock()
 		a.mu.Lock()
 		batch := a.queue
 		if len(batch) > maxBatch {
 			batch = batch[:maxBatch]
 		}
 		a.queue = a.queue[len(batch):]
-		seq, head := a.seq, a.head
 		a.mu.Unlock()
 		if len(batch) == 0 {
+			a.commitMu.Unlock()
 			select {
 			case <-a.wake:
 				continue
@@ -170,43 +205,54 @@ func (s *Store) commitLoop() {
 				return
 			}
 		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketAudit)
-			for _, p := range batch {
-				seq++
-				p.rec.Seq, p.rec.Prev = seq, head
-				data, err := json.Marshal(p.rec)
-				if err != nil {
-					return err
-				}
-				sum := sha256.Sum256(data)
-				head = hex.EncodeToString(sum[:])
-				if err := b.Put(be64(seq), data); err != nil {
-					return err
-				}
-				p.seq = seq
-			}
-			return nil
-		})
-		a.mu.Lock()
-		if err != nil {
-			err = fmt.Errorf("%w: %w", ErrAudit, err)
-		} else {
-			// Advance only after the commit: a failed one leaves the chain
-			// where the disk has it.
-			a.seq, a.head = seq, head
-		}
-		a.lastErr = err
-		a.mu.Unlock()
-		if err == nil {
-			select {
-			case a.committed <- struct{}{}:
-			default:
-			}
-		}
+		s.commit(batch)
+		a.commitMu.Unlock()
+	}
+}
+
+// commit writes batch in one synced transaction and tells each record's
+// caller the outcome. The caller holds a.commitMu.
+func (s *Store) commit(batch []*pending) {
+	a := s.audit
+	a.mu.Lock()
+	seq, head := a.seq, a.head
+	a.mu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
 		for _, p := range batch {
-			p.done <- err
+			seq++
+			p.rec.Seq, p.rec.Prev = seq, head
+			data, err := json.Marshal(p.rec)
+			if err != nil {
+				return err
+			}
+			sum := sha256.Sum256(data)
+			head = hex.EncodeToString(sum[:])
+			if err := b.Put(be64(seq), data); err != nil {
+				return err
+			}
+			p.seq = seq
 		}
+		return nil
+	})
+	a.mu.Lock()
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrAudit, err)
+	} else {
+		// Advance only after the commit: a failed one leaves the chain
+		// where the disk has it.
+		a.seq, a.head = seq, head
+	}
+	a.lastErr = err
+	a.mu.Unlock()
+	if err == nil {
+		select {
+		case a.committed <- struct{}{}:
+		default:
+		}
+	}
+	for _, p := range batch {
+		p.done <- err
 	}
 }
 
@@ -230,7 +276,10 @@ func (s *Store) closeAudit() {
 	default:
 	}
 	<-a.stopped
-	// Anything queued after the last commit fails.
+	// A caller's own commit in progress ends first; anything queued
+	// after the last commit fails.
+	a.commitMu.Lock()
+	defer a.commitMu.Unlock()
 	a.mu.Lock()
 	for _, p := range a.queue {
 		p.done <- fmt.Errorf("%w: the state file is closed", ErrAudit)
