@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/internal/certs"
+	"github.com/brokerd/brokerd/internal/files"
 	"github.com/brokerd/brokerd/internal/watch"
 )
 
@@ -211,24 +212,8 @@ func AddTrust(dir string, cs []*x509.Certificate, origin string) (string, error)
 	}
 	fmt.Fprintf(&b, "# %s, until %s\n", cs[0].Subject, cs[0].NotAfter.UTC().Format(time.DateOnly))
 	b.Write(certs.EncodePEM(cs...))
-	tmp, err := os.CreateTemp(dir, ".trust-*")
-	if err != nil {
-		return "", fmt.Errorf("netstack: trust directory: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b.Bytes()); err != nil {
-		tmp.Close()
+	if err := files.Replace(filepath.Join(dir, fp+".pem"), b.Bytes(), 0o644); err != nil {
 		return "", fmt.Errorf("netstack: write trust file: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, fp+".pem")); err != nil {
-		return "", fmt.Errorf("netstack: trust directory: %w", err)
 	}
 	return fp, nil
 }

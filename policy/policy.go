@@ -16,13 +16,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/brokerd/brokerd/internal/dn"
+	"github.com/brokerd/brokerd/internal/files"
 	"github.com/brokerd/brokerd/internal/origin"
 )
 
@@ -341,28 +341,8 @@ func (p *Policy) Save(path string) error {
 			return fmt.Errorf("policy: encode: %w", err)
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".policy-*")
-	if err != nil {
-		return fmt.Errorf("policy: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b.Bytes()); err != nil {
-		tmp.Close()
+	if err := files.Replace(path, b.Bytes(), 0o640); err != nil {
 		return fmt.Errorf("policy: write: %w", err)
-	}
-	if err := tmp.Chmod(0o640); err != nil {
-		tmp.Close()
-		return fmt.Errorf("policy: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("policy: write: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("policy: write: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("policy: %w", err)
 	}
 	return nil
 }

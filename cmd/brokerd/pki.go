@@ -14,6 +14,7 @@ import (
 
 	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/internal/certs"
+	"github.com/brokerd/brokerd/internal/files"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/pki"
 	"github.com/brokerd/brokerd/policy"
@@ -97,7 +98,7 @@ func issueServerCert(ctx context.Context, s *state, ca *pki.Authority, now time.
 	if _, err := s.keys.AttachCert(s.cfg.API.TLSKey, []*x509.Certificate{cert, ca.Cert}, nil); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(s.cfg.API.TLSCert, certs.EncodePEM(cert), 0o644); err != nil {
+	if err := files.Replace(s.cfg.API.TLSCert, certs.EncodePEM(cert), 0o644); err != nil {
 		return nil, err
 	}
 	return cert, nil
@@ -124,31 +125,5 @@ func writeCRL(s *state, ca *pki.Authority, now time.Time) error {
 	if err := s.st.SetMeta("pki.crl_number", []byte(strconv.FormatInt(n, 10))); err != nil {
 		return err
 	}
-	return writeFileAtomic(crlPath(s.cfg), data, 0o644)
-}
-
-// writeFileAtomic replaces path with data, so that readers never see half
-// a file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return files.Replace(crlPath(s.cfg), data, 0o644)
 }

@@ -1,8 +1,9 @@
-// Package files writes the files the command line hands to its user
-// (certificates, keys, CSRs) without the traps of os.WriteFile: a symlink
-// in place of the file is not followed, an existing file gets the mode
-// asked for rather than keeping its own, and a secret never replaces a
-// file that exists.
+// Package files writes files safely. Write is for the files the command
+// line hands to its user (certificates, keys, CSRs), without the traps of
+// os.WriteFile: a symlink in place of the file is not followed, an
+// existing file gets the mode asked for rather than keeping its own, and a
+// secret never replaces a file that exists. Replace is for the files the
+// daemon reads while it runs: it never sees half of one.
 package files
 
 import (
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -40,4 +42,32 @@ func Write(path string, data []byte, perm fs.FileMode, exclusive bool) error {
 		return err
 	}
 	return f.Close()
+}
+
+// Replace puts data at path atomically: written to a temporary file in the
+// same directory, synced, given mode perm and renamed over path, so that
+// a reader (the daemon watching the file) sees the old content or the new,
+// never half of it.
+func Replace(path string, data []byte, perm fs.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

@@ -49,3 +49,24 @@ func TestWrite(t *testing.T) {
 		t.Fatal("wrote into a missing directory")
 	}
 }
+
+func TestReplace(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "policy.toml")
+	os.WriteFile(p, []byte("old"), 0o600)
+	if err := files.Replace(p, []byte("new"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "new" {
+		t.Fatalf("content %q", got)
+	}
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mode %v", fi.Mode().Perm())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	if err := files.Replace(filepath.Join(dir, "missing", "x"), nil, 0o644); err == nil {
+		t.Fatal("replaced a file in a missing directory")
+	}
+}
