@@ -36,7 +36,7 @@ type Revocations struct {
 type revSet struct {
 	ca    *x509.Certificate    // brokerd's CA, nil with a BYO PKI
 	own   map[string]time.Time // serial hex → revoked at
-	crls  []*x509.RevocationList
+	crls  []indexedCRL
 	stamp string // of the CRL files as loaded
 	// verified caches the CRLs' signature checks: CRL and issuer → ok.
 	// It goes with the CRLs it is about.
@@ -73,7 +73,7 @@ func (r *Revocations) SetOwn(ca *x509.Certificate, serials map[string]time.Time)
 // Reload reads the CRL files again; on error the CRLs in force stay.
 func (r *Revocations) Reload() error {
 	stamp := filesStamp(r.files)
-	var crls []*x509.RevocationList
+	var crls []indexedCRL
 	for _, f := range r.files {
 		cs, err := readCRLs(f)
 		if err != nil {
@@ -85,7 +85,9 @@ func (r *Revocations) Reload() error {
 					"issuer", dn.Format(c.RawIssuer), "next_update", c.NextUpdate)
 			}
 		}
-		crls = append(crls, cs...)
+		for _, c := range cs {
+			crls = append(crls, index(c))
+		}
 	}
 	for {
 		old := r.cur.Load()
@@ -117,26 +119,43 @@ func (r *Revocations) Check(chain []*x509.Certificate) error {
 	set := r.cur.Load()
 	for i := 0; i+1 < len(chain); i++ {
 		c, issuer := chain[i], chain[i+1]
-		what := "client certificate"
-		if i > 0 {
-			what = fmt.Sprintf("certificate of CA %q in the client's chain", dn.Format(c.RawSubject))
+		serial := SerialHex(c)
+		what := func() string {
+			if i == 0 {
+				return "client certificate"
+			}
+			return fmt.Sprintf("certificate of CA %q in the client's chain", dn.Format(c.RawSubject))
 		}
 		if set.ca != nil && sameCA(issuer, set.ca) {
-			if at, ok := set.own[SerialHex(c)]; ok {
-				return fmt.Errorf("%w: %s (serial %s) revoked on %s", ErrRevoked, what, SerialHex(c), at.UTC().Format(time.RFC3339))
+			if at, ok := set.own[serial]; ok {
+				return fmt.Errorf("%w: %s (serial %s) revoked on %s", ErrRevoked, what(), serial, at.UTC().Format(time.RFC3339))
 			}
 		}
 		for _, crl := range set.crls {
-			if !bytes.Equal(crl.RawIssuer, c.RawIssuer) || !r.signedBy(set, crl, issuer) {
+			at, ok := crl.revoked[serial]
+			if !ok || !bytes.Equal(crl.RawIssuer, c.RawIssuer) || !r.signedBy(set, crl.RevocationList, issuer) {
 				continue
 			}
-			if at, ok := listed(crl, c.SerialNumber); ok {
-				return fmt.Errorf("%w: %s (serial %s) is on the CRL of %q since %s", ErrRevoked, what, SerialHex(c),
-					dn.Format(crl.RawIssuer), at.UTC().Format(time.RFC3339))
-			}
+			return fmt.Errorf("%w: %s (serial %s) is on the CRL of %q since %s", ErrRevoked, what(), serial,
+				dn.Format(crl.RawIssuer), at.UTC().Format(time.RFC3339))
 		}
 	}
 	return nil
+}
+
+// indexedCRL is a CRL with its entries by serial (SerialHex): checks run
+// on every handshake and request, CRLs may list thousands.
+type indexedCRL struct {
+	*x509.RevocationList
+	revoked map[string]time.Time
+}
+
+func index(crl *x509.RevocationList) indexedCRL {
+	ic := indexedCRL{crl, make(map[string]time.Time, len(crl.RevokedCertificateEntries))}
+	for _, e := range crl.RevokedCertificateEntries {
+		ic.revoked[fmt.Sprintf("%x", e.SerialNumber)] = e.RevocationTime
+	}
+	return ic
 }
 
 // signedBy checks (once) that crl was signed by issuer; a CRL that
@@ -156,15 +175,6 @@ func (r *Revocations) signedBy(set *revSet, crl *x509.RevocationList, issuer *x5
 	}
 	set.verified.Store(k, err == nil)
 	return err == nil
-}
-
-func listed(crl *x509.RevocationList, serial *big.Int) (time.Time, bool) {
-	for _, e := range crl.RevokedCertificateEntries {
-		if e.SerialNumber.Cmp(serial) == 0 {
-			return e.RevocationTime, true
-		}
-	}
-	return time.Time{}, false
 }
 
 // readCRLs reads the CRLs of a PEM file (blocks "X509 CRL") or a DER file.
