@@ -21,10 +21,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/keys"
-	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/netstack/listener"
 	"github.com/brokerd/brokerd/policy"
-	"github.com/brokerd/brokerd/store"
 )
 
 // KeyService is what the API needs of the key registry.
@@ -38,7 +38,7 @@ type KeyService interface {
 
 // Auditor makes audit records durable.
 type Auditor interface {
-	Append(ctx context.Context, rec store.AuditRecord) (uint64, error)
+	Append(ctx context.Context, rec audit.Record) (uint64, error)
 }
 
 // Authorizer decides what a client may do.
@@ -107,14 +107,14 @@ func (c *identityCache) of(opts policy.IdentityOptions, chain []*x509.Certificat
 }
 
 // New returns the API over a key registry, a policy and a bank client.
-func New(cfg Config, ks KeyService, auth Authorizer, bank BankClient) *API {
+func New(cfg Config, ks KeyService, auth Authorizer, bc BankClient) *API {
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = 1 << 20
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &API{cfg: cfg, keys: ks, auth: auth, bank: bank, log: cfg.Log}
+	return &API{cfg: cfg, keys: ks, auth: auth, bank: bc, log: cfg.Log}
 }
 
 type route map[string]http.HandlerFunc // method → handler
@@ -255,7 +255,7 @@ func (a *API) logged(next http.Handler) http.Handler {
 // request context.
 func (a *API) requireClient(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		chain := netstack.VerifiedChain(r)
+		chain := listener.VerifiedChain(r)
 		if chain == nil {
 			if r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 				next.ServeHTTP(w, r)
@@ -274,7 +274,7 @@ func (a *API) requireClient(next http.Handler) http.Handler {
 				// close the connection after this answer.
 				logOf(r).add("refused", err.Error())
 				w.Header().Set("Connection", "close")
-				a.reply(w, r, store.AuditRecord{Op: "revoked"}, failure(apiError{status: http.StatusForbidden,
+				a.reply(w, r, audit.Record{Op: "revoked"}, failure(apiError{status: http.StatusForbidden,
 					message: "Client certificate revoked", data: err.Error()}))
 				return
 			}
@@ -302,7 +302,7 @@ var auditUnavailable = apiError{status: http.StatusServiceUnavailable, message: 
 	data: "no result is returned: the audit record of this operation cannot be written", retryAfter: "5"}
 
 // record completes rec with who asked and when, and makes it durable.
-func (a *API) record(r *http.Request, rec store.AuditRecord) error {
+func (a *API) record(r *http.Request, rec audit.Record) error {
 	if a.cfg.Audit == nil {
 		return nil
 	}
@@ -320,7 +320,7 @@ func (a *API) record(r *http.Request, rec store.AuditRecord) error {
 
 // reply records the operation's outcome, then sends the answer: the
 // result leaves only once its record is on disk.
-func (a *API) reply(w http.ResponseWriter, r *http.Request, rec store.AuditRecord, ans answer) {
+func (a *API) reply(w http.ResponseWriter, r *http.Request, rec audit.Record, ans answer) {
 	rec.Status, rec.Error = ans.status, ans.errText
 	if err := a.record(r, rec); err != nil {
 		writeError(w, auditUnavailable)

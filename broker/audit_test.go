@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/broker"
 	"github.com/brokerd/brokerd/store"
 )
@@ -23,10 +24,10 @@ func sha(s string) string {
 }
 
 // records returns the audit records appended since seq.
-func records(t *testing.T, s *stack, after uint64) []store.AuditRecord {
+func records(t *testing.T, s *stack, after uint64) []audit.Record {
 	t.Helper()
-	var out []store.AuditRecord
-	if err := s.st.Records(time.Time{}, time.Time{}, func(r store.AuditRecord, _ []byte) error {
+	var out []audit.Record
+	if err := s.log.Records(time.Time{}, time.Time{}, func(r audit.Record, _ []byte) error {
 		if r.Seq > after {
 			out = append(out, r)
 		}
@@ -81,7 +82,7 @@ func TestAuditRecordsEveryOperation(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			seq, _ := s.st.Head()
+			seq, _ := s.log.Head()
 			status, h := c.do()
 			if status != c.status {
 				t.Fatalf("status %d, want %d", status, c.status)
@@ -110,7 +111,12 @@ func TestAuditRecordsEveryOperation(t *testing.T) {
 // 503 with no result, and no request reaches the bank.
 func TestAuditFailsClosed(t *testing.T) {
 	s, _ := bankStack(t, stackOptions{})
-	dead, err := store.Open(filepath.Join(t.TempDir(), "dead.db"), store.Options{})
+	st, err := store.Open(filepath.Join(t.TempDir(), "dead.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	dead, err := audit.Open(st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +161,7 @@ func postH(t *testing.T, c *http.Client, url, body string) (int, http.Header) {
 func TestRevokedSinceTheHandshake(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	var revoked atomic.Bool
-	url := s.serve(broker.Config{Audit: s.st, CheckClient: func(chain []*x509.Certificate) error {
+	url := s.serve(broker.Config{Audit: s.log, CheckClient: func(chain []*x509.Certificate) error {
 		if revoked.Load() && chain[0].Subject.CommonName == "bench" {
 			return errors.New("certificate revoked: client certificate (serial 1f) revoked on 2026-11-23T12:00:00Z")
 		}
@@ -166,7 +172,7 @@ func TestRevokedSinceTheHandshake(t *testing.T) {
 		t.Fatalf("before: %d", status)
 	}
 	revoked.Store(true)
-	seq, _ := s.st.Head()
+	seq, _ := s.log.Head()
 	resp, err := s.client.Post(url+"/sign", "application/json", strings.NewReader(sign))
 	if err != nil {
 		t.Fatal(err)

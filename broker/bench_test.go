@@ -224,7 +224,7 @@ func BenchmarkSignAudit(b *testing.B) {
 		b.ReportMetric(off1.Seconds()/on1.Seconds(), key+"-c1-audit/noaudit")
 		const rounds, perRound = 5, 240
 		var on, off time.Duration
-		seq0, _ := s.st.Head()
+		seq0, _ := s.log.Head()
 		for range b.N {
 			for range rounds {
 				d, _ := load(16, perRound, func() { s.signAt(b, s.url, key) })
@@ -233,7 +233,7 @@ func BenchmarkSignAudit(b *testing.B) {
 				off += d
 			}
 		}
-		seq1, _ := s.st.Head()
+		seq1, _ := s.log.Head()
 		n := float64(b.N * rounds * perRound)
 		if float64(seq1-seq0) < n {
 			b.Fatalf("%v audited requests made %d records", n, seq1-seq0)

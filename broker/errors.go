@@ -10,7 +10,6 @@ import (
 	"strconv"
 
 	"github.com/brokerd/brokerd/keys"
-	"github.com/brokerd/brokerd/tpm"
 )
 
 // apiError is an answer in the reference's error shape:
@@ -131,11 +130,11 @@ func operationError(err error, keyID string) apiError {
 		return apiError{status: http.StatusNotFound, message: "Unknown key", data: fmt.Sprintf("no key named %q", keyID)}
 	case errors.Is(err, keys.ErrIncompatible):
 		return apiError{status: http.StatusBadRequest, message: "Algorithm incompatible with key", data: incompatibleDetail(err)}
-	case errors.Is(err, tpm.ErrBusy):
+	case errors.Is(err, keys.ErrBusy):
 		return apiError{status: http.StatusServiceUnavailable, message: "TPM busy", data: "too many operations are waiting for the TPM; retry later", retryAfter: "1"}
-	case errors.Is(err, tpm.ErrUnavailable), errors.Is(err, tpm.ErrClosed):
+	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):
 		return apiError{status: http.StatusServiceUnavailable, message: "TPM unavailable", data: "the TPM does not answer; retry later", retryAfter: "5"}
-	case errors.Is(err, tpm.ErrWrongTPM):
+	case errors.Is(err, keys.ErrWrongTPM):
 		return apiError{status: http.StatusInternalServerError, message: "Key unusable", data: fmt.Sprintf("key %q cannot be loaded by this TPM; the operator must import it again", keyID)}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return apiError{status: http.StatusServiceUnavailable, message: "Request cancelled", data: "the request ended before the operation ran"}

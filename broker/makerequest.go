@@ -19,17 +19,17 @@ import (
 
 	"golang.org/x/text/encoding/ianaindex"
 
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/keys"
-	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/netstack/bank"
 	"github.com/brokerd/brokerd/policy"
-	"github.com/brokerd/brokerd/store"
 )
 
 // BankClient calls banks.
 type BankClient interface {
-	Do(ctx context.Context, r *netstack.BankRequest) (*netstack.BankResponse, error)
+	Do(ctx context.Context, r *bank.Request) (*bank.Response, error)
 }
 
 // hopError stops a call at a hop the client may not reach.
@@ -59,7 +59,7 @@ func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiError{status: http.StatusBadRequest, message: "Bad request", data: fmt.Sprintf("method %q is not an HTTP token", p.Method)})
 		return
 	}
-	req := &netstack.BankRequest{Method: p.Method, URL: u, Header: latin1Headers(p.Headers), Body: []byte(p.Body), FollowRedirects: p.FollowRedirects}
+	req := &bank.Request{Method: p.Method, URL: u, Header: latin1Headers(p.Headers), Body: []byte(p.Body), FollowRedirects: p.FollowRedirects}
 
 	id := clientOf(r)
 	var (
@@ -78,7 +78,7 @@ func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
 		bindings = info.Origins
 	}
 	// The target path without its query: queries may carry personal data.
-	rec := store.AuditRecord{Op: string(policy.OpMakeRequest), DataSHA256: digest,
+	rec := audit.Record{Op: string(policy.OpMakeRequest), DataSHA256: digest,
 		Target: p.Method + " " + origin.Of(u).String() + u.EscapedPath()}
 	if p.TLS != nil {
 		rec.KeyID = p.TLS.KeyPath
@@ -195,25 +195,25 @@ func forbiddenRequest(id policy.Identity, t *tlsParams, o *origin.Origin) apiErr
 func bankError(err error, t *tlsParams) apiError {
 	var (
 		he *hopError
-		be *netstack.BankError
+		be *bank.Error
 	)
 	switch {
 	case errors.As(err, &he):
 		return he.apiError
 	case errors.As(err, &be):
 		switch be.Kind {
-		case netstack.Destination:
+		case bank.Destination:
 			return apiError{status: http.StatusForbidden, message: "Destination not allowed", data: be.Error()}
-		case netstack.Untrusted:
+		case bank.Untrusted:
 			return apiError{status: http.StatusBadGateway, message: "Untrusted bank certificate",
 				data: be.Error() + "; trust its CA with brokerd trust add"}
-		case netstack.Timeout:
+		case bank.Timeout:
 			return apiError{status: http.StatusGatewayTimeout, message: "Bank timeout", data: be.Error()}
-		case netstack.TooManyRedirects:
+		case bank.TooManyRedirects:
 			return apiError{status: http.StatusBadGateway, message: "Too many redirects", data: be.Error()}
-		case netstack.TooLarge:
+		case bank.TooLarge:
 			return apiError{status: http.StatusBadGateway, message: "Bank response too large", data: be.Error()}
-		case netstack.Protocol:
+		case bank.Protocol:
 			return apiError{status: http.StatusBadGateway, message: "Bad bank response", data: be.Error()}
 		}
 		return apiError{status: http.StatusBadGateway, message: "Bank unreachable", data: be.Error()}
@@ -245,7 +245,7 @@ const maxUnzipped = 32 << 20
 // responseText decodes a bank's body as the reference does: a ZIP sent as
 // application/octet-stream is replaced by its first file; text is decoded
 // by the charset parameter, UTF-8 when there is none.
-func responseText(resp *netstack.BankResponse) (string, error) {
+func responseText(resp *bank.Response) (string, error) {
 	mt, params, _ := mime.ParseMediaType(resp.ContentType)
 	body := resp.Body
 	if mt == "application/octet-stream" && bytes.HasPrefix(body, []byte("PK")) {
@@ -290,7 +290,7 @@ func responseText(resp *netstack.BankResponse) (string, error) {
 
 // encodeBankResponse writes {"result":{"status","headers","response",
 // "certificate"}} in the reference's field order.
-func encodeBankResponse(resp *netstack.BankResponse, text string) []byte {
+func encodeBankResponse(resp *bank.Response, text string) []byte {
 	b := []byte(`{"result":{"status":`)
 	b = strconv.AppendInt(b, int64(resp.Status), 10)
 	b = append(b, `,"headers":[`...)

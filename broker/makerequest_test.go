@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/internal/mockbank"
-	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/netstack/bank"
 	"github.com/brokerd/brokerd/policy"
 )
 
@@ -134,7 +134,7 @@ func mustParse(t *testing.T, der []byte) *x509.Certificate {
 }
 
 func TestMakeRequestAnswers(t *testing.T) {
-	s, agg := bankStack(t, stackOptions{outbound: netstack.OutboundConfig{Timeout: 2 * time.Second, MaxBody: 1 << 20, MaxHeaderBytes: 32 << 10, MaxRedirects: 3}})
+	s, agg := bankStack(t, stackOptions{outbound: bank.Config{Timeout: 2 * time.Second, MaxBody: 1 << 20, MaxHeaderBytes: 32 << 10, MaxRedirects: 3}})
 	b := s.bank
 	cases := []struct {
 		name, path, extra, params string
@@ -291,14 +291,14 @@ func TestTrustAddTakesEffectWithoutRestart(t *testing.T) {
 		t.Fatalf("untrusted bank: %d %s", status, raw)
 	}
 	// Scoped to another origin, the CA does not help.
-	if _, err := netstack.AddTrust(s.trustDir, []*x509.Certificate{s.bank.CA.Cert}, "https://api.other-bank.example:443"); err != nil {
+	if _, err := bank.AddTrust(s.trustDir, []*x509.Certificate{s.bank.CA.Cert}, "https://api.other-bank.example:443"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
 	if status, _, raw := mr(t, s, agg, req("GET", s.bank.URL, "/echo/x", withQWAC), ""); status != 502 {
 		t.Fatalf("CA scoped to another origin: %d %s", status, raw)
 	}
-	if _, err := netstack.AddTrust(s.trustDir, []*x509.Certificate{s.bank.CA.Cert}, s.bank.URL); err != nil {
+	if _, err := bank.AddTrust(s.trustDir, []*x509.Certificate{s.bank.CA.Cert}, s.bank.URL); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)

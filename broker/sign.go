@@ -10,10 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/policy"
-	"github.com/brokerd/brokerd/store"
 )
 
 // sign is POST /sign: {"params":{"data","key_id","hash_algorithm",
@@ -28,7 +28,7 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 	rl := logOf(r)
 	rl.add("op", policy.OpSign, "key_id", p.KeyID, "hash", hashName(p.Hash), "alg", string(p.Alg),
 		"data_sha256", digest, "data_len", len(p.Data))
-	rec := store.AuditRecord{Op: string(policy.OpSign), KeyID: p.KeyID, Alg: string(p.Alg) + "/" + hashName(p.Hash), DataSHA256: digest}
+	rec := audit.Record{Op: string(policy.OpSign), KeyID: p.KeyID, Alg: string(p.Alg) + "/" + hashName(p.Hash), DataSHA256: digest}
 
 	id := clientOf(r)
 	info, names, kerr := a.resolve(p.KeyID)

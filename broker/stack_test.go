@@ -17,12 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/broker"
 	"github.com/brokerd/brokerd/internal/mockbank"
 	"github.com/brokerd/brokerd/internal/swtpmtest"
 	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/keys"
-	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/netstack/bank"
+	"github.com/brokerd/brokerd/netstack/listener"
 	"github.com/brokerd/brokerd/policy"
 	"github.com/brokerd/brokerd/store"
 	"github.com/brokerd/brokerd/tpm"
@@ -41,18 +43,19 @@ type stack struct {
 	sealed   *rsa.PrivateKey
 	ca       *testpki.CA // issues client certificates
 	bank     *mockbank.Bank
-	out      *netstack.Outbound
+	out      *bank.Client
 	trustDir string
 	dir      string
 	st       *store.Store
+	log      *audit.Log
 	serve    func(broker.Config) string // another API on the same stack
 }
 
 type stackOptions struct {
-	bank     *mockbank.Bank          // QWACs certified by its QTSP; its CA trusted unless untrusted
-	untrust  bool                    // do not trust the bank's CA
-	outbound netstack.OutboundConfig // Resolve/Dial default to the guarded fakes below
-	rules    []policy.Rule           // added to the rule for the client "bench"
+	bank     *mockbank.Bank // QWACs certified by its QTSP; its CA trusted unless untrusted
+	untrust  bool           // do not trust the bank's CA
+	outbound bank.Config    // Resolve/Dial default to the guarded fakes below
+	rules    []policy.Rule  // added to the rule for the client "bench"
 }
 
 // resolver answers for test names only: bank.test is loopback, evil.test
@@ -95,6 +98,10 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { st.Close() })
+	if s.log, err = audit.Open(st); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.log.Close)
 	if s.keys, err = keys.Open(s.dev, st, keys.Options{}); err != nil {
 		tb.Fatal(err)
 	}
@@ -157,11 +164,11 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 	}
 	s.trustDir = filepath.Join(s.dir, "bank-cas")
 	if opts.bank != nil && !opts.untrust {
-		if _, err := netstack.AddTrust(s.trustDir, []*x509.Certificate{opts.bank.CA.Cert}, ""); err != nil {
+		if _, err := bank.AddTrust(s.trustDir, []*x509.Certificate{opts.bank.CA.Cert}, ""); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	trust, err := netstack.NewTrustStore(s.trustDir, nil)
+	trust, err := bank.NewTrustStore(s.trustDir, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -175,15 +182,15 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 	if oc.Dial == nil {
 		oc.Dial = loopbackDialer(tb)
 	}
-	s.out = netstack.NewOutbound(oc, trust)
+	s.out = bank.New(oc, trust)
 	s.serve = func(cfg broker.Config) string {
 		api := broker.New(cfg, s.keys, pol, s.out)
-		srv, err := netstack.NewServer(netstack.ServerConfig{}, func() (*netstack.Material, error) {
+		srv, err := listener.NewServer(listener.Config{}, func() (*listener.Material, error) {
 			key, err := s.keys.Signer(ctx, "brokerd:tls-server")
 			if err != nil {
 				return nil, err
 			}
-			return netstack.LoadMaterial(certFile, caFile, key)
+			return listener.LoadMaterial(certFile, caFile, key)
 		}, api.Handler(), nil)
 		if err != nil {
 			tb.Fatal(err)
@@ -196,7 +203,7 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 		tb.Cleanup(func() { srv.Shutdown(context.Background()) })
 		return "https://" + l.Addr().String()
 	}
-	s.url, s.noAudit = s.serve(broker.Config{Audit: st}), s.serve(broker.Config{})
+	s.url, s.noAudit = s.serve(broker.Config{Audit: s.log}), s.serve(broker.Config{})
 	s.client = s.clientFor(tb, "bench")
 	return s
 }

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	_ "embed"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +23,10 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/netstack/bank"
+	"github.com/brokerd/brokerd/pki"
 	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/store"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -235,18 +238,35 @@ func Path(flag string, getenv func(string) string) string {
 	return DefaultPath
 }
 
-// Load reads and validates the file at path.
+// Error is a configuration that does not load: every problem found, at
+// once (unknown keys and invalid values together).
+type Error struct {
+	Path     string
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("config %s: %s", e.Path, strings.Join(e.Problems, "; "))
+}
+
+// Load reads and validates the file at path; an *Error lists every
+// problem.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := Parse(data, path)
+	c, unknown, err := parse(data, path)
 	if err != nil {
-		return nil, err
+		return nil, &Error{Path: path, Problems: []string{err.Error()}}
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
+	problems := c.problems()
+	for _, k := range unknown {
+		problems = append(problems, fmt.Sprintf("%s: unknown key", k))
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return nil, &Error{Path: path, Problems: problems}
 	}
 	return c, nil
 }
@@ -254,17 +274,27 @@ func Load(path string) (*Config, error) {
 // Parse decodes data (read from path) over the defaults, refusing unknown
 // keys. It does not validate values.
 func Parse(data []byte, path string) (*Config, error) {
+	c, unknown, err := parse(data, path)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(unknown) > 0 {
+		return nil, &Error{Path: path, Problems: []string{"unknown keys: " + strings.Join(unknown, ", ")}}
+	}
+	return c, nil
+}
+
+// parse decodes data over the defaults and resolves relative paths; it
+// returns the keys it did not know.
+func parse(data []byte, path string) (*Config, []string, error) {
 	c := Default()
 	md, err := toml.Decode(string(data), c)
 	if err != nil {
-		return nil, fmt.Errorf("config: %s: %w", path, err)
+		return nil, nil, err
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		var keys []string
-		for _, k := range und {
-			keys = append(keys, k.String())
-		}
-		return nil, fmt.Errorf("config: %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	var unknown []string
+	for _, k := range md.Undecoded() {
+		unknown = append(unknown, k.String())
 	}
 	c.path = path
 	paths := []*string{&c.StateDir, &c.API.TLSCert, &c.API.ClientCA, &c.Policy.File, &c.Bank.TrustDir, &c.Admin.Socket}
@@ -276,109 +306,141 @@ func Parse(data []byte, path string) (*Config, error) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
 	}
-	return c, nil
+	return c, unknown, nil
 }
 
 // File returns the path the configuration was read from.
 func (c *Config) File() string { return c.path }
 
-// Validate reports every invalid value, one per line.
+// Validate reports every invalid value at once, as an *Error.
 func (c *Config) Validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	problems := c.problems()
+	if len(problems) == 0 {
+		return nil
+	}
+	slices.Sort(problems)
+	return &Error{Path: c.path, Problems: problems}
+}
+
+// problems lists every invalid value.
+func (c *Config) problems() []string {
+	var p problemList
 	if c.StateDir == "" {
-		add("state_dir: must be set")
+		p.add("state_dir: must be set")
 	}
-	if addr, err := tpm.ParseAddress(c.TPM.Address); err != nil {
-		add("tpm.address: %v", err)
-	} else if addr.Kind == tpm.KindSimulator && !tpm.SimulatorAvailable {
-		add("tpm.address: the simulator is not part of this build (it exists only in test and demo builds)")
+	c.checkTPM(&p)
+	c.checkAPI(&p)
+	c.checkPKI(&p)
+	c.checkBank(&p)
+	if c.Policy.File == "" {
+		p.add("policy.file: must be set")
 	}
-	for name, d := range map[string]Duration{"tpm.command_timeout": c.TPM.CommandTimeout, "tpm.keygen_timeout": c.TPM.KeygenTimeout,
-		"tpm.queue_wait": c.TPM.QueueWait, "api.read_header_timeout": c.API.ReadHeaderTimeout, "api.read_timeout": c.API.ReadTimeout,
-		"api.write_timeout": c.API.WriteTimeout, "api.idle_timeout": c.API.IdleTimeout, "api.shutdown_timeout": c.API.ShutdownTimeout,
-		"bank.timeout": c.Bank.Timeout, "bank.idle_timeout": c.Bank.IdleTimeout} {
+	if _, err := policy.ParseRoleOID(c.Policy.RoleOID); err != nil {
+		p.add("policy.role_oid: %v", err)
+	}
+	if c.Admin.Socket == "" {
+		p.add("admin.socket: must be set")
+	}
+	if c.Audit.CheckpointEvery < 1 {
+		p.add("audit.checkpoint_every: must be positive")
+	}
+	if c.Audit.CheckpointInterval.Duration < time.Second {
+		p.add("audit.checkpoint_interval: %v is shorter than a second", c.Audit.CheckpointInterval)
+	}
+	if r := c.Audit.Retention.Duration; r < 0 || (r > 0 && r < time.Hour) {
+		p.add("audit.retention: %v (want 0 to keep every record, or an hour or more)", c.Audit.Retention)
+	}
+	if _, ok := logLevels[c.Log.Level]; !ok {
+		p.add("log.level: %q (want debug, info, warn or error)", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		p.add("log.format: %q (want text or json)", c.Log.Format)
+	}
+	return p
+}
+
+// problemList collects problems.
+type problemList []string
+
+func (p *problemList) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// positive adds a problem for each duration that is not positive.
+func (p *problemList) positive(durations map[string]Duration) {
+	for name, d := range durations {
 		if d.Duration <= 0 {
-			add("%s: must be positive", name)
+			p.add("%s: must be positive", name)
 		}
 	}
+}
+
+func (c *Config) checkTPM(p *problemList) {
+	if addr, err := tpm.ParseAddress(c.TPM.Address); err != nil {
+		p.add("tpm.address: %v", err)
+	} else if addr.Kind == tpm.KindSimulator && !tpm.SimulatorAvailable {
+		p.add("tpm.address: the simulator is not part of this build (it exists only in test and demo builds)")
+	}
+	p.positive(map[string]Duration{"tpm.command_timeout": c.TPM.CommandTimeout, "tpm.keygen_timeout": c.TPM.KeygenTimeout,
+		"tpm.queue_wait": c.TPM.QueueWait})
 	if c.TPM.QueueDepth < 1 || c.TPM.QueueDepth > 100000 {
-		add("tpm.queue_depth: %d out of range 1..100000", c.TPM.QueueDepth)
+		p.add("tpm.queue_depth: %d out of range 1..100000", c.TPM.QueueDepth)
 	}
-	for _, p := range c.TPM.SealPCRs {
-		if p < 0 || p > 23 {
-			add("tpm.seal_pcrs: PCR %d out of range 0..23", p)
+	for _, pcr := range c.TPM.SealPCRs {
+		if pcr < 0 || pcr > 23 {
+			p.add("tpm.seal_pcrs: PCR %d out of range 0..23", pcr)
 		}
 	}
+}
+
+func (c *Config) checkAPI(p *problemList) {
+	p.positive(map[string]Duration{"api.read_header_timeout": c.API.ReadHeaderTimeout, "api.read_timeout": c.API.ReadTimeout,
+		"api.write_timeout": c.API.WriteTimeout, "api.idle_timeout": c.API.IdleTimeout, "api.shutdown_timeout": c.API.ShutdownTimeout})
 	for _, spec := range []struct {
 		name  string
 		addrs []string
 	}{{"api.listen", c.API.Listen}, {"health.listen", c.Health.Listen}} {
 		for _, a := range spec.addrs {
 			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-				add("%s: %q is not host:port", spec.name, a)
+				p.add("%s: %q is not host:port", spec.name, a)
 			}
 		}
 	}
 	if c.API.TLSCert == "" || c.API.ClientCA == "" || c.API.TLSKey == "" {
-		add("api: tls_cert, tls_key and client_ca must be set")
+		p.add("api: tls_cert, tls_key and client_ca must be set")
 	}
 	if c.API.MinTLSVersion != "1.2" && c.API.MinTLSVersion != "1.3" {
-		add("api.min_tls_version: %q (want \"1.2\" or \"1.3\")", c.API.MinTLSVersion)
+		p.add("api.min_tls_version: %q (want \"1.2\" or \"1.3\")", c.API.MinTLSVersion)
 	}
 	if c.API.MaxBody < 1024 || c.API.MaxBody > 1<<30 {
-		add("api.max_body: %d out of range 1024..1073741824", c.API.MaxBody)
+		p.add("api.max_body: %d out of range 1024..1073741824", c.API.MaxBody)
 	}
-	if c.Policy.File == "" {
-		add("policy.file: must be set")
+	if c.API.WriteTimeout.Duration <= c.Bank.Timeout.Duration {
+		p.add("api.write_timeout (%v) must exceed bank.timeout (%v), or bank answers cannot reach the client", c.API.WriteTimeout, c.Bank.Timeout)
 	}
-	if _, err := policy.ParseRoleOID(c.Policy.RoleOID); err != nil {
-		add("policy.role_oid: %v", err)
-	}
+}
+
+func (c *Config) checkPKI(p *problemList) {
 	for name, d := range map[string]Duration{"pki.server_validity": c.PKI.ServerValidity, "pki.renew_before": c.PKI.RenewBefore,
 		"pki.client_validity": c.PKI.ClientValidity, "pki.crl_validity": c.PKI.CRLValidity} {
 		if d.Duration < time.Minute {
-			add("%s: %v is shorter than a minute", name, d)
+			p.add("%s: %v is shorter than a minute", name, d)
 		}
 	}
 	if c.PKI.RenewBefore.Duration >= c.PKI.ServerValidity.Duration {
-		add("pki.renew_before (%v) must be shorter than pki.server_validity (%v)", c.PKI.RenewBefore, c.PKI.ServerValidity)
+		p.add("pki.renew_before (%v) must be shorter than pki.server_validity (%v)", c.PKI.RenewBefore, c.PKI.ServerValidity)
 	}
-	if c.Admin.Socket == "" {
-		add("admin.socket: must be set")
-	}
-	if c.API.WriteTimeout.Duration <= c.Bank.Timeout.Duration {
-		add("api.write_timeout (%v) must exceed bank.timeout (%v), or bank answers cannot reach the client", c.API.WriteTimeout, c.Bank.Timeout)
-	}
+}
+
+func (c *Config) checkBank(p *problemList) {
+	p.positive(map[string]Duration{"bank.timeout": c.Bank.Timeout, "bank.idle_timeout": c.Bank.IdleTimeout})
 	for name, v := range map[string]int64{"bank.max_response_body": c.Bank.MaxResponseBody, "bank.max_response_header_bytes": c.Bank.MaxResponseHeaderBytes,
 		"bank.max_redirects": int64(c.Bank.MaxRedirects), "bank.max_idle_per_origin": int64(c.Bank.MaxIdlePerOrigin)} {
 		if v < 1 {
-			add("%s: must be positive", name)
+			p.add("%s: must be positive", name)
 		}
 	}
 	if c.Bank.TrustDir == "" {
-		add("bank.trust_dir: must be set")
+		p.add("bank.trust_dir: must be set")
 	}
-	if c.Audit.CheckpointEvery < 1 {
-		add("audit.checkpoint_every: must be positive")
-	}
-	if c.Audit.CheckpointInterval.Duration < time.Second {
-		add("audit.checkpoint_interval: %v is shorter than a second", c.Audit.CheckpointInterval)
-	}
-	if r := c.Audit.Retention.Duration; r < 0 || (r > 0 && r < time.Hour) {
-		add("audit.retention: %v (want 0 to keep every record, or an hour or more)", c.Audit.Retention)
-	}
-	if _, ok := logLevels[c.Log.Level]; !ok {
-		add("log.level: %q (want debug, info, warn or error)", c.Log.Level)
-	}
-	if c.Log.Format != "text" && c.Log.Format != "json" {
-		add("log.format: %q (want text or json)", c.Log.Format)
-	}
-	if len(errs) == 0 {
-		return nil
-	}
-	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	return fmt.Errorf("config: %s: %w", c.path, errors.Join(errs...))
 }
 
 var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
@@ -400,9 +462,9 @@ func (c *Config) TLSMinVersion() uint16 {
 	return tls.VersionTLS12
 }
 
-// OutboundConfig returns netstack's bank-client configuration.
-func (c *Config) OutboundConfig(log *slog.Logger) netstack.OutboundConfig {
-	return netstack.OutboundConfig{
+// BankConfig returns the bank client's configuration.
+func (c *Config) BankConfig(log *slog.Logger) bank.Config {
+	return bank.Config{
 		Timeout:        c.Bank.Timeout.Duration,
 		MaxBody:        c.Bank.MaxResponseBody,
 		MaxHeaderBytes: c.Bank.MaxResponseHeaderBytes,
@@ -472,3 +534,26 @@ func (c *Config) WriteNew(path string) error {
 	c.path = path
 	return nil
 }
+
+// RoleOID returns policy.role_oid (valid once the configuration is).
+func (c *Config) RoleOID() asn1.ObjectIdentifier {
+	o, _ := policy.ParseRoleOID(c.Policy.RoleOID)
+	return o
+}
+
+// PKIConfig returns the configuration of brokerd's CA.
+func (c *Config) PKIConfig() pki.Config {
+	return pki.Config{
+		ServerNames:    c.PKI.ServerNames,
+		ServerValidity: c.PKI.ServerValidity.Duration,
+		RenewBefore:    c.PKI.RenewBefore.Duration,
+		ClientValidity: c.PKI.ClientValidity.Duration,
+		CRLValidity:    c.PKI.CRLValidity.Duration,
+		TLSCert:        c.API.TLSCert,
+		TLSKey:         c.API.TLSKey,
+		RoleOID:        c.RoleOID(),
+	}
+}
+
+// StatePath is the state file's path.
+func (c *Config) StatePath() string { return filepath.Join(c.StateDir, store.FileName) }

@@ -17,8 +17,10 @@ func TestLoadErrors(t *testing.T) {
 		file string
 		want []string // every substring must appear
 	}{
-		{"unknown top-level key", "state_dir = \"/s\"\nlisten_port = 1\n", []string{"unknown keys: listen_port"}},
-		{"unknown nested key", "[tpm]\nadress = \"device:/dev/tpm0\"\n", []string{"unknown keys: tpm.adress"}},
+		{"unknown top-level key", "state_dir = \"/s\"\nlisten_port = 1\n", []string{"listen_port: unknown key"}},
+		{"unknown nested key", "[tpm]\nadress = \"device:/dev/tpm0\"\n", []string{"tpm.adress: unknown key"}},
+		{"unknown keys with invalid values", "[tpm]\nadress = \"x\"\nqueue_depth = 0\n[api]\nmax_body = 1\n",
+			[]string{"tpm.adress: unknown key", "tpm.queue_depth: 0 out of range", "api.max_body: 1 out of range"}},
 		{"bad duration", "[tpm]\ncommand_timeout = \"ten\"\n", []string{`duration "ten"`}},
 		{"bad toml", "state_dir = \n", []string{"brokerd.toml"}},
 		{"wrong type", "[tpm]\nqueue_depth = \"many\"\n", []string{"queue_depth"}},
@@ -42,6 +44,9 @@ func TestLoadErrors(t *testing.T) {
 			_, err := config.Load(path)
 			if err == nil {
 				t.Fatal("Load succeeded")
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q spans lines", err)
 			}
 			for _, w := range c.want {
 				if !strings.Contains(err.Error(), w) {

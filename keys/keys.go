@@ -67,6 +67,18 @@ var (
 	ErrInvalidName = errors.New("invalid key name")
 	// ErrExists is returned when a key id or alias is already taken.
 	ErrExists = errors.New("key name already taken")
+
+	// The TPM's conditions, as the keys' users see them (the tpm package's
+	// sentinels, so that they need not import it).
+
+	// ErrBusy: the TPM's queue is full or its wait budget passed; retry.
+	ErrBusy = tpm.ErrBusy
+	// ErrUnavailable: the TPM does not answer.
+	ErrUnavailable = tpm.ErrUnavailable
+	// ErrClosed: the TPM device was closed (the daemon is stopping).
+	ErrClosed = tpm.ErrClosed
+	// ErrWrongTPM: a key belongs to another TPM (or a cleared one).
+	ErrWrongTPM = tpm.ErrWrongTPM
 )
 
 // ReservedPrefix starts the ids of brokerd's own keys (the TLS server key,

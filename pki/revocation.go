@@ -37,7 +37,7 @@ type revSet struct {
 	ca    *x509.Certificate    // brokerd's CA, nil with a BYO PKI
 	own   map[string]time.Time // serial hex → revoked at
 	crls  []indexedCRL
-	stamp string // of the CRL files as loaded
+	stamp watch.Stamp // of the CRL files as loaded
 	// verified caches the CRLs' signature checks: CRL and issuer → ok.
 	// It goes with the CRLs it is about.
 	verified *sync.Map
@@ -60,10 +60,15 @@ func NewRevocations(files []string, log *slog.Logger) (*Revocations, error) {
 // SetOwn replaces brokerd's own revocations: certificates issued by ca
 // with these serials.
 func (r *Revocations) SetOwn(ca *x509.Certificate, serials map[string]time.Time) {
+	r.update(func(s *revSet) { s.ca, s.own = ca, serials })
+}
+
+// update swaps in a copy of the set in force changed by fn.
+func (r *Revocations) update(fn func(*revSet)) {
 	for {
 		old := r.cur.Load()
 		next := *old
-		next.ca, next.own = ca, serials
+		fn(&next)
 		if r.cur.CompareAndSwap(old, &next) {
 			return
 		}
@@ -72,11 +77,12 @@ func (r *Revocations) SetOwn(ca *x509.Certificate, serials map[string]time.Time)
 
 // Reload reads the CRL files again; on error the CRLs in force stay.
 func (r *Revocations) Reload() error {
-	stamp := filesStamp(r.files)
+	stamp := watch.StampOf(r.files...)
 	var crls []indexedCRL
 	for _, f := range r.files {
 		cs, err := readCRLs(f)
 		if err != nil {
+			r.update(func(s *revSet) { s.stamp = stamp }) // not retried until it changes again
 			return err
 		}
 		for _, c := range cs {
@@ -89,14 +95,7 @@ func (r *Revocations) Reload() error {
 			crls = append(crls, index(c))
 		}
 	}
-	for {
-		old := r.cur.Load()
-		next := *old
-		next.crls, next.stamp, next.verified = crls, stamp, &sync.Map{}
-		if r.cur.CompareAndSwap(old, &next) {
-			break
-		}
-	}
+	r.update(func(s *revSet) { s.crls, s.stamp, s.verified = crls, stamp, &sync.Map{} })
 	if len(r.files) > 0 {
 		r.log.Info("CRLs loaded", "files", len(r.files), "crls", len(crls))
 	}
@@ -109,8 +108,8 @@ func (r *Revocations) Watch(ctx context.Context, interval time.Duration, onReloa
 	if len(r.files) == 0 {
 		return
 	}
-	watch.Poll(ctx, interval, func() bool { return filesStamp(r.files) != r.cur.Load().stamp }, r.Reload, onReload, r.log,
-		"CRL file changed but does not load; keeping the CRLs in force")
+	watch.Poll(ctx, watch.Options{Paths: r.files, Interval: interval, Seen: func() watch.Stamp { return r.cur.Load().stamp },
+		Reload: r.Reload, OnReload: onReload, What: "CRL file", Log: r.log})
 }
 
 // Check returns an error wrapping ErrRevoked when a certificate of the
@@ -210,19 +209,6 @@ func readCRLs(path string) ([]*x509.RevocationList, error) {
 		return nil, fmt.Errorf("pki: CRL file %s: no CRL in it", path)
 	}
 	return out, nil
-}
-
-// filesStamp identifies the files' current versions.
-func filesStamp(files []string) string {
-	var b bytes.Buffer
-	for _, f := range files {
-		if fi, err := os.Stat(f); err == nil {
-			fmt.Fprintf(&b, "%s %d %d;", f, fi.Size(), fi.ModTime().UnixNano())
-		} else {
-			fmt.Fprintf(&b, "%s missing;", f)
-		}
-	}
-	return b.String()
 }
 
 // CRL makes the CA's CRL of the serials given, valid until nextUpdate.

@@ -3,7 +3,6 @@ package policy
 import (
 	"context"
 	"log/slog"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -17,13 +16,7 @@ type Engine struct {
 	path string
 	log  *slog.Logger
 	cur  atomic.Pointer[Policy]
-	seen atomic.Pointer[fileStamp]
-}
-
-type fileStamp struct {
-	mod  time.Time
-	size int64
-	ino  uint64
+	seen atomic.Pointer[watch.Stamp] // of the file as last read
 }
 
 // NewEngine loads the policy at path.
@@ -54,14 +47,13 @@ func (e *Engine) Allowed(id Identity, keyNames []string) bool {
 
 // Reload reads the file again. On error the rules in force stay.
 func (e *Engine) Reload() error {
-	st := stamp(e.path)
+	st := watch.StampOf(e.path)
 	p, err := Load(e.path)
+	e.seen.Store(&st) // a broken file is not retried until it changes again
 	if err != nil {
-		e.seen.Store(st) // do not retry a broken file until it changes again
 		return err
 	}
 	e.cur.Store(p)
-	e.seen.Store(st)
 	e.log.Info("policy loaded", "file", e.path, "rules", len(p.Rules))
 	return nil
 }
@@ -70,18 +62,6 @@ func (e *Engine) Reload() error {
 // until ctx ends, and tells onReload (when set) the outcome. A file that
 // does not load is logged and ignored.
 func (e *Engine) Watch(ctx context.Context, interval time.Duration, onReload func(error)) {
-	watch.Poll(ctx, interval, func() bool { return !sameStamp(stamp(e.path), e.seen.Load()) }, e.Reload, onReload, e.log,
-		"policy file changed but does not load; keeping the rules in force")
-}
-
-func stamp(path string) *fileStamp {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return &fileStamp{}
-	}
-	return &fileStamp{mod: fi.ModTime(), size: fi.Size(), ino: inode(fi)}
-}
-
-func sameStamp(a, b *fileStamp) bool {
-	return b != nil && a.mod.Equal(b.mod) && a.size == b.size && a.ino == b.ino
+	watch.Poll(ctx, watch.Options{Paths: []string{e.path}, Interval: interval, Seen: func() watch.Stamp { return *e.seen.Load() },
+		Reload: e.Reload, OnReload: onReload, What: "policy file", Log: e.log})
 }

@@ -1,6 +1,8 @@
 // Package store owns brokerd's state file: one bbolt database with a bucket
-// per kind of record. It stores opaque bytes under names and knows nothing of
-// keys, TPMs or JSON shapes.
+// per kind of record. It keeps the buckets of the key registry, the client
+// registry and meta data; it stores opaque bytes under names and knows
+// nothing of keys, TPMs or JSON shapes. The audit log lives in the same
+// file, in buckets of its own that package audit owns (DB).
 //
 // # Concurrency
 //
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,8 +55,8 @@ type Options struct {
 
 // Store is an open state file.
 type Store struct {
-	db    *bolt.DB
-	audit *auditLog // nil when read-only
+	db       *bolt.DB
+	readOnly bool
 }
 
 // Open opens (creating if needed, with mode 0600) the state file at path.
@@ -73,12 +76,12 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, readOnly: opts.ReadOnly}
 	if opts.ReadOnly {
 		return s, nil
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketKeys, bucketAliases, bucketAudit, bucketCheckpoints, bucketClients} {
+		for _, b := range [][]byte{bucketMeta, bucketKeys, bucketAliases, bucketClients} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -92,9 +95,6 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return nil
 	})
-	if err == nil {
-		err = s.openAudit()
-	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -102,25 +102,30 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close waits for audit records already appended, then closes the file.
-func (s *Store) Close() error {
-	if s.audit != nil {
-		s.closeAudit()
-	}
-	return s.db.Close()
-}
+// Close closes the file. An audit log opened on it must be closed first.
+func (s *Store) Close() error { return s.db.Close() }
 
 // Path returns the file's path.
 func (s *Store) Path() string { return s.db.Path() }
 
+// ReadOnly reports whether the file was opened for reading only.
+func (s *Store) ReadOnly() bool { return s.readOnly }
+
+// DB is the open bbolt database, for the packages that keep buckets of
+// their own in the state file (audit); they touch no other bucket.
+func (s *Store) DB() *bolt.DB { return s.db }
+
 // Check verifies the file's internal consistency (bbolt's page check).
 func (s *Store) Check() error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		var errs []error
+		var problems []string
 		for err := range tx.Check() {
-			errs = append(errs, err)
+			problems = append(problems, err.Error())
 		}
-		return errors.Join(errs...)
+		if len(problems) > 0 {
+			return fmt.Errorf("store: check %s: %s", s.Path(), strings.Join(problems, "; "))
+		}
+		return nil
 	})
 }
 
@@ -153,22 +158,13 @@ func (s *Store) SetMeta(key string, value []byte) error {
 // the audit log must be able to grow.
 const minFree = 1 << 20
 
-// Writable reports whether the state can take audit records: the file
-// system has room, no audit commit failed since the last one that
-// succeeded, and a small synced write goes through.
+// Writable reports whether the state can take records: the file system
+// has room and a small synced write goes through.
 func (s *Store) Writable() error {
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(filepath.Dir(s.Path()), &fs); err == nil {
 		if free := fs.Bavail * uint64(fs.Bsize); free < minFree {
 			return fmt.Errorf("store: only %d bytes free on the state's file system", free)
-		}
-	}
-	if s.audit != nil {
-		s.audit.mu.Lock()
-		err := s.audit.lastErr
-		s.audit.mu.Unlock()
-		if err != nil {
-			return fmt.Errorf("store: the last audit commit failed: %w", err)
 		}
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {

@@ -10,14 +10,13 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"slices"
+	"os/user"
 	"sort"
 	"strings"
-	"sync"
 
+	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/config"
-	"github.com/brokerd/brokerd/keys"
-	"github.com/brokerd/brokerd/store"
+	"github.com/brokerd/brokerd/daemon"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -31,11 +30,17 @@ type env struct {
 	configFlag     string // global --config, before the command name
 
 	// Inside the daemon: the caller's files and terminal, who the caller
-	// is, and the daemon's state. Nil outside.
-	files  fileSystem
+	// is, and the daemon. Nil outside.
+	files  admin.FS
 	prompt func(question string) ([]byte, error)
 	caller string
-	daemon *daemonState
+	daemon *daemon.Daemon
+
+	// grants collects the caller's files that the command's flags name
+	// (pathFlag), as they are parsed: all that the daemon may touch.
+	grants []admin.Grant
+	// probe: parse the flags only (parse returns errProbed).
+	probe bool
 }
 
 // command is one subcommand. viaDaemon says whether, for these arguments,
@@ -47,7 +52,7 @@ type command struct {
 	viaDaemon func(args []string) bool
 }
 
-// always and unlessDB are viaDaemon predicates.
+// always is the viaDaemon of commands that always need the daemon's state.
 func always([]string) bool { return true }
 
 // unlessDB: commands given --db work on a copy of the state, not the
@@ -111,63 +116,73 @@ func run(ctx context.Context, args []string, e *env) int {
 	global.StringVar(&e.configFlag, "config", "", "")
 	help := global.Bool("help", false, "")
 	global.BoolVar(help, "h", false, "")
+	showVersion := global.Bool("version", false, "")
 	if err := global.Parse(args); err != nil {
-		fmt.Fprintf(e.stderr, "brokerd: %v\n", err)
+		fmt.Fprintf(e.stderr, "brokerd: %v (see brokerd --help)\n", err)
 		return 2
 	}
 	args = global.Args()
-	if *help || len(args) == 0 || args[0] == "help" {
+	switch {
+	case *showVersion:
+		return exitCode(e, "version", cmdVersion(ctx, e, nil))
+	case *help || len(args) == 0 || args[0] == "help":
 		printUsage(e.stdout, "")
 		return 0
 	}
-	commands := commandTable()
-	name, rest := args[0], args[1:]
-	if _, ok := commands[name]; !ok && len(rest) > 0 {
-		name, rest = args[0]+" "+args[1], args[2:]
+	name, cmd, rest, code := lookup(e, args)
+	if cmd == nil {
+		return code
 	}
-	cmd, ok := commands[name]
-	if !ok && isGroup(commands, args[0]) && (len(args) == 1 || isHelp(args[1])) {
-		// "brokerd key" or "brokerd key --help": the group's commands.
-		if len(args) == 1 {
-			fmt.Fprintf(e.stderr, "brokerd %s: a subcommand is missing\n\n", args[0])
-			printUsage(e.stderr, args[0])
-			return 2
-		}
-		printUsage(e.stdout, args[0])
-		return 0
-	}
-	if !ok {
-		fmt.Fprintf(e.stderr, "brokerd: unknown command %q (see brokerd --help)\n", strings.Join(args[:min(2, len(args))], " "))
-		return 2
-	}
-	helpAsked := slices.ContainsFunc(rest, isHelp)
 	switch {
 	case e.daemon != nil && (cmd.viaDaemon == nil || !cmd.viaDaemon(rest)):
 		fmt.Fprintf(e.stderr, "brokerd %s: not a command of the admin socket (with these arguments)\n", name)
 		return 2
-	case e.daemon == nil && cmd.viaDaemon != nil && cmd.viaDaemon(rest) && !helpAsked:
-		if code, done := e.callDaemon(ctx, name, rest); done {
+	case e.daemon == nil && cmd.viaDaemon != nil && cmd.viaDaemon(rest):
+		if code, done := e.callDaemon(ctx, name, *cmd, rest); done {
 			return code
 		}
 	}
-	err := cmd.run(ctx, e, rest)
+	return exitCode(e, name, cmd.run(ctx, e, rest))
+}
+
+// lookup finds the command args name; cmd is nil when there is none, and
+// code is then the exit status (usage printed).
+func lookup(e *env, args []string) (name string, cmd *command, rest []string, code int) {
+	commands := commandTable()
+	name, rest = args[0], args[1:]
+	if _, ok := commands[name]; !ok && len(rest) > 0 {
+		name, rest = args[0]+" "+args[1], args[2:]
+	}
+	if c, ok := commands[name]; ok {
+		return name, &c, rest, 0
+	}
+	if isGroup(commands, args[0]) && (len(args) == 1 || isHelp(args[1])) {
+		// "brokerd key" or "brokerd key --help": the group's commands.
+		if len(args) == 1 {
+			fmt.Fprintf(e.stderr, "brokerd %s: a subcommand is missing\n\n", args[0])
+			printUsage(e.stderr, args[0])
+			return "", nil, nil, 2
+		}
+		printUsage(e.stdout, args[0])
+		return "", nil, nil, 0
+	}
+	fmt.Fprintf(e.stderr, "brokerd: unknown command %q (see brokerd --help)\n", strings.Join(args[:min(2, len(args))], " "))
+	return "", nil, nil, 2
+}
+
+// exitCode prints a command's error and returns its exit status: 2 for a
+// usage error, 1 for any other.
+func exitCode(e *env, name string, err error) int {
 	var ue usageError
 	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(e.stderr, "brokerd %s: %s (see brokerd %s --help)\n", name, ue.msg, name)
 		return 2
 	}
-	fmt.Fprintf(e.stderr, "brokerd %s: %s\n", name, oneLine(err))
+	fmt.Fprintf(e.stderr, "brokerd %s: %v\n", name, err)
 	return 1
-}
-
-// oneLine joins a multi-line error (errors.Join) with "; ".
-func oneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 }
 
 // isGroup reports whether word starts multi-word commands ("key", "audit").
@@ -213,75 +228,9 @@ else %s.
 `, config.EnvPath, config.DefaultPath)
 }
 
-// flags returns a FlagSet for command name that also accepts --config.
-func (e *env) flags(name, args, about string) *flag.FlagSet {
-	fs := flag.NewFlagSet("brokerd "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.StringVar(&e.configFlag, "config", e.configFlag, "configuration `file` (default $"+config.EnvPath+" or "+config.DefaultPath+")")
-	fs.Usage = func() {
-		fmt.Fprintf(e.stdout, "Usage: brokerd %s %s\n\n%s\n\nFlags:\n", name, args, about)
-		fs.VisitAll(func(f *flag.Flag) {
-			arg, usage := flag.UnquoteUsage(f)
-			fmt.Fprintf(e.stdout, "  --%s %s\n    \t%s", f.Name, arg, usage)
-			if f.DefValue != "" && f.DefValue != "false" {
-				fmt.Fprintf(e.stdout, " (default %s)", f.DefValue)
-			}
-			fmt.Fprintln(e.stdout)
-		})
-	}
-	return fs
-}
-
-// parse parses args, turning flag errors into usage errors and refusing
-// stray arguments.
-func parse(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	return nil
-}
-
-// parseArgs parses args that end in exactly n operands, and returns them.
-func parseArgs(fs *flag.FlagSet, args []string, n int) ([]string, error) {
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err.Error()}
-	}
-	if fs.NArg() != n {
-		return nil, usagef("want %d argument(s) after the flags, got %d", n, fs.NArg())
-	}
-	return fs.Args(), nil
-}
-
-// required checks that the named string flags are set.
-func required(fs *flag.FlagSet, names ...string) error {
-	for _, n := range names {
-		if fs.Lookup(n).Value.String() == "" {
-			return usagef("--%s is required", n)
-		}
-	}
-	return nil
-}
-
-// multiFlag collects a repeatable string flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
 func (e *env) loadConfig() (*config.Config, error) {
 	if e.daemon != nil {
-		return e.daemon.s.cfg, nil
+		return e.daemon.Config(), nil
 	}
 	return config.Load(config.Path(e.configFlag, e.getenv))
 }
@@ -290,69 +239,27 @@ func (e *env) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// state is the TPM, the state file and the key registry: opened directly
-// when the daemon is not running, or the daemon's own.
-type state struct {
-	cfg  *config.Config
-	dev  *tpm.Device
-	st   *store.Store
-	keys *keys.Manager
-	// actor is who makes changes, for the audit log.
-	actor string
-	// shared is the daemon's state lent to a command: Close leaves it open.
-	shared bool
-	// crlMu serialises signing the CRL (its number must grow).
-	crlMu *sync.Mutex
-}
-
 // openState opens the TPM and the state file, or lends the daemon's.
-func (e *env) openState() (*state, error) {
+func (e *env) openState() (*daemon.State, error) {
 	if e.daemon != nil {
-		s := *e.daemon.s
-		s.actor, s.shared = e.caller, true
-		return &s, nil
+		return e.daemon.State(), nil
 	}
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return nil, err
 	}
-	s, err := openState(cfg, e.logger())
-	if err != nil {
-		return nil, err
-	}
-	s.actor = localUser()
-	return s, nil
+	return daemon.OpenState(cfg, e.logger())
 }
 
-func openState(cfg *config.Config, log *slog.Logger) (*state, error) {
-	st, err := store.Open(statePath(cfg), store.Options{})
-	if err != nil {
-		return nil, err
+// actor names who runs the command, for the audit log.
+func (e *env) actor() string {
+	if e.caller != "" {
+		return e.caller
 	}
-	dev, err := tpm.Open(cfg.TPMConfig(), log)
-	if err != nil {
-		st.Close()
-		return nil, err
+	if u, err := user.Current(); err == nil {
+		return fmt.Sprintf("local user %s (uid %s)", u.Username, u.Uid)
 	}
-	m, err := keys.Open(dev, st, keys.Options{SealPCRs: cfg.TPM.SealPCRs, Log: log})
-	if err != nil {
-		dev.Close()
-		st.Close()
-		return nil, err
-	}
-	return &state{cfg: cfg, dev: dev, st: st, keys: m, crlMu: &sync.Mutex{}}, nil
-}
-
-func (s *state) Close() {
-	if s.shared {
-		return
-	}
-	s.dev.Close()
-	s.st.Close()
-}
-
-func statePath(cfg *config.Config) string {
-	return cfg.StateDir + string(os.PathSeparator) + store.FileName
+	return fmt.Sprintf("local user uid %d", os.Getuid())
 }
 
 // writeJSON prints v as indented JSON.
@@ -365,9 +272,16 @@ func writeJSON(w io.Writer, v any) error {
 
 func cmdVersion(_ context.Context, e *env, args []string) error {
 	fs := e.flags("version", "", "Print the version.")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "brokerd %s (simulator: %v)\n", version, tpm.SimulatorAvailable)
 	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

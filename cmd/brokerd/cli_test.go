@@ -347,7 +347,8 @@ func TestConfigCheckAndUsage(t *testing.T) {
 	bad := &cli{t: t, dir: t.TempDir()}
 	bad.config = bad.file("brokerd.toml", []byte("state_dir = \"s\"\nport = 1\n[tpm]\nqueue_depth = -1\n"))
 	r := bad.run("", "config", "check")
-	if r.code != 1 || !strings.Contains(r.stdout, "unknown keys: port") {
+	if r.code != 1 || !strings.Contains(r.stdout, "problem: port: unknown key\n") || !strings.Contains(r.stdout, "problem: tpm.queue_depth: -1 out of range") ||
+		r.stderr != "brokerd config check: 2 problems found\n" {
 		t.Fatalf("config check of an unknown key: %d %q %q", r.code, r.stdout, r.stderr)
 	}
 	bad.config = bad.file("brokerd.toml", []byte("state_dir = \"s\"\n[tpm]\nqueue_depth = -1\naddress = \"nope\"\n"))

@@ -10,39 +10,46 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/brokerd/brokerd/admin"
+	"github.com/brokerd/brokerd/audit"
+	"github.com/brokerd/brokerd/daemon"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/store"
 )
 
 // record audits an administrative change made from the command line.
-func (s *state) record(ctx context.Context, op, keyID, detail string) error {
-	return recordAdmin(ctx, s.st, s.actor, op, keyID, detail)
+func (e *env) record(ctx context.Context, s *daemon.State, op, keyID, detail string) error {
+	return s.Record(ctx, e.actor(), op, keyID, detail)
 }
 
-func recordAdmin(ctx context.Context, st *store.Store, actor, op, keyID, detail string) error {
-	if _, err := st.Append(ctx, store.AuditRecord{Op: op, Client: actor, KeyID: keyID, Detail: detail, Status: 200}); err != nil {
-		return fmt.Errorf("the change is made but its audit record is not: %w", err)
-	}
-	return nil
-}
+// watched names the files the daemon watches that commands change.
+type watched int
+
+const (
+	policyFile watched = iota
+	trustDir
+)
 
 // fileChanged audits a change to a file the daemon watches (the policy,
 // the bank CAs) and, inside the daemon, puts it in force at once. Without
 // a daemon the record goes into the state file here; a state file held by
 // another process (a daemon without its admin socket) records the reload
 // itself when it sees the change.
-func (e *env) fileChanged(ctx context.Context, what fileKind, op, detail string) error {
+func (e *env) fileChanged(ctx context.Context, what watched, op, detail string) error {
 	if e.daemon != nil {
-		if err := recordAdmin(ctx, e.daemon.s.st, e.caller, op, "", detail); err != nil {
+		if err := e.record(ctx, e.daemon.State(), op, "", detail); err != nil {
 			return err
 		}
-		return e.daemon.reload(what)
+		if what == policyFile {
+			return e.daemon.ReloadPolicy()
+		}
+		return e.daemon.ReloadTrust()
 	}
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(statePath(cfg), store.Options{})
+	st, err := store.Open(cfg.StatePath(), store.Options{})
 	if errors.Is(err, store.ErrLocked) {
 		return nil
 	}
@@ -50,15 +57,23 @@ func (e *env) fileChanged(ctx context.Context, what fileKind, op, detail string)
 		return fmt.Errorf("the change is made but its audit record is not: %w", err)
 	}
 	defer st.Close()
-	return recordAdmin(ctx, st, localUser(), op, "", detail)
+	log, err := audit.Open(st)
+	if err != nil {
+		return fmt.Errorf("the change is made but its audit record is not: %w", err)
+	}
+	defer log.Close()
+	if _, err := log.Append(ctx, audit.Record{Op: op, Client: e.actor(), Detail: detail, Status: 200}); err != nil {
+		return fmt.Errorf("the change is made but its audit record is not: %w", err)
+	}
+	return nil
 }
 
 func cmdAuditPubkey(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("audit pubkey", "[--out FILE]",
 		"Print the public key that verifies the audit log's checkpoints (PEM). Keep a copy\n"+
 			"off the appliance: with it, brokerd audit verify checks a copied log anywhere.")
-	out := fs.String("out", "", "write to this `file` instead of standard output")
-	if err := parse(fs, args); err != nil {
+	out := e.path(fs, "out", admin.Write, "write to this `file` instead of standard output")
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	s, err := e.openState()
@@ -66,10 +81,7 @@ func cmdAuditPubkey(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	if err := ensureAuditKey(ctx, s); err != nil {
-		return err
-	}
-	signer, err := s.keys.Signer(ctx, auditKeyID)
+	signer, err := s.AuditKey(ctx)
 	if err != nil {
 		return err
 	}
@@ -86,25 +98,29 @@ func (e *env) auditDB(db string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return statePath(cfg), nil
+	return cfg.StatePath(), nil
 }
 
-// openStateReadOnly opens a state file read-only (for the audit commands,
-// say), or lends the daemon's own when the command runs inside it;
-// release gives it back. A file another process holds is not waited for: the error
-// says what to do.
-func (e *env) openStateReadOnly(path string) (st *store.Store, release func(), err error) {
-	if e.daemon != nil && path == statePath(e.daemon.s.cfg) {
-		return e.daemon.s.st, func() {}, nil
+// openReadOnly opens the audit log of a state file read-only, or lends
+// the daemon's when the command runs inside it; release gives it back. A
+// file another process holds is not waited for: the error says what to do.
+func (e *env) openReadOnly(path string) (l *audit.Log, st *store.Store, release func(), err error) {
+	if e.daemon != nil && path == e.daemon.Config().StatePath() {
+		s := e.daemon.State()
+		return s.Audit, s.Store, func() {}, nil
 	}
 	st, err = store.Open(path, store.Options{ReadOnly: true, Timeout: 2 * time.Second})
 	if errors.Is(err, store.ErrLocked) {
-		return nil, nil, fmt.Errorf("%s is held by another process (a daemon without its admin socket?): stop it, copy the file, and give the copy with --db", path)
+		return nil, nil, nil, fmt.Errorf("%s is held by another process (a daemon without its admin socket?): stop it, copy the file, and give the copy with --db", path)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return st, func() { st.Close() }, nil
+	if l, err = audit.Open(st); err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	return l, st, func() { l.Close(); st.Close() }, nil
 }
 
 func cmdAuditVerify(_ context.Context, e *env, args []string) error {
@@ -113,10 +129,10 @@ func cmdAuditVerify(_ context.Context, e *env, args []string) error {
 			"checkpoints' signatures and links, the TPM clock never going back, and that no\n"+
 			"signed record is missing. Works offline on a copy with only the audit public key\n"+
 			"(brokerd audit pubkey). Reports the first problem and exits 1 when there is one.")
-	pubFile := fs.String("pub", "", "audit public key `file` (default: the key recorded in the state file itself)")
+	pubFile := e.path(fs, "pub", admin.Read, "audit public key `file` (default: the key recorded in the state file itself)")
 	db := fs.String("db", "", "state `file` to verify (default: the configuration's)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	path, err := e.auditDB(*db)
@@ -129,18 +145,18 @@ func cmdAuditVerify(_ context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	st, release, err := e.openStateReadOnly(path)
+	l, st, release, err := e.openReadOnly(path)
 	if err != nil {
 		return err
 	}
 	defer release()
 	if pub == nil {
-		if pub, err = keys.ReadPublic(st, auditKeyID); err != nil {
+		if pub, err = keys.ReadPublic(st, daemon.AuditKeyID); err != nil {
 			return fmt.Errorf("no audit key in %s (give --pub): %w", path, err)
 		}
 		fmt.Fprintln(e.stderr, "note: using the audit key recorded in the file itself; an auditor should give --pub")
 	}
-	rep, err := st.VerifyAudit(pub)
+	rep, err := l.Verify(pub)
 	if err != nil {
 		return err
 	}
@@ -157,7 +173,7 @@ func cmdAuditVerify(_ context.Context, e *env, args []string) error {
 	return nil
 }
 
-func printReport(e *env, rep *store.AuditReport) {
+func printReport(e *env, rep *audit.Report) {
 	if !rep.OK() {
 		// Counts stop where verification stopped: they would mislead.
 		fmt.Fprintf(e.stdout, "FAILED: %s\n", rep.Problem)
@@ -179,7 +195,7 @@ func printReport(e *env, rep *store.AuditReport) {
 }
 
 func (e *env) readPublicKey(path string) (crypto.PublicKey, error) {
-	data, err := e.readFile(path)
+	data, err := e.fs().ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +229,7 @@ func cmdAuditExport(_ context.Context, e *env, args []string) error {
 	until := fs.String("until", "", "end `time` (excluded)")
 	format := fs.String("format", "jsonl", "`format`: jsonl")
 	db := fs.String("db", "", "state `file` (default: the configuration's)")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if *format != "jsonl" {
@@ -231,13 +247,13 @@ func cmdAuditExport(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	st, release, err := e.openStateReadOnly(path)
+	l, _, release, err := e.openReadOnly(path)
 	if err != nil {
 		return err
 	}
 	defer release()
 	w := bufio.NewWriter(e.stdout)
-	err = st.Records(from, to, func(_ store.AuditRecord, raw []byte) error {
+	err = l.Records(from, to, func(_ audit.Record, raw []byte) error {
 		w.Write(raw)
 		return w.WriteByte('\n')
 	})

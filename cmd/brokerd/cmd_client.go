@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/brokerd/brokerd/admin"
+	"github.com/brokerd/brokerd/daemon"
 	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/pki"
 )
@@ -33,14 +35,16 @@ func addClientFlags(fs *flag.FlagSet) *clientFlags {
 	return c
 }
 
-func (c *clientFlags) validity(s *state) (time.Duration, error) {
+// request checks the flags and returns the certificate request they make.
+func (c *clientFlags) request() (pki.ClientRequest, error) {
 	if *c.days < 0 || *c.days > 3650 {
-		return 0, usagef("--days %d out of range 1..3650", *c.days)
+		return pki.ClientRequest{}, usagef("--days %d out of range 1..3650", *c.days)
 	}
-	if *c.days == 0 {
-		return s.cfg.PKI.ClientValidity.Duration, nil
+	req := pki.ClientRequest{Client: pki.Client{Name: *c.name, Roles: c.roles}, Validity: time.Duration(*c.days) * 24 * time.Hour}
+	if err := pki.CheckName(req.Client.Name); err != nil {
+		return pki.ClientRequest{}, usagef("%v", err)
 	}
-	return time.Duration(*c.days) * 24 * time.Hour, nil
+	return req, nil
 }
 
 func cmdClientSign(ctx context.Context, e *env, args []string) error {
@@ -48,16 +52,16 @@ func cmdClientSign(ctx context.Context, e *env, args []string) error {
 		"Certify a client's key with brokerd's CA. The client made its key at its own site and\n"+
 			"sent a CSR (PEM or DER): only the CSR travels. The CSR's signature must verify, and no\n"+
 			"valid certificate may have the same name (revoke it first).")
-	csrFile := fs.String("csr", "", "the client's certificate signing request `file`")
-	out := fs.String("out", "", "certificate `file` to write (PEM)")
+	csrFile := e.path(fs, "csr", admin.Read, "the client's certificate signing request `file`")
+	out := e.path(fs, "out", admin.Write, "certificate `file` to write (PEM)")
 	cf := addClientFlags(fs)
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "csr", "name", "out"); err != nil {
 		return err
 	}
-	data, err := e.readFile(*csrFile)
+	data, err := e.fs().ReadFile(*csrFile)
 	if err != nil {
 		return err
 	}
@@ -68,18 +72,21 @@ func cmdClientSign(ctx context.Context, e *env, args []string) error {
 	if err := csr.CheckSignature(); err != nil {
 		return fmt.Errorf("%s: the CSR's signature does not verify: it was altered, or not made with the key it carries", *csrFile)
 	}
+	req, err := cf.request()
+	if err != nil {
+		return err
+	}
+	req.CSR = csr
 	s, err := e.openState()
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	cert, rec, err := issueClient(ctx, s, *cf, func(ca *pki.Authority, c pki.Client, v time.Duration, now time.Time) (*x509.Certificate, error) {
-		return ca.IssueClient(csr, c, v, now)
-	}, csr.RawSubjectPublicKeyInfo, nil)
+	cert, rec, err := e.issueClient(ctx, s, req)
 	if err != nil {
 		return err
 	}
-	if err := e.writeFile(*out, certs.EncodePEM(cert), 0o644); err != nil {
+	if err := e.fs().WriteFile(*out, certs.EncodePEM(cert), 0o644); err != nil {
 		return fmt.Errorf("certificate %s issued and recorded, but not written (%w): brokerd client list --json has it (field certificate)", rec.Serial, err)
 	}
 	fmt.Fprintf(e.stdout, "wrote %s: client %q, serial %s, valid until %s\n", *out, rec.Name, rec.Serial, rec.NotAfter.UTC().Format(time.RFC3339))
@@ -92,12 +99,16 @@ func cmdClientIssue(ctx context.Context, e *env, args []string) error {
 			"DIR/NAME.key (mode 0600), DIR/NAME.crt and DIR/ca.crt (to verify the server). The key\n"+
 			"exists outside the client for a moment: for production clients prefer client sign.\n"+
 			"Characters other than letters, digits, '.', '-' and '_' in NAME become '_' in file names.")
-	out := fs.String("out", "", "`directory` to write the files to")
+	out := e.path(fs, "out", admin.Dir, "`directory` to write the files to")
 	cf := addClientFlags(fs)
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "name", "out"); err != nil {
+		return err
+	}
+	req, err := cf.request()
+	if err != nil {
 		return err
 	}
 	s, err := e.openState()
@@ -105,17 +116,13 @@ func cmdClientIssue(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	return newClientFiles(ctx, e, s, *cf, *out)
+	return newClientFiles(ctx, e, s, req, *out)
 }
 
 // newClientFiles makes a client key, certifies it and writes the client's
 // files to directory out (through e: the caller's files).
-func newClientFiles(ctx context.Context, e *env, s *state, cf clientFlags, out string) error {
+func newClientFiles(ctx context.Context, e *env, s *daemon.State, req pki.ClientRequest, out string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	spki, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
 		return err
 	}
@@ -124,30 +131,29 @@ func newClientFiles(ctx context.Context, e *env, s *state, cf clientFlags, out s
 		return err
 	}
 	defer clear(keyDER)
-	keyFile, certFile, caFile := filepath.Join(out, fileName(*cf.name)+".key"), filepath.Join(out, fileName(*cf.name)+".crt"), filepath.Join(out, "ca.crt")
+	base := filepath.Join(out, fileName(req.Client.Name))
+	keyFile, certFile, caFile := base+".key", base+".crt", filepath.Join(out, "ca.crt")
 	// The key file is written first, and only where none exists: nothing
 	// is issued for a key that could not be handed over.
-	writeKey := func() error {
-		if err := e.mkdirAll(out, 0o755); err != nil {
+	req.Key, req.Before = key.Public(), func() error {
+		if err := e.fs().MkdirAll(out, 0o755); err != nil {
 			return err
 		}
-		return e.createFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+		return e.fs().CreateFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
 	}
-	cert, rec, err := issueClient(ctx, s, cf, func(ca *pki.Authority, c pki.Client, v time.Duration, now time.Time) (*x509.Certificate, error) {
-		return ca.IssueClientKey(key.Public(), c, v, now)
-	}, spki, writeKey)
+	cert, rec, err := e.issueClient(ctx, s, req)
 	if err != nil {
 		return err
 	}
-	ca, err := s.keys.Chain(caKeyID)
+	ca, err := s.PKI.CACert()
 	if err != nil {
 		return err
 	}
 	for _, f := range []struct {
 		path string
 		data []byte
-	}{{certFile, certs.EncodePEM(cert)}, {caFile, certs.EncodePEM(ca[0])}} {
-		if err := e.writeFile(f.path, f.data, 0o644); err != nil {
+	}{{certFile, certs.EncodePEM(cert)}, {caFile, certs.EncodePEM(ca)}} {
+		if err := e.fs().WriteFile(f.path, f.data, 0o644); err != nil {
 			return fmt.Errorf("certificate %s issued and recorded, but not written (%w): brokerd client list --json has it (field certificate)", rec.Serial, err)
 		}
 	}
@@ -156,46 +162,13 @@ func newClientFiles(ctx context.Context, e *env, s *state, cf clientFlags, out s
 	return nil
 }
 
-// issueClient checks the name and the key against the registry, runs
-// before (when set: it may still stop everything), issues with brokerd's
-// CA, records the certificate and audits the change.
-func issueClient(ctx context.Context, s *state, cf clientFlags, issue func(*pki.Authority, pki.Client, time.Duration, time.Time) (*x509.Certificate, error),
-	spki []byte, before func() error) (*x509.Certificate, pki.Record, error) {
-	validity, err := cf.validity(s)
+// issueClient issues a client certificate with brokerd's CA and audits it.
+func (e *env) issueClient(ctx context.Context, s *daemon.State, req pki.ClientRequest) (*x509.Certificate, pki.Record, error) {
+	cert, rec, err := s.PKI.IssueClient(ctx, req)
 	if err != nil {
 		return nil, pki.Record{}, err
 	}
-	c := pki.Client{Name: *cf.name, Roles: cf.roles}
-	if err := pki.CheckName(c.Name); err != nil {
-		return nil, pki.Record{}, usagef("%v", err)
-	}
-	ca, err := s.authority(ctx)
-	if err != nil {
-		return nil, pki.Record{}, err
-	}
-	reg := pki.NewRegistry(s.st)
-	now := time.Now()
-	if err := reg.CheckNew(c.Name, pki.KeySHA256(spki), now); err != nil {
-		return nil, pki.Record{}, err
-	}
-	if before != nil {
-		if err := before(); err != nil {
-			return nil, pki.Record{}, err
-		}
-	}
-	cert, err := issue(ca, c, validity, now)
-	if err != nil {
-		return nil, pki.Record{}, err
-	}
-	rec, err := reg.Add(cert, c)
-	if err != nil {
-		return nil, pki.Record{}, err
-	}
-	detail := fmt.Sprintf("client %q serial %s sha256 %s until %s", rec.Name, rec.Serial, rec.Fingerprint, rec.NotAfter.UTC().Format(time.RFC3339))
-	if len(rec.Roles) > 0 {
-		detail += " roles " + strings.Join(rec.Roles, " ")
-	}
-	if err := s.record(ctx, "admin.client.issue", "", detail); err != nil {
+	if err := e.record(ctx, s, "admin.client.issue", "", rec.Summary()); err != nil {
 		return nil, pki.Record{}, err
 	}
 	return cert, rec, nil
@@ -204,7 +177,7 @@ func issueClient(ctx context.Context, s *state, cf clientFlags, issue func(*pki.
 func cmdClientList(_ context.Context, e *env, args []string) error {
 	fs := e.flags("client list", "[--json]", "List the client certificates brokerd's CA issued: name, serial, status, expiry, roles.")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	s, err := e.openState()
@@ -212,7 +185,7 @@ func cmdClientList(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	recs, err := pki.NewRegistry(s.st).List()
+	recs, err := s.PKI.Registry().List()
 	if err != nil {
 		return err
 	}
@@ -248,7 +221,7 @@ func cmdClientRevoke(ctx context.Context, e *env, args []string) error {
 			"or by serial number (as client list shows it). The running daemon refuses the\n"+
 			"certificate at once: new handshakes fail, open connections are closed or refused at\n"+
 			"their next request. The CRL in tls/crl.pem is signed again.")
-	which, err := parseArgs(fs, args, 1)
+	which, err := e.parseArgs(fs, args, 1)
 	if err != nil {
 		return err
 	}
@@ -257,20 +230,20 @@ func cmdClientRevoke(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	ca, err := s.authority(ctx)
+	ca, err := s.PKI.Authority(ctx)
 	if err != nil {
 		return err
 	}
-	rec, err := pki.NewRegistry(s.st).Revoke(which[0], time.Now())
+	rec, err := s.PKI.Registry().Revoke(which[0], time.Now())
 	if err != nil {
 		return err
 	}
 	// Stored: in force at once, whatever fails next.
 	if e.daemon != nil {
-		e.daemon.revoked()
+		e.daemon.ApplyRevocations()
 	}
-	crlErr := writeCRL(s, ca, time.Now())
-	if err := s.record(ctx, "admin.client.revoke", "", fmt.Sprintf("client %q serial %s sha256 %s", rec.Name, rec.Serial, rec.Fingerprint)); err != nil {
+	crlErr := s.PKI.WriteCRL(ca, time.Now())
+	if err := e.record(ctx, s, "admin.client.revoke", "", fmt.Sprintf("client %q serial %s sha256 %s", rec.Name, rec.Serial, rec.Fingerprint)); err != nil {
 		return fmt.Errorf("revoked %s (in force), but: %w", rec.Serial, err)
 	}
 	if crlErr != nil {

@@ -19,6 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/internal/dn"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/tpm"
@@ -35,10 +36,10 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 	id := fs.String("id", "", "key `id`, the name clients use")
 	alg := fs.String("alg", "", "key `algorithm`: rsa2048, rsa3072, p256 or p384")
 	subject := fs.String("subject", "", "CSR subject `DN`, e.g. \"CN=qseal,O=Example Oy,C=FI\" (default CN=ID)")
-	csrOut := fs.String("csr-out", "", "write the CSR (PEM) to this `file` instead of standard output")
+	csrOut := e.path(fs, "csr-out", admin.Write, "write the CSR (PEM) to this `file` instead of standard output")
 	var aliases multiFlag
 	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "id", "alg"); err != nil {
@@ -59,16 +60,16 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	info, csr, err := s.keys.Create(ctx, *id, a, keys.CreateOptions{Aliases: aliases, CSR: &x509.CertificateRequest{Subject: name}})
+	info, csr, err := s.Keys.Create(ctx, *id, a, keys.CreateOptions{Aliases: aliases, CSR: &x509.CertificateRequest{Subject: name}})
 	if err != nil {
 		return err
 	}
-	if err := s.record(ctx, "admin.key.create", info.ID, string(info.Kind)+" "+string(info.Algorithm)); err != nil {
+	if err := e.record(ctx, s, "admin.key.create", info.ID, string(info.Kind)+" "+string(info.Algorithm)); err != nil {
 		return err
 	}
 	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})
 	if *csrOut != "" {
-		if err := e.writeFile(*csrOut, out, 0o644); err != nil {
+		if err := e.fs().WriteFile(*csrOut, out, 0o644); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stderr, "wrote CSR to %s\n", *csrOut)
@@ -87,14 +88,14 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 			"An encrypted key's password comes from --password-file, else from the variable\n"+
 			"<KEY_FILE_NAME>_PASSWORD (qwac.key: QWAC_KEY_PASSWORD), else from a prompt.")
 	id := fs.String("id", "", "key `id`, the name clients use (key_id, tls.key_path)")
-	keyFile := fs.String("key", "", "PEM private key `file`")
-	blobFile := fs.String("blob", "", "wrapped key `file` made by brokerd key wrap")
-	certFile := fs.String("cert", "", "certificate `file` (PEM; may hold the chain); its base name becomes an alias")
-	chainFile := fs.String("chain", "", "intermediate certificates `file` (PEM)")
-	pwFile := fs.String("password-file", "", "`file` holding the key's password")
+	keyFile := e.path(fs, "key", admin.Read, "PEM private key `file`")
+	blobFile := e.path(fs, "blob", admin.Read, "wrapped key `file` made by brokerd key wrap")
+	certFile := e.path(fs, "cert", admin.Read, "certificate `file` (PEM; may hold the chain); its base name becomes an alias")
+	chainFile := e.path(fs, "chain", admin.Read, "intermediate certificates `file` (PEM)")
+	pwFile := e.path(fs, "password-file", admin.Read, "`file` holding the key's password")
 	var aliases multiFlag
 	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "id"); err != nil {
@@ -117,7 +118,7 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 		w    *tpm.WrappedKey
 	)
 	if *keyFile != "" {
-		data, err := e.readFile(*keyFile)
+		data, err := e.fs().ReadFile(*keyFile)
 		if err != nil {
 			return err
 		}
@@ -127,7 +128,7 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("%s: %w", *keyFile, err)
 		}
 	} else {
-		data, err := e.readFile(*blobFile)
+		data, err := e.fs().ReadFile(*blobFile)
 		if err != nil {
 			return err
 		}
@@ -142,14 +143,14 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 	defer s.Close()
 	var info keys.Info
 	if priv != nil {
-		info, err = s.keys.Import(ctx, *id, priv, opts)
+		info, err = s.Keys.Import(ctx, *id, priv, opts)
 	} else {
-		info, err = s.keys.ImportWrapped(ctx, *id, w, opts)
+		info, err = s.Keys.ImportWrapped(ctx, *id, w, opts)
 	}
 	if err != nil {
 		return err
 	}
-	if err := s.record(ctx, "admin.key.import", info.ID, string(info.Kind)+" "+string(info.Algorithm)); err != nil {
+	if err := e.record(ctx, s, "admin.key.import", info.ID, string(info.Kind)+" "+string(info.Algorithm)); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "imported key %s (%s, %s)%s\n", info.ID, info.Kind, info.Algorithm, aliasNote(info.Aliases))
@@ -168,7 +169,7 @@ func aliasNote(aliases []string) string {
 func (e *env) password(keyFile, pwFile string) keys.PasswordFunc {
 	return func() ([]byte, error) {
 		if pwFile != "" {
-			data, err := e.readFile(pwFile)
+			data, err := e.fs().ReadFile(pwFile)
 			if err != nil {
 				return nil, err
 			}
@@ -216,7 +217,7 @@ func cmdKeyWrap(_ context.Context, e *env, args []string) error {
 	keyFile := fs.String("key", "", "PEM private key `file`")
 	out := fs.String("out", "", "wrapped key `file` to write")
 	pwFile := fs.String("password-file", "", "`file` holding the key's password")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "ek", "key", "out"); err != nil {
@@ -281,11 +282,11 @@ func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 			"public key must be the key's. The certificate file's base name becomes an alias,\n"+
 			"so clients can name it as tls.cert_path.")
 	id := fs.String("id", "", "key `id`")
-	certFile := fs.String("cert", "", "certificate `file` (PEM; may hold the chain)")
-	chainFile := fs.String("chain", "", "intermediate certificates `file` (PEM)")
+	certFile := e.path(fs, "cert", admin.Read, "certificate `file` (PEM; may hold the chain)")
+	chainFile := e.path(fs, "chain", admin.Read, "intermediate certificates `file` (PEM)")
 	var aliases multiFlag
 	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "id", "cert"); err != nil {
@@ -300,11 +301,11 @@ func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	info, err := s.keys.AttachCert(*id, chain, append(aliases, filepath.Base(*certFile)))
+	info, err := s.Keys.AttachCert(*id, chain, append(aliases, filepath.Base(*certFile)))
 	if err != nil {
 		return err
 	}
-	if err := s.record(ctx, "admin.key.cert", info.ID, info.Subject+" x5t#S256 "+info.X5tS256); err != nil {
+	if err := e.record(ctx, s, "admin.key.cert", info.ID, info.Subject+" x5t#S256 "+info.X5tS256); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "key %s: certificate %s, valid until %s%s\n", info.ID, info.Subject, info.NotAfter.Format(time.DateOnly), aliasNote(info.Aliases))
@@ -315,7 +316,7 @@ func cmdKeyList(_ context.Context, e *env, args []string) error {
 	fs := e.flags("key list", "[--json] [--all]", "List the keys: id, aliases, storage kind, algorithm, certificate subject and expiry, x5t#S256.")
 	asJSON := fs.Bool("json", false, "print JSON")
 	all := fs.Bool("all", false, "also list brokerd's own keys (brokerd:tls-server, brokerd:audit, ...)")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	s, err := e.openState()
@@ -323,7 +324,7 @@ func cmdKeyList(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	infos, err := s.keys.List()
+	infos, err := s.Keys.List()
 	if err != nil {
 		return err
 	}
@@ -345,13 +346,6 @@ func cmdKeyList(_ context.Context, e *env, args []string) error {
 	return tw.Flush()
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 func cmdKeySign(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("key sign", "--id ID [--alg RS|PS|ES] [--hash SHA256|SHA512]",
 		"Sign standard input and print the signature in standard base64, exactly as POST /sign\n"+
@@ -360,7 +354,7 @@ func cmdKeySign(ctx context.Context, e *env, args []string) error {
 	id := fs.String("id", "", "key `id` or alias")
 	alg := fs.String("alg", "", "signature `algorithm`: RS, PS or ES")
 	hash := fs.String("hash", "SHA256", "`hash`: SHA256 or SHA512")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "id"); err != nil {
@@ -389,7 +383,7 @@ func cmdKeySign(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	sig, _, err := s.keys.Sign(ctx, *id, data, a, h)
+	sig, _, err := s.Keys.Sign(ctx, *id, data, a, h)
 	if err != nil {
 		return err
 	}
@@ -400,7 +394,7 @@ func cmdKeySign(ctx context.Context, e *env, args []string) error {
 func cmdKeyDelete(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("key delete", "--id ID", "Delete a key and its aliases. A key generated in the TPM is gone for good.")
 	id := fs.String("id", "", "key `id`")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "id"); err != nil {
@@ -411,10 +405,10 @@ func cmdKeyDelete(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	if err := s.keys.Delete(ctx, *id); err != nil {
+	if err := s.Keys.Delete(ctx, *id); err != nil {
 		return err
 	}
-	if err := s.record(ctx, "admin.key.delete", *id, ""); err != nil {
+	if err := e.record(ctx, s, "admin.key.delete", *id, ""); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "deleted key %s\n", *id)
@@ -429,7 +423,7 @@ func cmdKeyOrigins(ctx context.Context, e *env, args []string) error {
 	id := fs.String("id", "", "key `id`")
 	var origins multiFlag
 	fs.Var(&origins, "origin", "bank `origin` scheme://host[:port]; host may start with *. (repeatable)")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "id"); err != nil {
@@ -440,11 +434,11 @@ func cmdKeyOrigins(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	info, err := s.keys.SetOrigins(*id, origins)
+	info, err := s.Keys.SetOrigins(*id, origins)
 	if err != nil {
 		return err
 	}
-	if err := s.record(ctx, "admin.key.origins", info.ID, strings.Join(info.Origins, " ")); err != nil {
+	if err := e.record(ctx, s, "admin.key.origins", info.ID, strings.Join(info.Origins, " ")); err != nil {
 		return err
 	}
 	if len(info.Origins) == 0 {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/keys"
@@ -34,7 +35,7 @@ func cmdPolicyAllow(ctx context.Context, e *env, args []string) error {
 	var origins multiFlag
 	fs.Var(&origins, "origin", "bank `origin` scheme://host[:port] for makeRequest; host may start with *. (repeatable)")
 	fs.BoolVar(&r.AllowPrivate, "allow-private", false, "let makeRequest reach loopback/private addresses of these origins' literal hosts")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "name", "keys", "ops"); err != nil {
@@ -79,7 +80,7 @@ func splitList(s string) []string {
 func cmdPolicyList(_ context.Context, e *env, args []string) error {
 	fs := e.flags("policy list", "[--json]", "List the access rules.")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	_, p, err := e.loadPolicy()
@@ -111,7 +112,7 @@ func cmdPolicyList(_ context.Context, e *env, args []string) error {
 func cmdPolicyRemove(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("policy remove", "--name RULE", "Remove rule RULE.")
 	name := fs.String("name", "", "rule `name`")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "name"); err != nil {
@@ -145,12 +146,12 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 	fs := e.flags("policy test", "--cert FILE --op OP --key ID [--origin URL] [--json]",
 		"Show what the policy decides for a client certificate (PEM, leaf first, its CA chain\n"+
 			"may follow): allow or deny, and the rule that made the decision.")
-	certFile := fs.String("cert", "", "client certificate `file`")
+	certFile := e.path(fs, "cert", admin.Read, "client certificate `file`")
 	op := fs.String("op", "", "`operation`: sign or makeRequest")
 	key := fs.String("key", "", "key `id` or alias")
 	originFlag := fs.String("origin", "", "bank `origin` (makeRequest)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "cert", "op", "key"); err != nil {
@@ -170,8 +171,8 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	req.KeyNames = e.keyNames(statePath(cfg), *key)
-	id := policy.IdentityOptions{RoleOID: roleOID(cfg)}.Of(chain)
+	req.KeyNames = e.keyNames(cfg.StatePath(), *key)
+	id := policy.IdentityOptions{RoleOID: cfg.RoleOID()}.Of(chain)
 	d := p.Decide(id, req)
 	if *asJSON {
 		return writeJSON(e.stdout, testReport{Client: id, Op: *op, Key: *key, KeyNames: req.KeyNames, Origin: *originFlag, Decision: d})
@@ -192,7 +193,7 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 // keyNames returns the id and aliases of the key called name, from the
 // daemon's registry or the state file, else just name.
 func (e *env) keyNames(statePath, name string) []string {
-	st, release, err := e.openStateReadOnly(statePath)
+	_, st, release, err := e.openReadOnly(statePath)
 	if err != nil {
 		return []string{name}
 	}

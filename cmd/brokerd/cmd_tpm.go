@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"fmt"
 
+	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -14,9 +15,9 @@ func cmdTPMEK(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("tpm ek", "[--out FILE] [--alg ecc|rsa]",
 		"Print this TPM's endorsement public key (PEM), to wrap keys for it elsewhere with\n"+
 			"`brokerd key wrap`. Compare it with the TPM vendor's EK certificate before trusting it.")
-	out := fs.String("out", "", "write to this `file` instead of standard output")
+	out := e.path(fs, "out", admin.Write, "write to this `file` instead of standard output")
 	alg := fs.String("alg", "ecc", "endorsement key `type`: ecc (P-256) or rsa (RSA-2048)")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	parent := map[string]tpm.Parent{"ecc": tpm.ParentECCEK, "rsa": tpm.ParentRSAEK}[*alg]
@@ -28,7 +29,7 @@ func cmdTPMEK(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
-	pub, err := s.dev.EndorsementKey(ctx, parent)
+	pub, err := s.TPM.EndorsementKey(ctx, parent)
 	if err != nil {
 		return err
 	}
@@ -47,7 +48,7 @@ func (e *env) writePublicKey(pub crypto.PublicKey, out string) error {
 		_, err = e.stdout.Write(data)
 		return err
 	}
-	if err := e.writeFile(out, data, 0o644); err != nil {
+	if err := e.fs().WriteFile(out, data, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stderr, "wrote %s\n", out)

@@ -6,8 +6,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/internal/origin"
-	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/netstack/bank"
 )
 
 func cmdTrustAdd(ctx context.Context, e *env, args []string) error {
@@ -15,9 +16,9 @@ func cmdTrustAdd(ctx context.Context, e *env, args []string) error {
 		"Trust a CA (or chain) for banks' server certificates, on top of the system roots:\n"+
 			"for every bank, or only for one origin. The next makeRequest uses it; the daemon\n"+
 			"needs no restart.")
-	caFile := fs.String("ca", "", "CA certificate `file` (PEM; more certificates may follow)")
+	caFile := e.path(fs, "ca", admin.Read, "CA certificate `file` (PEM; more certificates may follow)")
 	originFlag := fs.String("origin", "", "trust it only for this bank `origin` scheme://host[:port]")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "ca"); err != nil {
@@ -39,7 +40,7 @@ func cmdTrustAdd(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fp, err := netstack.AddTrust(cfg.Bank.TrustDir, cs, scope)
+	fp, err := bank.AddTrust(cfg.Bank.TrustDir, cs, scope)
 	if err != nil {
 		return err
 	}
@@ -54,20 +55,20 @@ func cmdTrustAdd(ctx context.Context, e *env, args []string) error {
 func cmdTrustList(_ context.Context, e *env, args []string) error {
 	fs := e.flags("trust list", "[--json]", "List the CAs added for banks' server certificates (the system roots apply too).")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	cas, err := netstack.ReadTrustDir(cfg.Bank.TrustDir)
+	cas, err := bank.ReadTrustDir(cfg.Bank.TrustDir)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		if cas == nil {
-			cas = []netstack.TrustedCA{}
+			cas = []bank.TrustedCA{}
 		}
 		return writeJSON(e.stdout, cas)
 	}
@@ -86,7 +87,7 @@ func cmdTrustList(_ context.Context, e *env, args []string) error {
 func cmdTrustRemove(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("trust remove", "--ca FINGERPRINT", "Stop trusting a CA added with trust add (by its SHA-256, or a unique prefix of 8 digits or more).")
 	fp := fs.String("ca", "", "the CA's SHA-256 `fingerprint`")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "ca"); err != nil {
@@ -96,7 +97,7 @@ func cmdTrustRemove(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	removed, err := netstack.RemoveTrust(cfg.Bank.TrustDir, *fp)
+	removed, err := bank.RemoveTrust(cfg.Bank.TrustDir, *fp)
 	if err != nil {
 		return err
 	}

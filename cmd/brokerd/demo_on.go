@@ -12,8 +12,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/config"
+	"github.com/brokerd/brokerd/daemon"
 	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/pki"
 	"github.com/brokerd/brokerd/policy"
 	"github.com/brokerd/brokerd/store"
 	"github.com/brokerd/brokerd/tpm"
@@ -38,7 +41,7 @@ func cmdDemo(ctx context.Context, e *env, args []string) error {
 			"every run serves the API and prints curl commands to try. Stop with Ctrl-C.")
 	dir := fs.String("dir", "demo", "demo `directory`")
 	listen := fs.String("listen", "127.0.0.1:8443", "API listen `address`")
-	if err := parse(fs, args); err != nil {
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
 	abs, err := filepath.Abs(*dir)
@@ -60,7 +63,7 @@ func cmdDemo(ctx context.Context, e *env, args []string) error {
 	if err := resumeSimulator(ctx, cfg); err != nil {
 		return err
 	}
-	return serve(ctx, cfg, cfg.Logger(e.stderr), func(addrs []string) { printDemo(e.stdout, abs, addrs[0]) })
+	return serve(ctx, cfg, daemon.Deps{Log: cfg.Logger(e.stderr), Ready: func(addrs []string) { printDemo(e.stdout, abs, addrs[0]) }})
 }
 
 // resumeSimulator brings the simulator's reset counter up to where the
@@ -70,12 +73,17 @@ func cmdDemo(ctx context.Context, e *env, args []string) error {
 // NV memory. Every start of the simulator counts as one reset (its clock
 // starts at the wall clock's, see package tpm).
 func resumeSimulator(ctx context.Context, cfg *config.Config) error {
-	st, err := store.Open(statePath(cfg), store.Options{ReadOnly: true})
+	st, err := store.Open(cfg.StatePath(), store.Options{ReadOnly: true})
 	if err != nil {
 		return err
 	}
-	last, err := st.LastCheckpoint()
-	st.Close()
+	defer st.Close()
+	l, err := audit.Open(st)
+	if err != nil {
+		return err
+	}
+	last, err := l.LastCheckpoint()
+	l.Close()
 	if err != nil || last == nil {
 		return err
 	}
@@ -105,27 +113,25 @@ func demoSetup(ctx context.Context, dir, cfgPath string, e *env) error {
 	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.Admin.Socket = filepath.Join(dir, "admin.sock")
 	cfg.PKI.ServerNames = []string{"localhost", "127.0.0.1", "::1"}
-	if _, err := initialize(ctx, cfgPath, cfg, nil, e.logger()); err != nil {
+	if _, err := daemon.Init(ctx, cfgPath, cfg, nil, e.logger()); err != nil {
 		return err
 	}
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
 	}
-	s, err := openState(cfg, e.logger())
+	s, err := daemon.OpenState(cfg, e.logger())
 	if err != nil {
 		return err
 	}
-	s.actor = "demo set-up"
 	defer s.Close()
 	for _, k := range demoKeys {
-		if _, _, err := s.keys.Create(ctx, k.id, k.alg, keys.CreateOptions{}); err != nil {
+		if _, _, err := s.Keys.Create(ctx, k.id, k.alg, keys.CreateOptions{}); err != nil {
 			return err
 		}
 	}
-	name, days := "demo-client", 0
-	quiet := &env{stdin: e.stdin, stdout: io.Discard, stderr: e.stderr, getenv: e.getenv}
-	if err := newClientFiles(ctx, quiet, s, clientFlags{name: &name, days: &days}, filepath.Join(dir, "client")); err != nil {
+	quiet := &env{stdin: e.stdin, stdout: io.Discard, stderr: e.stderr, getenv: e.getenv, caller: "demo set-up"}
+	if err := newClientFiles(ctx, quiet, s, pki.ClientRequest{Client: pki.Client{Name: "demo-client"}}, filepath.Join(dir, "client")); err != nil {
 		return err
 	}
 	p := &policy.Policy{}

@@ -10,9 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net/http"
 	"os"
@@ -23,11 +21,9 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/admin"
-	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/swtpmtest"
 	"github.com/brokerd/brokerd/internal/testpki"
-	"github.com/brokerd/brokerd/pki"
 	"github.com/brokerd/brokerd/policy"
 )
 
@@ -442,91 +438,4 @@ func TestInitFailureLeavesNothing(t *testing.T) {
 		}
 	}
 	c.must("init", "--dir", etc, "--tpm", sw.Address(), "--server-name", "broker.lan", "--admin-socket", filepath.Join(c.dir, "admin.sock"))
-}
-
-// fakeTLS stands for the API server in renewal tests.
-type fakeTLS struct {
-	reloads int
-	leaf    *x509.Certificate
-}
-
-func (f *fakeTLS) Reload() error           { f.reloads++; return nil }
-func (f *fakeTLS) Leaf() *x509.Certificate { return f.leaf }
-
-// TestRenewalWithoutTheTPM: a renewal that cannot sign fails, on record,
-// and the next one works once the TPM is back.
-func TestRenewalWithoutTheTPM(t *testing.T) {
-	c, sw := ownCA(t, "pki.server_validity = \"65s\"\npki.renew_before = \"60s\"")
-	cfg, err := config.Load(c.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := openState(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ctx := context.Background()
-	ca, err := s.authority(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	due, err := issueServerCert(ctx, s, ca, time.Now().Add(-time.Hour)) // expired: due
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recorded []string
-	record := func(op, _, detail string, err error) {
-		recorded = append(recorded, fmt.Sprint(op, " ", detail, " ", err))
-	}
-	srv := &fakeTLS{leaf: due}
-	sw.Stop()
-	wait := time.Hour
-	if err := renewServerCert(ctx, s, ca, srv, record, &wait); err == nil {
-		t.Fatal("renewed without a TPM")
-	}
-	if len(recorded) != 1 || !strings.HasPrefix(recorded[0], "admin.tls.renew renewing server certificate serial "+pki.SerialHex(due)) || strings.HasSuffix(recorded[0], "<nil>") {
-		t.Fatalf("records %q", recorded)
-	}
-	sw.Restart()
-	if err := renewServerCert(ctx, s, ca, srv, record, &wait); err != nil {
-		t.Fatal(err)
-	}
-	now, _ := certs.ReadFile(cfg.API.TLSCert)
-	if srv.reloads != 1 || now[0].Equal(due) || wait > 5*time.Second || !strings.HasSuffix(recorded[1], "<nil>") {
-		t.Fatalf("after the TPM came back: reloads %d, wait %v, records %q", srv.reloads, wait, recorded)
-	}
-	// Written but not served (a failed reload): the next pass puts it in force.
-	wait = time.Hour
-	if err := renewServerCert(ctx, s, ca, srv, record, &wait); err != nil || srv.reloads != 2 {
-		t.Fatalf("not served yet: %v, reloads %d", err, srv.reloads)
-	}
-}
-
-func TestAllowNamed(t *testing.T) {
-	cases := []struct {
-		name string
-		args []string
-		op   string
-		path string
-		ok   bool
-	}{
-		{"key import", []string{"--id", "k", "--key", "./keys/../keys/q.key"}, "read", "keys/q.key", true},
-		{"key import", []string{"--id", "k", "--key", "q.key"}, "read", "/etc/shadow", false},
-		{"key import", []string{"--id", "k", "--key=q.key"}, "read", "q.key", true},
-		{"key create", []string{"--id", "k", "--csr-out", "out/k.csr"}, "write", "out/k.csr", true},
-		{"key create", []string{"--id", "k", "--csr-out", "out/k.csr"}, "write", "out/authorized_keys", false},
-		{"client issue", []string{"--name", "a", "--out", "dir/"}, "write", "dir/a.key", true},
-		{"client issue", []string{"--name", "a", "--out=dir"}, "write", "dir/ca.crt", true},
-		{"client issue", []string{"--name", "a", "--out", "dir"}, "mkdir", "dir", true},
-		{"client issue", []string{"--name", "a", "--out", "dir"}, "write", "dir/sub/a.key", false},
-		{"client issue", []string{"--name", "a", "--out", "dir"}, "write", "elsewhere/a.key", false},
-		{"client sign", []string{"--csr", "a.csr", "--out", "dir"}, "write", "dir/a.key", false}, // --out is a file there
-	}
-	for _, c := range cases {
-		err := allowNamed(c.name, c.args, namedPaths(c.args))(c.op, c.path)
-		if (err == nil) != c.ok {
-			t.Errorf("%s %v: %s %s: %v, want ok=%v", c.name, c.args, c.op, c.path, err, c.ok)
-		}
-	}
 }

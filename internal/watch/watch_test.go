@@ -3,42 +3,105 @@ package watch_test
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"sync/atomic"
+	"os"
+	"path/filepath"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/brokerd/brokerd/internal/watch"
 )
 
+// TestStampOf: a file's stamp changes with its content, with a rename over
+// it (same size, same time), with its removal, and a directory's with the
+// files in it.
+func TestStampOf(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "policy.toml")
+	write := func(path, data string, mtime time.Time) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	write(f, "aaaa", when)
+	steps := []struct {
+		name string
+		do   func()
+	}{
+		{"content and size", func() { write(f, "aaaaa", when) }},
+		{"mtime", func() { write(f, "aaaaa", when.Add(time.Second)) }},
+		{"rename over it, same size and time", func() {
+			tmp := filepath.Join(dir, ".tmp")
+			write(tmp, "bbbbb", when.Add(time.Second))
+			if err := os.Rename(tmp, f); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"removed", func() { os.Remove(f) }},
+		{"a file added to the directory", func() { write(filepath.Join(dir, "ca.pem"), "x", when) }},
+	}
+	for _, s := range steps {
+		before := watch.StampOf(f, dir)
+		if again := watch.StampOf(f, dir); again != before {
+			t.Fatalf("%s: stamp not stable: %q then %q", s.name, before, again)
+		}
+		s.do()
+		if after := watch.StampOf(f, dir); after == before {
+			t.Errorf("%s: stamp unchanged: %q", s.name, after)
+		}
+	}
+}
+
+// TestPoll: one reload per change, the outcome told, none without a change,
+// and none for a change already loaded by other means (Seen).
 func TestPoll(t *testing.T) {
-	var changes, reloads atomic.Int32
-	changes.Store(2)
-	outcomes := make(chan error, 4)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		watch.Poll(ctx, time.Millisecond,
-			func() bool { return changes.Add(-1) >= 0 },
-			func() error {
-				if reloads.Add(1) == 2 {
+	synctest.Test(t, func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "policy.toml")
+		os.WriteFile(f, []byte("a"), 0o644)
+		var reloads int
+		var seen watch.Stamp = watch.StampOf(f)
+		outcomes := make(chan error, 8)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go watch.Poll(ctx, watch.Options{Paths: []string{f}, Interval: time.Second,
+			Seen: func() watch.Stamp { return seen },
+			Reload: func() error {
+				reloads++
+				seen = watch.StampOf(f)
+				if reloads == 2 {
 					return errors.New("broken")
 				}
 				return nil
 			},
-			func(err error) { outcomes <- err }, slog.New(slog.DiscardHandler), "reload failed")
-	}()
-	if err := <-outcomes; err != nil {
-		t.Fatalf("first reload: %v", err)
-	}
-	if err := <-outcomes; err == nil || err.Error() != "broken" {
-		t.Fatalf("second reload: %v", err)
-	}
-	time.Sleep(20 * time.Millisecond) // no change, no reload
-	cancel()
-	<-done
-	if n := reloads.Load(); n != 2 {
-		t.Fatalf("%d reloads for 2 changes", n)
-	}
+			OnReload: func(err error) { outcomes <- err }})
+		// In the bubble, time moves only when every goroutine waits: each
+		// Sleep is one poll, exactly.
+		poll := func() { time.Sleep(time.Second); synctest.Wait() }
+		poll()
+		if reloads != 0 {
+			t.Fatalf("%d reloads without a change", reloads)
+		}
+		os.WriteFile(f, []byte("bb"), 0o644)
+		poll()
+		if err := <-outcomes; err != nil || reloads != 1 {
+			t.Fatalf("first change: %d reloads, %v", reloads, err)
+		}
+		os.WriteFile(f, []byte("ccc"), 0o644)
+		poll()
+		if err := <-outcomes; err == nil || err.Error() != "broken" {
+			t.Fatalf("second change: %v", err)
+		}
+		os.WriteFile(f, []byte("dddd"), 0o644)
+		seen = watch.StampOf(f) // loaded by other means (a SIGHUP)
+		poll()
+		poll()
+		if reloads != 2 || len(outcomes) != 0 {
+			t.Fatalf("%d reloads, %d outcomes; want 2 and none pending", reloads, len(outcomes))
+		}
+	})
 }

@@ -1,4 +1,4 @@
-package netstack_test
+package listener_test
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/internal/testpki"
-	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/netstack/listener"
 )
 
 type files struct {
@@ -41,7 +41,7 @@ func material(t *testing.T, cn string) files {
 
 func TestLoadMaterial(t *testing.T) {
 	f := material(t, "a")
-	m, err := netstack.LoadMaterial(f.cert, f.ca, f.key)
+	m, err := listener.LoadMaterial(f.cert, f.ca, f.key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,29 +49,29 @@ func TestLoadMaterial(t *testing.T) {
 		t.Fatalf("material %+v", m)
 	}
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if _, err := netstack.LoadMaterial(f.cert, f.ca, other); err == nil || !strings.Contains(err.Error(), "not the server key") {
+	if _, err := listener.LoadMaterial(f.cert, f.ca, other); err == nil || !strings.Contains(err.Error(), "not the server key") {
 		t.Fatalf("mismatched key: %v", err)
 	}
-	if _, err := netstack.LoadMaterial(f.cert, f.cert+".missing", f.key); err == nil {
+	if _, err := listener.LoadMaterial(f.cert, f.cert+".missing", f.key); err == nil {
 		t.Fatal("missing CA file accepted")
 	}
-	if _, err := netstack.LoadMaterial(testpki.WriteFile(t, filepath.Join(f.dir, "empty"), nil), f.ca, f.key); err == nil {
+	if _, err := listener.LoadMaterial(testpki.WriteFile(t, filepath.Join(f.dir, "empty"), nil), f.ca, f.key); err == nil {
 		t.Fatal("empty certificate file accepted")
 	}
 }
 
 func TestFailedReloadKeepsMaterial(t *testing.T) {
 	good := material(t, "first")
-	load := func() (*netstack.Material, error) { return netstack.LoadMaterial(good.cert, good.ca, good.key) }
+	load := func() (*listener.Material, error) { return listener.LoadMaterial(good.cert, good.ca, good.key) }
 	calls := 0
-	srv, err := netstack.NewServer(netstack.ServerConfig{}, func() (*netstack.Material, error) {
+	srv, err := listener.NewServer(listener.Config{}, func() (*listener.Material, error) {
 		calls++
 		if calls > 1 {
 			return nil, errors.New("broken file")
 		}
 		return load()
 	}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if netstack.VerifiedChain(r) == nil {
+		if listener.VerifiedChain(r) == nil {
 			io.WriteString(w, "anonymous")
 			return
 		}
@@ -107,13 +107,13 @@ func TestFailedReloadKeepsMaterial(t *testing.T) {
 }
 
 func TestListen(t *testing.T) {
-	if _, err := netstack.Listen(nil, nil); err == nil || !strings.Contains(err.Error(), "no API listener") {
+	if _, err := listener.Listen(nil, nil); err == nil || !strings.Contains(err.Error(), "no API listener") {
 		t.Fatalf("no listener: %v", err)
 	}
-	if _, err := netstack.Listen([]string{"256.0.0.1:1"}, nil); err == nil {
+	if _, err := listener.Listen([]string{"256.0.0.1:1"}, nil); err == nil {
 		t.Fatal("bad address accepted")
 	}
-	ls, err := netstack.Listen([]string{"127.0.0.1:0"}, []string{"127.0.0.1:0"})
+	ls, err := listener.Listen([]string{"127.0.0.1:0"}, []string{"127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestClientVerification(t *testing.T) {
 	var mu sync.Mutex
 	var refused []string
 	revoked := map[string]bool{}
-	cfg := netstack.ServerConfig{
+	cfg := listener.Config{
 		CheckClient: func(chain []*x509.Certificate) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -146,9 +146,9 @@ func TestClientVerification(t *testing.T) {
 			refused = append(refused, presented[0].Subject.CommonName+": "+reason.Error())
 		},
 	}
-	srv, err := netstack.NewServer(cfg, func() (*netstack.Material, error) { return netstack.LoadMaterial(f.cert, f.ca, f.key) },
+	srv, err := listener.NewServer(cfg, func() (*listener.Material, error) { return listener.LoadMaterial(f.cert, f.ca, f.key) },
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			chain := netstack.VerifiedChain(r)
+			chain := listener.VerifiedChain(r)
 			if chain == nil {
 				io.WriteString(w, "anonymous")
 				return
@@ -268,7 +268,7 @@ func TestClientVerification(t *testing.T) {
 func TestCloseClients(t *testing.T) {
 	f := material(t, "localhost")
 	var conns atomic.Int32
-	srv, err := netstack.NewServer(netstack.ServerConfig{}, func() (*netstack.Material, error) { return netstack.LoadMaterial(f.cert, f.ca, f.key) },
+	srv, err := listener.NewServer(listener.Config{}, func() (*listener.Material, error) { return listener.LoadMaterial(f.cert, f.ca, f.key) },
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }), nil)
 	if err != nil {
 		t.Fatal(err)

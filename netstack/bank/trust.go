@@ -1,4 +1,4 @@
-package netstack
+package bank
 
 import (
 	"bufio"
@@ -43,7 +43,7 @@ type TrustStore struct {
 	dir  string
 	log  *slog.Logger
 	cur  atomic.Pointer[trustSet]
-	seen atomic.Value // directory stamp
+	seen atomic.Pointer[watch.Stamp] // of the directory as last read
 }
 
 type trustSet struct {
@@ -68,13 +68,13 @@ func NewTrustStore(dir string, log *slog.Logger) (*TrustStore, error) {
 // Reload reads the system roots and the directory again. On error the
 // CAs in use stay.
 func (t *TrustStore) Reload() error {
-	st := dirStamp(t.dir)
+	st := watch.StampOf(t.dir)
 	system, err := x509.SystemCertPool()
 	if err != nil {
 		system = x509.NewCertPool()
 	}
 	cas, err := ReadTrustDir(t.dir)
-	t.seen.Store(st)
+	t.seen.Store(&st)
 	if err != nil {
 		return err
 	}
@@ -99,8 +99,8 @@ func (t *TrustStore) Reload() error {
 // Watch reloads the directory when it changes, until ctx ends, and tells
 // onReload (when set) the outcome.
 func (t *TrustStore) Watch(ctx context.Context, interval time.Duration, onReload func(error)) {
-	watch.Poll(ctx, interval, func() bool { return dirStamp(t.dir) != t.seen.Load() }, t.Reload, onReload, t.log,
-		"bank trust directory changed but does not load; keeping the CAs in use")
+	watch.Poll(ctx, watch.Options{Paths: []string{t.dir}, Interval: interval, Seen: func() watch.Stamp { return *t.seen.Load() },
+		Reload: t.Reload, OnReload: onReload, What: "bank trust directory", Log: t.log})
 }
 
 // CAs lists the operator's CAs in force.
@@ -242,19 +242,4 @@ func RemoveTrust(dir, prefix string) (string, error) {
 		return match[0], os.Remove(filepath.Join(dir, match[0]+".pem"))
 	}
 	return "", fmt.Errorf("fingerprint %s names %d CAs; give more digits", prefix, len(match))
-}
-
-// dirStamp summarises a directory's files, to notice changes.
-func dirStamp(dir string) string {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return ""
-	}
-	var b strings.Builder
-	for _, e := range entries {
-		if fi, err := e.Info(); err == nil {
-			fmt.Fprintf(&b, "%s:%d:%d;", e.Name(), fi.Size(), fi.ModTime().UnixNano())
-		}
-	}
-	return b.String()
 }

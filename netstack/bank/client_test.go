@@ -1,4 +1,4 @@
-package netstack_test
+package bank_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/internal/testpki"
-	"github.com/brokerd/brokerd/netstack"
+	"github.com/brokerd/brokerd/netstack/bank"
 )
 
 func TestBlocked(t *testing.T) {
@@ -22,7 +22,7 @@ func TestBlocked(t *testing.T) {
 		"224.0.0.1": true, "255.255.255.255": true, "fc00::1": true, "::ffff:127.0.0.1": true, "::ffff:10.0.0.1": true,
 		"8.8.8.8": false, "203.0.113.5": false, "2001:db8::1": false, "100.128.0.1": false, "172.32.0.1": false,
 	} {
-		if got := netstack.Blocked(net.ParseIP(ip)); got != want {
+		if got := bank.Blocked(net.ParseIP(ip)); got != want {
 			t.Errorf("Blocked(%s) = %v, want %v", ip, got, want)
 		}
 	}
@@ -32,14 +32,14 @@ func TestTrustDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "bank-cas")
 	global := testpki.NewCA(t, "Global Bank CA")
 	scoped := testpki.NewCA(t, "Scoped Bank CA")
-	fpGlobal, err := netstack.AddTrust(dir, []*x509.Certificate{global.Cert}, "")
+	fpGlobal, err := bank.AddTrust(dir, []*x509.Certificate{global.Cert}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := netstack.AddTrust(dir, []*x509.Certificate{scoped.Cert}, "https://api.bank.example:443"); err != nil {
+	if _, err := bank.AddTrust(dir, []*x509.Certificate{scoped.Cert}, "https://api.bank.example:443"); err != nil {
 		t.Fatal(err)
 	}
-	ts, err := netstack.NewTrustStore(dir, nil)
+	ts, err := bank.NewTrustStore(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,16 +68,16 @@ func TestTrustDirectory(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"abc", "00000000"} {
-		if _, err := netstack.RemoveTrust(dir, bad); err == nil {
+		if _, err := bank.RemoveTrust(dir, bad); err == nil {
 			t.Errorf("RemoveTrust(%q) succeeded", bad)
 		}
 	}
-	if got, err := netstack.RemoveTrust(dir, strings.ToUpper(fpGlobal[:12])); err != nil || got != fpGlobal {
+	if got, err := bank.RemoveTrust(dir, strings.ToUpper(fpGlobal[:12])); err != nil || got != fpGlobal {
 		t.Fatalf("RemoveTrust by prefix: %q, %v", got, err)
 	}
 	// A broken file does not load, and a reload keeps the CAs in use.
 	os.WriteFile(filepath.Join(dir, "broken.pem"), []byte("not a certificate"), 0o644)
-	if _, err := netstack.ReadTrustDir(dir); err == nil {
+	if _, err := bank.ReadTrustDir(dir); err == nil {
 		t.Fatal("a broken trust file was read")
 	}
 	if err := ts.Reload(); err == nil || len(ts.CAs()) != 2 {
@@ -87,7 +87,7 @@ func TestTrustDirectory(t *testing.T) {
 
 func TestTrustWatch(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "bank-cas")
-	ts, err := netstack.NewTrustStore(dir, nil)
+	ts, err := bank.NewTrustStore(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestTrustWatch(t *testing.T) {
 			return nil
 		}
 	}
-	if _, err := netstack.AddTrust(dir, []*x509.Certificate{testpki.NewCA(t, "Bank CA").Cert}, ""); err != nil {
+	if _, err := bank.AddTrust(dir, []*x509.Certificate{testpki.NewCA(t, "Bank CA").Cert}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := next(); err != nil || len(ts.CAs()) != 1 {

@@ -1,9 +1,9 @@
-// Package netstack owns brokerd's network edges: the mutual-TLS API
-// listener and the plain health listener (given addresses or systemd
-// sockets), the server TLS configuration with live reload, client
-// certificate verification, and (for makeRequest) the outbound client. It
-// knows nothing of the API it serves: handlers come from outside.
-package netstack
+// Package listener serves brokerd's API: the mutual-TLS listener and the
+// plain health listener (given addresses or systemd sockets), the server
+// TLS configuration with live reload, and client-certificate
+// verification. It knows nothing of the API it serves: handlers come from
+// outside.
+package listener
 
 import (
 	"context"
@@ -60,8 +60,8 @@ func LoadMaterial(certFile, clientCAFile string, key crypto.Signer) (*Material, 
 	return m, nil
 }
 
-// ServerConfig configures the listeners.
-type ServerConfig struct {
+// Config configures the listeners.
+type Config struct {
 	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13.
 	MinVersion        uint16
 	ReadHeaderTimeout time.Duration
@@ -82,7 +82,7 @@ type ServerConfig struct {
 // HTTP. Its TLS material can be replaced while it runs; connections already
 // open keep what they negotiated.
 type Server struct {
-	cfg    ServerConfig
+	cfg    Config
 	load   func() (*Material, error)
 	tlsCur atomic.Pointer[tls.Config]
 	api    *http.Server
@@ -97,7 +97,7 @@ type Server struct {
 
 // NewServer loads the TLS material with load (again on every Reload) and
 // prepares the servers. health may be nil.
-func NewServer(cfg ServerConfig, load func() (*Material, error), api, health http.Handler) (*Server, error) {
+func NewServer(cfg Config, load func() (*Material, error), api, health http.Handler) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}

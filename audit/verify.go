@@ -1,4 +1,4 @@
-package store
+package audit
 
 import (
 	"crypto"
@@ -10,10 +10,12 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/brokerd/brokerd/store"
 )
 
-// AuditReport is what VerifyAudit found.
-type AuditReport struct {
+// Report is what Verify found.
+type Report struct {
 	Records     int    `json:"records"`
 	FirstSeq    uint64 `json:"first_seq"`
 	LastSeq     uint64 `json:"last_seq"`
@@ -31,28 +33,32 @@ type AuditReport struct {
 }
 
 // OK reports whether the log verified.
-func (r *AuditReport) OK() bool { return r.Problem == "" }
+func (r *Report) OK() bool { return r.Problem == "" }
 
-// VerifyAudit checks the audit log of the state file at path (best a copy;
-// it is opened read-only) with the audit public key: every record's link
-// to its predecessor, the sequence, every checkpoint's signature, its link
-// to the previous checkpoint and the record it signs, the TPM clock never
-// going back, the anchor of pruned records, and that no record a
-// checkpoint signed is missing at the end. It stops at the first problem.
-func VerifyAudit(path string, pub crypto.PublicKey) (*AuditReport, error) {
-	s, err := Open(path, Options{ReadOnly: true})
+// VerifyFile checks the audit log of the state file at path (best a copy;
+// it is opened read-only) with the audit public key; see Verify.
+func VerifyFile(path string, pub crypto.PublicKey) (*Report, error) {
+	st, err := store.Open(path, store.Options{ReadOnly: true})
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close()
-	return s.VerifyAudit(pub)
+	defer st.Close()
+	l, err := Open(st)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	return l.Verify(pub)
 }
 
-// VerifyAudit verifies the audit log of an open store; see the function
-// VerifyAudit.
-func (s *Store) VerifyAudit(pub crypto.PublicKey) (*AuditReport, error) {
-	rep := &AuditReport{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+// Verify checks the log with the audit public key: every record's link to
+// its predecessor, the sequence, every checkpoint's signature, its link to
+// the previous checkpoint and the record it signs, the TPM clock never
+// going back, the anchor of pruned records, and that no record a
+// checkpoint signed is missing at the end. It stops at the first problem.
+func (l *Log) Verify(pub crypto.PublicKey) (*Report, error) {
+	rep := &Report{}
+	err := l.db.View(func(tx *bolt.Tx) error {
 		v := &verifier{tx: tx, pub: pub, rep: rep}
 		v.run()
 		return nil
@@ -63,7 +69,7 @@ func (s *Store) VerifyAudit(pub crypto.PublicKey) (*AuditReport, error) {
 type verifier struct {
 	tx  *bolt.Tx
 	pub crypto.PublicKey
-	rep *AuditReport
+	rep *Report
 	// checkpoints by the record they sign.
 	bySeq map[uint64][]Checkpoint
 }
@@ -75,34 +81,33 @@ func (v *verifier) fail(format string, args ...any) {
 }
 
 func (v *verifier) run() {
-	meta := v.tx.Bucket(bucketMeta)
-	audit, cps := v.tx.Bucket(bucketAudit), v.tx.Bucket(bucketCheckpoints)
-	if meta == nil || audit == nil || cps == nil {
+	records, cps := v.tx.Bucket(bucketAudit), v.tx.Bucket(bucketCheckpoints)
+	if records == nil || cps == nil {
 		v.fail("the file holds no audit log")
 		return
 	}
 	next, prev, prevCP := uint64(1), genesis, ""
-	if raw := meta.Get(metaAnchor); raw != nil {
-		var a Anchor
-		if err := json.Unmarshal(raw, &a); err != nil {
-			v.fail("the anchor of pruned records is not valid")
-			return
-		}
+	a, err := readAnchor(v.tx)
+	if err != nil {
+		v.fail("the anchor of pruned records is not valid")
+		return
+	}
+	if a != nil {
 		if !verifySig(v.pub, a.Payload(), a.Signature) {
 			v.fail("the anchor of pruned records has an invalid signature")
 			return
 		}
-		v.rep.Pruned = &a
+		v.rep.Pruned = a
 		next, prev, prevCP = a.FirstSeq, a.Prev, a.PrevCheckpoint
 	}
 	if !v.checkpoints(cps, prevCP) {
 		return
 	}
 	v.rep.FirstSeq = next
-	cur := audit.Cursor()
+	cur := records.Cursor()
 	for k, val := cur.First(); k != nil; k, val = cur.Next() {
 		at := binary.BigEndian.Uint64(k)
-		var r AuditRecord
+		var r Record
 		if err := json.Unmarshal(val, &r); err != nil {
 			v.fail("record %d is not a valid record: it was changed", at)
 			return

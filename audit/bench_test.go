@@ -1,4 +1,4 @@
-package store_test
+package audit_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/store"
 )
 
@@ -19,7 +20,7 @@ import (
 func BenchmarkVerifyAudit(b *testing.B) {
 	const n, every = 1_000_000, 1000
 	path := filepath.Join(b.TempDir(), store.FileName)
-	s, err := store.Open(path, store.Options{})
+	s, err := openLog(path)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func BenchmarkVerifyAudit(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for i := w; i < every; i += 50 {
-					rec := store.AuditRecord{Op: "sign", Status: 200, KeyID: "qseal.key", Alg: "RS/SHA256",
+					rec := audit.Record{Op: "sign", Status: 200, KeyID: "qseal.key", Alg: "RS/SHA256",
 						Client: "CN=agg-1", ClientSHA256: fmt.Sprintf("%064x", w), DataSHA256: fmt.Sprintf("%064x", i), DurationMS: 2.5}
 					if _, err := s.Append(context.Background(), rec); err != nil {
 						b.Error(err)
@@ -51,7 +52,7 @@ func BenchmarkVerifyAudit(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
-		rep, err := store.VerifyAudit(path, k.Public())
+		rep, err := audit.VerifyFile(path, k.Public())
 		if err != nil || !rep.OK() || rep.Records != n {
 			b.Fatalf("%+v, %v", rep, err)
 		}

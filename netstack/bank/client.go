@@ -1,4 +1,10 @@
-package netstack
+// Package bank calls banks for makeRequest: connection pools per QWAC,
+// TLS version and origin with session resumption (so that a full handshake,
+// one TPM signature, is rare), the trust store for banks' certificates, the
+// address guard (no loopback, private or link-local destination unless a
+// rule allows it, checked at dial time after DNS) and size and time limits.
+// It knows nothing of the API that asks for the calls.
+package bank
 
 import (
 	"bytes"
@@ -26,9 +32,9 @@ import (
 	"github.com/brokerd/brokerd/internal/origin"
 )
 
-// OutboundConfig configures calls to banks. Zero fields take the defaults
+// Config configures calls to banks. Zero fields take the defaults
 // shown.
-type OutboundConfig struct {
+type Config struct {
 	// Timeout bounds a whole call, redirects included. Default 60s.
 	Timeout time.Duration
 	// MaxBody bounds a response body, after decompression. Default 32 MiB.
@@ -51,7 +57,7 @@ type OutboundConfig struct {
 	Log     *slog.Logger
 }
 
-func (c OutboundConfig) withDefaults() OutboundConfig {
+func (c Config) withDefaults() Config {
 	if c.Timeout == 0 {
 		c.Timeout = 60 * time.Second
 	}
@@ -84,14 +90,14 @@ func (c OutboundConfig) withDefaults() OutboundConfig {
 	return c
 }
 
-// BankErrorKind says why a call to a bank failed.
-type BankErrorKind int
+// ErrorKind says why a call to a bank failed.
+type ErrorKind int
 
-// Kinds of BankError.
+// Kinds of Error.
 const (
 	// Destination: the address is loopback, private or link-local, or a
 	// hop's origin is not allowed.
-	Destination BankErrorKind = iota + 1
+	Destination ErrorKind = iota + 1
 	// Unreachable: no connection, or the TLS handshake failed.
 	Unreachable
 	// Untrusted: the bank's certificate does not verify.
@@ -106,21 +112,21 @@ const (
 	Protocol
 )
 
-// BankError is a failed call to a bank.
-type BankError struct {
-	Kind BankErrorKind
+// Error is a failed call to a bank.
+type Error struct {
+	Kind ErrorKind
 	Err  error
 }
 
-func (e *BankError) Error() string { return e.Err.Error() }
-func (e *BankError) Unwrap() error { return e.Err }
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
 
-func bankErr(kind BankErrorKind, format string, args ...any) *BankError {
-	return &BankError{Kind: kind, Err: fmt.Errorf(format, args...)}
+func bankErr(kind ErrorKind, format string, args ...any) *Error {
+	return &Error{Kind: kind, Err: fmt.Errorf(format, args...)}
 }
 
-// BankRequest is one call to a bank.
-type BankRequest struct {
+// Request is one call to a bank.
+type Request struct {
 	Method string
 	URL    *url.URL
 	// Header is sent as given; names keep their case. Values are raw bytes
@@ -148,8 +154,8 @@ type QWACError struct{ Err error }
 func (e *QWACError) Error() string { return "sign the TLS handshake with the QWAC: " + e.Err.Error() }
 func (e *QWACError) Unwrap() error { return e.Err }
 
-// BankResponse is the bank's answer.
-type BankResponse struct {
+// Response is the bank's answer.
+type Response struct {
 	Status int
 	// Header is in wire order with the original case; repeated names kept.
 	Header      [][2]string
@@ -159,12 +165,12 @@ type BankResponse struct {
 	Certificate *x509.Certificate
 }
 
-// Outbound calls banks: one connection pool per QWAC, TLS version and
+// Client calls banks: one connection pool per QWAC, TLS version and
 // origin, with keep-alive and TLS session resumption, so that a full
 // handshake (a TPM signature for a TPM-held QWAC) is rare. Every address is
 // checked at dial time, after DNS. Safe for concurrent use.
-type Outbound struct {
-	cfg   OutboundConfig
+type Client struct {
+	cfg   Config
 	trust *TrustStore
 
 	mu    sync.Mutex
@@ -184,16 +190,16 @@ type pool struct {
 	t *http.Transport
 }
 
-// NewOutbound makes the bank client; trust verifies banks' certificates.
-func NewOutbound(cfg OutboundConfig, trust *TrustStore) *Outbound {
-	return &Outbound{cfg: cfg.withDefaults(), trust: trust, pools: map[poolKey]*pool{}}
+// New makes the bank client; trust verifies banks' certificates.
+func New(cfg Config, trust *TrustStore) *Client {
+	return &Client{cfg: cfg.withDefaults(), trust: trust, pools: map[poolKey]*pool{}}
 }
 
 // Handshakes reports full and resumed TLS handshakes made so far.
-func (o *Outbound) Handshakes() (full, resumed int64) { return o.full.Load(), o.resumed.Load() }
+func (o *Client) Handshakes() (full, resumed int64) { return o.full.Load(), o.resumed.Load() }
 
 // CloseIdle closes idle connections of every pool.
-func (o *Outbound) CloseIdle() {
+func (o *Client) CloseIdle() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, p := range o.pools {
@@ -201,7 +207,7 @@ func (o *Outbound) CloseIdle() {
 	}
 }
 
-func (o *Outbound) pool(r *BankRequest, u *url.URL, allowPrivate bool) *pool {
+func (o *Client) pool(r *Request, u *url.URL, allowPrivate bool) *pool {
 	k := poolKey{cert: r.CertID, version: r.TLSVersion, origin: origin.Of(u).String(), allowPrivate: allowPrivate}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -247,7 +253,7 @@ func Blocked(ip net.IP) bool {
 }
 
 // dial connects to addr after checking every address it stands for.
-func (o *Outbound) dial(ctx context.Context, addr string, allowPrivate bool) (net.Conn, error) {
+func (o *Client) dial(ctx context.Context, addr string, allowPrivate bool) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, bankErr(Unreachable, "bad address %q", addr)
@@ -299,7 +305,7 @@ func (s signerErr) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) (
 	return sig, err
 }
 
-func (o *Outbound) dialTLS(ctx context.Context, addr string, k poolKey, cert *tls.Certificate, sessions tls.ClientSessionCache) (net.Conn, error) {
+func (o *Client) dialTLS(ctx context.Context, addr string, k poolKey, cert *tls.Certificate, sessions tls.ClientSessionCache) (net.Conn, error) {
 	raw, err := o.dial(ctx, addr, k.allowPrivate)
 	if err != nil {
 		return nil, err
@@ -341,7 +347,7 @@ func (o *Outbound) dialTLS(ctx context.Context, addr string, k poolKey, cert *tl
 		case errors.Is(err, context.DeadlineExceeded):
 			return nil, bankErr(Timeout, "TLS handshake with %s timed out", addr)
 		case errors.As(err, &ue):
-			return nil, &BankError{Kind: Untrusted, Err: ue}
+			return nil, &Error{Kind: Untrusted, Err: ue}
 		}
 		return nil, bankErr(Unreachable, "TLS handshake with %s: %v", addr, err)
 	}
@@ -419,7 +425,7 @@ var hopByHop = map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Co
 	"Te": true, "Trailer": true, "Upgrade": true, "Proxy-Authorization": true, "Content-Length": true}
 
 // Do makes the call, following redirects when asked.
-func (o *Outbound) Do(ctx context.Context, r *BankRequest) (*BankResponse, error) {
+func (o *Client) Do(ctx context.Context, r *Request) (*Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.Timeout)
 	defer cancel()
 	jar, _ := cookiejar.New(nil) // cookies live for this call's redirect chain only
@@ -477,7 +483,7 @@ func without(h [][2]string, name string) [][2]string {
 	return out
 }
 
-func (o *Outbound) roundTrip(ctx context.Context, r *BankRequest, allowPrivate bool, method string, u *url.URL, header [][2]string, body []byte, jar http.CookieJar) (*http.Response, *recordingConn, error) {
+func (o *Client) roundTrip(ctx context.Context, r *Request, allowPrivate bool, method string, u *url.URL, header [][2]string, body []byte, jar http.CookieJar) (*http.Response, *recordingConn, error) {
 	req := &http.Request{Method: method, URL: u, Header: http.Header{}, Host: hostHeader(u), ProtoMajor: 1, ProtoMinor: 1,
 		ContentLength: int64(len(body))}
 	req.Body = io.NopCloser(bytes.NewReader(body))
@@ -540,11 +546,11 @@ func hostHeader(u *url.URL) string {
 	return u.Host
 }
 
-// callError turns a transport error into a BankError (or keeps a TPM
+// callError turns a transport error into a Error (or keeps a TPM
 // error, which the caller maps itself).
-func (o *Outbound) callError(ctx context.Context, err error) error {
+func (o *Client) callError(ctx context.Context, err error) error {
 	var (
-		be *BankError
+		be *Error
 		qe *QWACError
 	)
 	switch {
@@ -565,9 +571,9 @@ func (o *Outbound) callError(ctx context.Context, err error) error {
 }
 
 // readResponse reads and decompresses the body within the limits.
-func (o *Outbound) readResponse(ctx context.Context, resp *http.Response, conn *recordingConn) (*BankResponse, error) {
+func (o *Client) readResponse(ctx context.Context, resp *http.Response, conn *recordingConn) (*Response, error) {
 	defer resp.Body.Close()
-	out := &BankResponse{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}
+	out := &Response{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type")}
 	if conn != nil {
 		out.Header = conn.header()
 		if conn.tls != nil && len(conn.tls.PeerCertificates) > 0 {
@@ -591,7 +597,7 @@ func (o *Outbound) readResponse(ctx context.Context, resp *http.Response, conn *
 }
 
 // decode undoes Content-Encoding (gzip, deflate), within MaxBody.
-func (o *Outbound) decode(encodings []string, body []byte) ([]byte, error) {
+func (o *Client) decode(encodings []string, body []byte) ([]byte, error) {
 	var list []string
 	for _, e := range encodings {
 		for _, x := range strings.Split(e, ",") {

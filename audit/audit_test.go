@@ -1,4 +1,4 @@
-package store_test
+package audit_test
 
 import (
 	"context"
@@ -20,10 +20,37 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/store"
 )
 
 var ctx = context.Background()
+
+// testLog is an audit log and the state file it lives in.
+type testLog struct {
+	*audit.Log
+	st *store.Store
+}
+
+// Close closes the log, then its file.
+func (l testLog) Close() {
+	l.Log.Close()
+	l.st.Close()
+}
+
+// openLog opens the state file at path and its audit log.
+func openLog(path string) (testLog, error) {
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		return testLog{}, err
+	}
+	l, err := audit.Open(st)
+	if err != nil {
+		st.Close()
+		return testLog{}, err
+	}
+	return testLog{Log: l, st: st}, nil
+}
 
 // auditKey stands in for the TPM's audit key: the log only needs a signer.
 type auditKey struct {
@@ -44,15 +71,15 @@ func (a *auditKey) sign(_ context.Context, payload []byte) ([]byte, error) {
 	return ecdsa.SignASN1(rand.Reader, a.key, d[:])
 }
 
-func (a *auditKey) readClock(context.Context) (store.ClockInfo, error) {
+func (a *auditKey) readClock(context.Context) (audit.ClockInfo, error) {
 	a.clock += 5000
-	return store.ClockInfo{Clock: a.clock, ResetCount: 3, RestartCount: 1, Safe: true}, nil
+	return audit.ClockInfo{Clock: a.clock, ResetCount: 3, RestartCount: 1, Safe: true}, nil
 }
 
-func appendN(t *testing.T, s *store.Store, n int, op string) {
+func appendN(t *testing.T, s testLog, n int, op string) {
 	t.Helper()
 	for i := 0; i < n; i++ {
-		if _, err := s.Append(ctx, store.AuditRecord{Op: op, Status: 200, KeyID: "qseal.key", DataSHA256: fmt.Sprintf("%064x", i)}); err != nil {
+		if _, err := s.Append(ctx, audit.Record{Op: op, Status: 200, KeyID: "qseal.key", DataSHA256: fmt.Sprintf("%064x", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -78,7 +105,7 @@ func copyFile(t *testing.T, from string) string {
 }
 
 // tamper edits a copy's buckets directly, as an attacker with the file would.
-func tamper(t *testing.T, path string, fn func(audit, cps *bolt.Bucket)) {
+func tamper(t *testing.T, path string, fn func(records, cps *bolt.Bucket)) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
@@ -100,7 +127,7 @@ func key(n uint64) []byte {
 }
 
 func TestConcurrentAppendsFormOneChain(t *testing.T) {
-	s, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{})
+	s, err := openLog(filepath.Join(t.TempDir(), store.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +139,7 @@ func TestConcurrentAppendsFormOneChain(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 100; i++ {
-				seq, err := s.Append(ctx, store.AuditRecord{Op: "sign", Status: 200})
+				seq, err := s.Append(ctx, audit.Record{Op: "sign", Status: 200})
 				if err != nil {
 					t.Error(err)
 					return
@@ -133,9 +160,9 @@ func TestConcurrentAppendsFormOneChain(t *testing.T) {
 	if _, err := s.Checkpoint(ctx, "count", ak.sign, ak.readClock); err != nil {
 		t.Fatal(err)
 	}
-	path := s.Path()
+	path := s.st.Path()
 	s.Close()
-	rep, err := store.VerifyAudit(copyFile(t, path), ak.key.Public())
+	rep, err := audit.VerifyFile(copyFile(t, path), ak.key.Public())
 	if err != nil || !rep.OK() || rep.Records != 1600 || rep.Uncovered != 0 {
 		t.Fatalf("report %+v, %v", rep, err)
 	}
@@ -144,7 +171,7 @@ func TestConcurrentAppendsFormOneChain(t *testing.T) {
 func TestVerifyCatchesTampering(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, store.FileName)
-	s, err := store.Open(path, store.Options{})
+	s, err := openLog(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +187,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 	appendN(t, s, 3, "sign") // 21..23, not yet signed
 	s.Close()
 
-	rep, err := store.VerifyAudit(copyFile(t, path), ak.key.Public())
+	rep, err := audit.VerifyFile(copyFile(t, path), ak.key.Public())
 	if err != nil || !rep.OK() || rep.Records != 23 || rep.Checkpoints != 2 || rep.Uncovered != 3 {
 		t.Fatalf("untouched log: %+v, %v", rep, err)
 	}
@@ -211,7 +238,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cp := copyFile(t, path)
 			tamper(t, cp, c.edit)
-			rep, err := store.VerifyAudit(cp, ak.key.Public())
+			rep, err := audit.VerifyFile(cp, ak.key.Public())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,7 +248,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 		})
 	}
 	// Another key did not sign these checkpoints.
-	rep, _ = store.VerifyAudit(copyFile(t, path), newAuditKey(t).key.Public())
+	rep, _ = audit.VerifyFile(copyFile(t, path), newAuditKey(t).key.Public())
 	if !strings.Contains(rep.Problem, "invalid signature") {
 		t.Fatalf("other key: %q", rep.Problem)
 	}
@@ -231,7 +258,7 @@ func TestChainContinuesAcrossReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), store.FileName)
 	ak := newAuditKey(t)
 	for round := 0; round < 3; round++ {
-		s, err := store.Open(path, store.Options{})
+		s, err := openLog(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -241,20 +268,20 @@ func TestChainContinuesAcrossReopen(t *testing.T) {
 		}
 		s.Close()
 	}
-	rep, err := store.VerifyAudit(copyFile(t, path), ak.key.Public())
+	rep, err := audit.VerifyFile(copyFile(t, path), ak.key.Public())
 	if err != nil || !rep.OK() || rep.Records != 15 || rep.Checkpoints != 3 {
 		t.Fatalf("%+v, %v", rep, err)
 	}
-	s, _ := store.Open(path, store.Options{})
+	s, _ := openLog(path)
 	s.Close()
-	if _, err := s.Append(ctx, store.AuditRecord{Op: "sign"}); !errors.Is(err, store.ErrAudit) {
+	if _, err := s.Append(ctx, audit.Record{Op: "sign"}); !errors.Is(err, audit.ErrAudit) {
 		t.Fatalf("append after close: %v", err)
 	}
 }
 
 func TestPruneLeavesASignedAnchor(t *testing.T) {
 	path := filepath.Join(t.TempDir(), store.FileName)
-	s, err := store.Open(path, store.Options{})
+	s, err := openLog(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +299,7 @@ func TestPruneLeavesASignedAnchor(t *testing.T) {
 	}
 	appendN(t, s, 1, "after")
 	s.Close()
-	rep, err := store.VerifyAudit(copyFile(t, path), ak.key.Public())
+	rep, err := audit.VerifyFile(copyFile(t, path), ak.key.Public())
 	if err != nil || !rep.OK() || rep.Pruned == nil || rep.FirstSeq != 11 || rep.Records != 8 || rep.Checkpoints != 1 {
 		t.Fatalf("after prune: %+v, %v", rep, err)
 	}
@@ -280,23 +307,73 @@ func TestPruneLeavesASignedAnchor(t *testing.T) {
 	cp := copyFile(t, path)
 	db, _ := bolt.Open(cp, 0o600, nil)
 	db.Update(func(tx *bolt.Tx) error {
-		m := tx.Bucket([]byte("meta"))
+		m := tx.Bucket([]byte("audit_meta"))
 		var a map[string]any
-		json.Unmarshal(m.Get([]byte("audit_anchor")), &a)
+		json.Unmarshal(m.Get([]byte("anchor")), &a)
 		a["first_seq"] = 12
 		b, _ := json.Marshal(a)
-		return m.Put([]byte("audit_anchor"), b)
+		return m.Put([]byte("anchor"), b)
 	})
 	db.Close()
-	if rep, _ := store.VerifyAudit(cp, ak.key.Public()); !strings.Contains(rep.Problem, "anchor of pruned records has an invalid signature") {
+	if rep, _ := audit.VerifyFile(cp, ak.key.Public()); !strings.Contains(rep.Problem, "anchor of pruned records has an invalid signature") {
 		t.Fatalf("forged anchor: %q", rep.Problem)
 	}
 }
 
 // TestVerifyTPMClock: the clocks in successive checkpoints must move as a
 // TPM's clock does.
+// TestAnchorMovesOutOfMeta: state files written before the audit package
+// kept the anchor of pruned records in store's meta bucket; they verify
+// read-only as they are, and opening them moves the anchor to the log's
+// own bucket.
+func TestAnchorMovesOutOfMeta(t *testing.T) {
+	path := filepath.Join(t.TempDir(), store.FileName)
+	s, err := openLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak := newAuditKey(t)
+	appendN(t, s, 10, "old")
+	s.Checkpoint(ctx, "count", ak.sign, ak.readClock)
+	appendN(t, s, 2, "new")
+	s.Checkpoint(ctx, "count", ak.sign, ak.readClock)
+	if n, err := s.Prune(ctx, time.Now().Add(time.Hour), ak.sign); err != nil || n == 0 {
+		t.Fatalf("prune: %d, %v", n, err)
+	}
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error { // the old layout
+		anchor := append([]byte(nil), tx.Bucket([]byte("audit_meta")).Get([]byte("anchor"))...)
+		tx.DeleteBucket([]byte("audit_meta"))
+		return tx.Bucket([]byte("meta")).Put([]byte("audit_anchor"), anchor)
+	})
+	db.Close()
+	for _, step := range []string{"read-only, old layout", "after the move"} {
+		rep, err := audit.VerifyFile(copyFile(t, path), ak.key.Public())
+		if err != nil || !rep.OK() || rep.Pruned == nil {
+			t.Fatalf("%s: %+v, %v", step, rep, err)
+		}
+		s, err := openLog(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	db, _ = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	defer db.Close()
+	db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte("meta")).Get([]byte("audit_anchor")) != nil || tx.Bucket([]byte("audit_meta")).Get([]byte("anchor")) == nil {
+			t.Error("the anchor was not moved to audit_meta")
+		}
+		return nil
+	})
+}
+
 func TestVerifyTPMClock(t *testing.T) {
-	type ci = store.ClockInfo
+	type ci = audit.ClockInfo
 	cases := []struct {
 		name   string
 		clocks []ci
@@ -314,7 +391,7 @@ func TestVerifyTPMClock(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{})
+			s, err := openLog(filepath.Join(t.TempDir(), store.FileName))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -325,9 +402,9 @@ func TestVerifyTPMClock(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			path := s.Path()
+			path := s.st.Path()
 			s.Close()
-			rep, err := store.VerifyAudit(path, ak.key.Public())
+			rep, err := audit.VerifyFile(path, ak.key.Public())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -341,14 +418,14 @@ func TestVerifyTPMClock(t *testing.T) {
 // TestRunCheckpoints: a checkpoint at start, every N records, every
 // interval while records come (none while idle), and at shutdown.
 func TestRunCheckpoints(t *testing.T) {
-	s, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{})
+	s, err := openLog(filepath.Join(t.TempDir(), store.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	ak := newAuditKey(t)
 	var mu sync.Mutex
-	clock := func(ctx context.Context) (store.ClockInfo, error) {
+	clock := func(ctx context.Context) (audit.ClockInfo, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return ak.readClock(ctx)
@@ -378,7 +455,7 @@ func TestRunCheckpoints(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		rep, err := s.VerifyAudit(ak.key.Public())
+		rep, err := s.Verify(ak.key.Public())
 		if err != nil || !rep.OK() || rep.Checkpoints != count {
 			t.Fatalf("after the %s checkpoint at %d: %+v %v, want %d checkpoints", reason, seq, rep, err, count)
 		}

@@ -1,12 +1,12 @@
-package store
+package audit
 
 import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -84,16 +84,16 @@ type ClockFunc func(ctx context.Context) (ClockInfo, error)
 
 // lastCheckpoint returns the newest checkpoint and its payload hash.
 func lastCheckpoint(tx *bolt.Tx) (*Checkpoint, string, error) {
-	_, v := tx.Bucket(bucketCheckpoints).Cursor().Last()
+	var v []byte
+	if b := tx.Bucket(bucketCheckpoints); b != nil {
+		_, v = b.Cursor().Last()
+	}
 	if v == nil {
-		if anc := tx.Bucket(bucketMeta).Get(metaAnchor); anc != nil {
-			var a Anchor
-			if err := json.Unmarshal(anc, &a); err != nil {
-				return nil, "", err
-			}
-			return nil, a.PrevCheckpoint, nil
+		a, err := readAnchor(tx)
+		if a == nil || err != nil {
+			return nil, "", err
 		}
-		return nil, "", nil
+		return nil, a.PrevCheckpoint, nil
 	}
 	var c Checkpoint
 	if err := json.Unmarshal(v, &c); err != nil {
@@ -108,47 +108,47 @@ func (c Checkpoint) ClockInfo() ClockInfo {
 }
 
 // LastCheckpoint returns the newest checkpoint, or nil when there is none.
-func (s *Store) LastCheckpoint() (*Checkpoint, error) {
+func (l *Log) LastCheckpoint() (*Checkpoint, error) {
 	var c *Checkpoint
-	err := s.db.View(func(tx *bolt.Tx) (err error) {
+	err := l.db.View(func(tx *bolt.Tx) (err error) {
 		c, _, err = lastCheckpoint(tx)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: last checkpoint: %w", err)
+		return nil, fmt.Errorf("audit: last checkpoint: %w", err)
 	}
 	return c, nil
 }
 
 // Checkpoint signs the chain's head now, unless nothing was appended since
 // the last checkpoint (and reason is not "shutdown" or "startup").
-func (s *Store) Checkpoint(ctx context.Context, reason string, sign SignFunc, clock ClockFunc) (*Checkpoint, error) {
-	seq, head := s.Head()
+func (l *Log) Checkpoint(ctx context.Context, reason string, sign SignFunc, clock ClockFunc) (*Checkpoint, error) {
+	seq, head := l.Head()
 	var prev *Checkpoint
 	var prevHash string
-	if err := s.db.View(func(tx *bolt.Tx) (err error) {
+	if err := l.db.View(func(tx *bolt.Tx) (err error) {
 		prev, prevHash, err = lastCheckpoint(tx)
 		return err
 	}); err != nil {
-		return nil, fmt.Errorf("store: checkpoint: %w", err)
+		return nil, fmt.Errorf("audit: checkpoint: %w", err)
 	}
 	if prev != nil && prev.Seq == seq && reason != "shutdown" && reason != "startup" {
 		return nil, nil
 	}
 	ci, err := clock(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("store: checkpoint: read the TPM clock: %w", err)
+		return nil, fmt.Errorf("audit: checkpoint: read the TPM clock: %w", err)
 	}
 	c := Checkpoint{Seq: seq, Head: head, Time: time.Now().UTC(), TPMClock: ci.Clock, ResetCount: ci.ResetCount,
 		RestartCount: ci.RestartCount, ClockSafe: ci.Safe, Reason: reason, Prev: prevHash}
 	if c.Signature, err = sign(ctx, c.Payload()); err != nil {
-		return nil, fmt.Errorf("store: checkpoint: sign: %w", err)
+		return nil, fmt.Errorf("audit: checkpoint: sign: %w", err)
 	}
 	data, err := json.Marshal(c)
 	if err != nil {
 		return nil, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCheckpoints)
 		if _, h, err := lastCheckpoint(tx); err != nil || h != prevHash {
 			return errors.New("another checkpoint was written meanwhile")
@@ -160,19 +160,19 @@ func (s *Store) Checkpoint(ctx context.Context, reason string, sign SignFunc, cl
 		return b.Put(be64(n), data)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: checkpoint: %w", err)
+		return nil, fmt.Errorf("audit: checkpoint: %w", err)
 	}
 	return &c, nil
 }
 
 // RunCheckpoints signs a checkpoint every `every` records and every
 // interval (when records came), until ctx ends; then a last one.
-func (s *Store) RunCheckpoints(ctx context.Context, every uint64, interval time.Duration, sign SignFunc, clock ClockFunc, onErr func(error)) {
-	last, _ := s.Head() // the last record a checkpoint covers
+func (l *Log) RunCheckpoints(ctx context.Context, every uint64, interval time.Duration, sign SignFunc, clock ClockFunc, onErr func(error)) {
+	last, _ := l.Head() // the last record a checkpoint covers
 	try := func(reason string) {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		c, err := s.Checkpoint(cctx, reason, sign, clock)
+		c, err := l.Checkpoint(cctx, reason, sign, clock)
 		if err != nil {
 			onErr(err)
 		} else if c != nil {
@@ -189,99 +189,12 @@ func (s *Store) RunCheckpoints(ctx context.Context, every uint64, interval time.
 			return
 		case <-tick.C:
 			try("interval")
-		case <-s.audit.committed:
-			if seq, _ := s.Head(); seq-last >= every {
+		case <-l.committed:
+			if seq, _ := l.Head(); seq-last >= every {
 				try("count")
 			}
 		}
 	}
-}
-
-// Prune removes records older than before that a checkpoint covers, with
-// the checkpoints that cover only them, and leaves a signed anchor from
-// which verification starts. It returns how many records it removed.
-func (s *Store) Prune(ctx context.Context, before time.Time, sign SignFunc) (int, error) {
-	var (
-		anchor  = Anchor{PrunedBefore: before.UTC(), Time: time.Now().UTC()}
-		lastCov uint64 // last record a checkpoint covers
-		cutSeq  uint64 // last record to remove
-		cutCkpt []byte // last checkpoint key to remove
-	)
-	err := s.db.View(func(tx *bolt.Tx) error {
-		cps := tx.Bucket(bucketCheckpoints).Cursor()
-		if _, v := cps.Last(); v != nil {
-			var c Checkpoint
-			if err := json.Unmarshal(v, &c); err != nil {
-				return err
-			}
-			lastCov = c.Seq
-		}
-		cur := tx.Bucket(bucketAudit).Cursor()
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			var r AuditRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
-			}
-			if !r.Time.Before(before) || r.Seq >= lastCov {
-				break
-			}
-			cutSeq = r.Seq
-			sum := sha256.Sum256(v)
-			anchor.Prev = hex.EncodeToString(sum[:])
-		}
-		if cutSeq == 0 {
-			return nil
-		}
-		anchor.FirstSeq = cutSeq + 1
-		_, anchor.PrevCheckpoint, _ = lastCheckpoint(tx)
-		if anc := tx.Bucket(bucketMeta).Get(metaAnchor); anc != nil {
-			var old Anchor
-			json.Unmarshal(anc, &old)
-			anchor.PrevCheckpoint = old.PrevCheckpoint
-		}
-		for k, v := cps.First(); k != nil; k, v = cps.Next() {
-			var c Checkpoint
-			if err := json.Unmarshal(v, &c); err != nil {
-				return err
-			}
-			if c.Seq > cutSeq {
-				break
-			}
-			cutCkpt = append([]byte(nil), k...)
-			anchor.PrevCheckpoint = payloadHash(c.Payload())
-		}
-		return nil
-	})
-	if err != nil || cutSeq == 0 {
-		return 0, err
-	}
-	if anchor.Signature, err = sign(ctx, anchor.Payload()); err != nil {
-		return 0, fmt.Errorf("store: prune: sign the anchor: %w", err)
-	}
-	data, _ := json.Marshal(anchor)
-	n := 0
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketAudit)
-		cur := b.Cursor()
-		for k, _ := cur.First(); k != nil && binary.BigEndian.Uint64(k) <= cutSeq; k, _ = cur.First() {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-			n++
-		}
-		cps := tx.Bucket(bucketCheckpoints)
-		cc := cps.Cursor()
-		for k, _ := cc.First(); k != nil && cutCkpt != nil && string(k) <= string(cutCkpt); k, _ = cc.First() {
-			if err := cps.Delete(k); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(bucketMeta).Put(metaAnchor, data)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("store: prune: %w", err)
-	}
-	return n, nil
 }
 
 // verifySig checks an audit-key signature over SHA-256(payload).
@@ -294,4 +207,28 @@ func verifySig(pub crypto.PublicKey, payload, sig []byte) bool {
 		return rsa.VerifyPKCS1v15(k, crypto.SHA256, digest[:], sig) == nil
 	}
 	return false
+}
+
+// KeySigner returns the SignFunc of the audit key signer: ECDSA or RSA
+// PKCS #1 v1.5 over SHA-256(payload).
+func KeySigner(signer crypto.Signer) SignFunc {
+	return func(_ context.Context, payload []byte) ([]byte, error) {
+		digest := sha256.Sum256(payload)
+		return signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	}
+}
+
+// CheckClock compares the TPM's clock now with the last checkpoint's: a
+// TPM whose state was restored from an older copy, or another TPM, shows a
+// clock that went back.
+func (l *Log) CheckClock(ctx context.Context, clock ClockFunc) error {
+	last, err := l.LastCheckpoint()
+	if err != nil || last == nil {
+		return err
+	}
+	now, err := clock(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: read the TPM clock: %w", err)
+	}
+	return ClockFollows(last, now)
 }

@@ -1,0 +1,89 @@
+package admin
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/brokerd/brokerd/internal/files"
+)
+
+// FS is where a command's files are: this process's (LocalFS), or the
+// caller's when the command runs inside the daemon (a Session).
+type FS interface {
+	ReadFile(path string) ([]byte, error)
+	// WriteFile writes a file, not through a symbolic link; an existing
+	// file gets mode perm.
+	WriteFile(path string, data []byte, perm os.FileMode) error
+	// CreateFile writes a file that must not exist (private keys).
+	CreateFile(path string, data []byte, perm os.FileMode) error
+	MkdirAll(path string, perm os.FileMode) error
+}
+
+var (
+	_ FS = LocalFS{}
+	_ FS = (*Session)(nil)
+)
+
+// LocalFS is this process's file system.
+type LocalFS struct{}
+
+// ReadFile reads path.
+func (LocalFS) ReadFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// WriteFile writes path, not through a symbolic link, with mode perm.
+func (LocalFS) WriteFile(path string, data []byte, perm os.FileMode) error {
+	return files.Write(path, data, perm, false)
+}
+
+// CreateFile writes path, which must not exist, with mode perm.
+func (LocalFS) CreateFile(path string, data []byte, perm os.FileMode) error {
+	return files.Write(path, data, perm, true)
+}
+
+// MkdirAll creates path and its parents.
+func (LocalFS) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
+
+// Access is what a command may do with one of the caller's paths.
+type Access int
+
+// Accesses a Grant gives.
+const (
+	// Read: read the file.
+	Read Access = iota + 1
+	// Write: write (or create) the file.
+	Write
+	// Dir: create the directory, and write files directly in it.
+	Dir
+)
+
+// Grant lets the daemon touch one of the caller's paths for a command.
+type Grant struct {
+	Path   string
+	Access Access
+}
+
+// Allow returns a Local.Allow that lets the daemon do only what grants
+// give: the command line's parsed file flags, never anything else of the
+// caller's account.
+func Allow(grants []Grant) func(op, path string) error {
+	return func(op, path string) error {
+		p := filepath.Clean(path)
+		for _, g := range grants {
+			gp := filepath.Clean(g.Path)
+			ok := false
+			switch g.Access {
+			case Read:
+				ok = op == "read" && p == gp
+			case Write:
+				ok = op == "write" && p == gp
+			case Dir:
+				ok = (op == "mkdir" && p == gp) || (op == "write" && filepath.Dir(p) == gp)
+			}
+			if ok {
+				return nil
+			}
+		}
+		return fmt.Errorf("the daemon asked to %s %s, which the command line does not name: refused", op, path)
+	}
+}
