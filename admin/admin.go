@@ -19,6 +19,13 @@ import (
 	"io"
 )
 
+// Defaults of an appliance: where the socket is, and the group that may
+// use it besides root.
+const (
+	DefaultSocket = "/run/brokerd/admin.sock"
+	DefaultGroup  = "brokerd-admin"
+)
+
 // Request is what the tool sends first: the command line, and those of
 // its environment variables that commands read.
 type Request struct {

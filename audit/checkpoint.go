@@ -165,6 +165,13 @@ func (l *Log) Checkpoint(ctx context.Context, reason string, sign SignFunc, cloc
 	return &c, nil
 }
 
+// Checkpoint cadence unless configured otherwise: every this many records,
+// and every interval when records came.
+const (
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = 5 * time.Minute
+)
+
 // RunCheckpoints signs a checkpoint every `every` records and every
 // interval (when records came), until ctx ends; then a last one.
 func (l *Log) RunCheckpoints(ctx context.Context, every uint64, interval time.Duration, sign SignFunc, clock ClockFunc, onErr func(error)) {

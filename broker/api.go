@@ -47,9 +47,14 @@ type Authorizer interface {
 	Allowed(id policy.Identity, keyNames []string) bool
 }
 
+// DefaultMaxBody bounds request bodies unless Config.MaxBody says
+// otherwise.
+const DefaultMaxBody = 1 << 20
+
 // Config configures the API.
 type Config struct {
-	// MaxBody bounds request bodies; larger ones get 413. Default 1 MiB.
+	// MaxBody bounds request bodies; larger ones get 413. Default
+	// DefaultMaxBody.
 	MaxBody int64
 	// Health reports whether brokerd can serve: the TPM answers and the
 	// state is writable. nil means always healthy.
@@ -109,7 +114,7 @@ func (c *identityCache) of(opts policy.IdentityOptions, chain []*x509.Certificat
 // New returns the API over a key registry, a policy and a bank client.
 func New(cfg Config, ks KeyService, auth Authorizer, bc BankClient) *API {
 	if cfg.MaxBody == 0 {
-		cfg.MaxBody = 1 << 20
+		cfg.MaxBody = DefaultMaxBody
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

@@ -23,7 +23,11 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/brokerd/brokerd/admin"
+	"github.com/brokerd/brokerd/audit"
+	"github.com/brokerd/brokerd/broker"
 	"github.com/brokerd/brokerd/netstack/bank"
+	"github.com/brokerd/brokerd/netstack/listener"
 	"github.com/brokerd/brokerd/pki"
 	"github.com/brokerd/brokerd/policy"
 	"github.com/brokerd/brokerd/store"
@@ -181,47 +185,41 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText writes the duration as Go formats it.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-// Default returns the configuration of a packaged appliance.
+// Default returns the configuration of a packaged appliance, built from the
+// defaults of the packages that use each value.
 func Default() *Config {
+	t, b, l, p := tpm.DefaultConfig(), bank.DefaultConfig(), listener.DefaultConfig(), pki.DefaultConfig()
+	minTLS := "1.2"
+	if l.MinVersion == tls.VersionTLS13 {
+		minTLS = "1.3"
+	}
 	return &Config{
 		StateDir: "/var/lib/brokerd",
-		TPM: TPM{
-			Address:        tpm.DefaultAddress,
-			CommandTimeout: Duration{10 * time.Second},
-			KeygenTimeout:  Duration{3 * time.Minute},
-			QueueDepth:     128,
-			QueueWait:      Duration{5 * time.Second},
-		},
+		TPM: TPM{Address: t.Address, CommandTimeout: Duration{t.CommandTimeout}, KeygenTimeout: Duration{t.KeygenTimeout},
+			QueueDepth: t.QueueDepth, QueueWait: Duration{t.QueueWait}},
 		API: API{
 			Listen:            []string{"0.0.0.0:8443"},
 			TLSCert:           "tls/server.crt",
-			TLSKey:            "brokerd:tls-server",
+			TLSKey:            p.TLSKey,
 			ClientCA:          "tls/client-ca.pem",
 			CRLFiles:          []string{},
-			MinTLSVersion:     "1.2",
-			MaxBody:           1 << 20,
-			ReadHeaderTimeout: Duration{10 * time.Second},
-			ReadTimeout:       Duration{30 * time.Second},
-			WriteTimeout:      Duration{90 * time.Second},
-			IdleTimeout:       Duration{2 * time.Minute},
-			ShutdownTimeout:   Duration{30 * time.Second},
+			MinTLSVersion:     minTLS,
+			MaxBody:           broker.DefaultMaxBody,
+			ReadHeaderTimeout: Duration{l.ReadHeaderTimeout},
+			ReadTimeout:       Duration{l.ReadTimeout},
+			WriteTimeout:      Duration{l.WriteTimeout},
+			IdleTimeout:       Duration{l.IdleTimeout},
+			ShutdownTimeout:   Duration{listener.DefaultShutdownTimeout},
 		},
 		Health: Health{Listen: []string{}},
 		Policy: Policy{File: "policy.toml", RoleOID: policy.DefaultRoleOID},
-		PKI: PKI{ServerNames: []string{}, ServerValidity: Duration{365 * 24 * time.Hour}, RenewBefore: Duration{30 * 24 * time.Hour},
-			ClientValidity: Duration{365 * 24 * time.Hour}, CRLValidity: Duration{7 * 24 * time.Hour}},
-		Admin: Admin{Socket: "/run/brokerd/admin.sock", Group: "brokerd-admin"},
-		Bank: Bank{
-			Timeout:                Duration{60 * time.Second},
-			MaxResponseBody:        32 << 20,
-			MaxResponseHeaderBytes: 64 << 10,
-			MaxRedirects:           10,
-			MaxIdlePerOrigin:       32,
-			IdleTimeout:            Duration{90 * time.Second},
-			UserAgent:              "brokerd",
-			TrustDir:               "bank-cas",
-		},
-		Audit: Audit{CheckpointEvery: 1000, CheckpointInterval: Duration{5 * time.Minute}},
+		PKI: PKI{ServerNames: []string{}, ServerValidity: Duration{p.ServerValidity}, RenewBefore: Duration{p.RenewBefore},
+			ClientValidity: Duration{p.ClientValidity}, CRLValidity: Duration{p.CRLValidity}},
+		Admin: Admin{Socket: admin.DefaultSocket, Group: admin.DefaultGroup},
+		Bank: Bank{Timeout: Duration{b.Timeout}, MaxResponseBody: b.MaxBody, MaxResponseHeaderBytes: b.MaxHeaderBytes,
+			MaxRedirects: b.MaxRedirects, MaxIdlePerOrigin: b.MaxIdlePerPool, IdleTimeout: Duration{b.IdleTimeout},
+			UserAgent: b.UserAgent, TrustDir: "bank-cas"},
+		Audit: Audit{CheckpointEvery: audit.DefaultCheckpointEvery, CheckpointInterval: Duration{audit.DefaultCheckpointInterval}},
 		Log:   Log{Level: "info", Format: "text"},
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/internal/certs"
+	"github.com/brokerd/brokerd/internal/files"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/policy"
 	"github.com/brokerd/brokerd/tpm"
@@ -144,10 +145,10 @@ func (s *State) installTLS(ctx context.Context, dir string, in *TLSFiles) error 
 	if _, err := s.Keys.Import(ctx, s.Config.API.TLSKey, in.Key, keys.ImportOptions{Chain: in.Chain, Internal: true}); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "server.crt"), certs.EncodePEM(in.Chain...), 0o644); err != nil {
+	if err := files.Replace(filepath.Join(dir, "server.crt"), certs.EncodePEM(in.Chain...), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "client-ca.pem"), certs.EncodePEM(in.ClientCAs...), 0o644)
+	return files.Replace(filepath.Join(dir, "client-ca.pem"), certs.EncodePEM(in.ClientCAs...), 0o644)
 }
 
 // installOwnCA makes brokerd's CA, a server key in the TPM and the
@@ -166,7 +167,7 @@ func (s *State) installOwnCA(ctx context.Context, dir string) error {
 		return err
 	}
 	for _, name := range []string{"ca.crt", "client-ca.pem"} {
-		if err := os.WriteFile(filepath.Join(dir, name), certs.EncodePEM(ca.Cert), 0o644); err != nil {
+		if err := files.Replace(filepath.Join(dir, name), certs.EncodePEM(ca.Cert), 0o644); err != nil {
 			return err
 		}
 	}

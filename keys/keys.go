@@ -643,13 +643,16 @@ func (m *Manager) LoadAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
+	var failed []string
 	for _, i := range infos {
 		if _, err := m.Signer(ctx, i.ID); err != nil {
-			errs = append(errs, err)
+			failed = append(failed, err.Error())
 		}
 	}
-	return errors.Join(errs...)
+	if len(failed) > 0 {
+		return fmt.Errorf("keys: %d of %d keys cannot be loaded: %s", len(failed), len(infos), strings.Join(failed, "; "))
+	}
+	return nil
 }
 
 // ReadPublic reads the public key of key id from a state file, without a

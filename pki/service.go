@@ -56,6 +56,16 @@ type Config struct {
 	RoleOID asn1.ObjectIdentifier
 }
 
+// ServerKeyID is the id of the server's TLS key in the key registry.
+const ServerKeyID = keys.ReservedPrefix + "tls-server"
+
+// DefaultConfig is the CA's default configuration; ServerNames and TLSCert
+// depend on the appliance.
+func DefaultConfig() Config {
+	const day = 24 * time.Hour
+	return Config{ServerValidity: 365 * day, RenewBefore: 30 * day, ClientValidity: 365 * day, CRLValidity: 7 * day, TLSKey: ServerKeyID}
+}
+
 // Service is brokerd's CA at work on one state: it makes the CA, issues
 // and renews the server certificate, issues client certificates and signs
 // the CRL. Safe for concurrent use.

@@ -77,19 +77,22 @@ type Policy struct {
 // lower-case hex, issuers to their canonical DN, PSD2 roles to upper
 // case).
 func (p *Policy) Validate() error {
-	var errs []error
+	var problems []string
 	seen := map[string]bool{}
 	for i := range p.Rules {
 		r := &p.Rules[i]
 		if err := r.normalise(); err != nil {
-			errs = append(errs, fmt.Errorf("rule %q: %w", r.Name, err))
+			problems = append(problems, fmt.Sprintf("rule %q: %v", r.Name, err))
 		}
 		if seen[r.Name] {
-			errs = append(errs, fmt.Errorf("rule %q: name used twice", r.Name))
+			problems = append(problems, fmt.Sprintf("rule %q: name used twice", r.Name))
 		}
 		seen[r.Name] = true
 	}
-	return errors.Join(errs...)
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 func (r *Rule) normalise() error {

@@ -13,41 +13,52 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
-// Config configures a Device. Zero fields take the defaults shown.
+// Config configures a Device. Zero fields take DefaultConfig's values.
 type Config struct {
-	// Address of the TPM, see ParseAddress. Default DefaultAddress.
+	// Address of the TPM, see ParseAddress.
 	Address string
 	// CommandTimeout bounds every TPM command except key generation.
-	// Default 10s.
 	CommandTimeout time.Duration
 	// KeygenTimeout bounds key and primary-key generation, which takes
-	// seconds to minutes on hardware TPMs. Default 3m.
+	// seconds to minutes on hardware TPMs.
 	KeygenTimeout time.Duration
-	// QueueDepth bounds the operations waiting for the TPM. Default 128.
+	// QueueDepth bounds the operations waiting for the TPM.
 	QueueDepth int
 	// QueueWait bounds how long an operation waits for its turn before it
-	// fails with ErrBusy. Default 5s.
+	// fails with ErrBusy.
 	QueueWait time.Duration
 	// SimulatorSeed fixes the simulator's seeds (simulator builds only);
 	// zero means random.
 	SimulatorSeed int64
 }
 
+// DefaultConfig is the configuration of a TPM on a Linux appliance.
+func DefaultConfig() Config {
+	return Config{
+		Address:        DefaultAddress,
+		CommandTimeout: 10 * time.Second,
+		KeygenTimeout:  3 * time.Minute,
+		QueueDepth:     128,
+		QueueWait:      5 * time.Second,
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.Address == "" {
-		c.Address = DefaultAddress
+		c.Address = d.Address
 	}
 	if c.CommandTimeout == 0 {
-		c.CommandTimeout = 10 * time.Second
+		c.CommandTimeout = d.CommandTimeout
 	}
 	if c.KeygenTimeout == 0 {
-		c.KeygenTimeout = 3 * time.Minute
+		c.KeygenTimeout = d.KeygenTimeout
 	}
 	if c.QueueDepth == 0 {
-		c.QueueDepth = 128
+		c.QueueDepth = d.QueueDepth
 	}
 	if c.QueueWait == 0 {
-		c.QueueWait = 5 * time.Second
+		c.QueueWait = d.QueueWait
 	}
 	return c
 }

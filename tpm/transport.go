@@ -3,7 +3,6 @@ package tpm
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -85,7 +84,7 @@ func openTransport(addr Address, to timeouts, simSeed int64) (transport.TPMClose
 	case KindSwtpm:
 		fi, err := os.Stat(addr.Path)
 		if err != nil {
-			return nil, fmt.Errorf("tpm: open %s: %w", addr, errors.Join(ErrUnavailable, err))
+			return nil, fmt.Errorf("%w: open %s: %w", ErrUnavailable, addr, err)
 		}
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("tpm: open %s: not a unix socket", addr)
@@ -94,7 +93,7 @@ func openTransport(addr Address, to timeouts, simSeed int64) (transport.TPMClose
 	case KindDevice:
 		f, err := os.OpenFile(addr.Path, os.O_RDWR, 0)
 		if err != nil {
-			return nil, fmt.Errorf("tpm: open %s: %w", addr, errors.Join(ErrUnavailable, err))
+			return nil, fmt.Errorf("%w: open %s: %w", ErrUnavailable, addr, err)
 		}
 		fi, err := f.Stat()
 		if err == nil && fi.Mode()&os.ModeCharDevice == 0 {
@@ -137,7 +136,7 @@ func (s *socketTransport) Send(cmd []byte) ([]byte, error) {
 	rsp, err := readResponse(s.conn)
 	if err != nil {
 		s.release()
-		return nil, fmt.Errorf("tpm: read response: %w", errors.Join(ErrUnavailable, err))
+		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
 	}
 	return rsp, nil
 }
@@ -146,17 +145,17 @@ func (s *socketTransport) write(cmd []byte, deadline time.Time) error {
 	if s.conn == nil {
 		conn, err := net.DialTimeout("unix", s.path, time.Until(deadline))
 		if err != nil {
-			return fmt.Errorf("tpm: connect %s: %w", s.path, errors.Join(ErrUnavailable, err))
+			return fmt.Errorf("%w: connect %s: %w", ErrUnavailable, s.path, err)
 		}
 		s.conn = conn
 	}
 	if err := s.conn.SetDeadline(deadline); err != nil {
 		s.release()
-		return fmt.Errorf("tpm: set deadline: %w", errors.Join(ErrUnavailable, err))
+		return fmt.Errorf("%w: set deadline: %w", ErrUnavailable, err)
 	}
 	if _, err := s.conn.Write(cmd); err != nil {
 		s.release()
-		return fmt.Errorf("tpm: send command: %w", errors.Join(ErrUnavailable, err))
+		return fmt.Errorf("%w: send command: %w", ErrUnavailable, err)
 	}
 	return nil
 }
@@ -216,7 +215,7 @@ func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
 	timeout := d.to.forCommand(cmd)
 	if d.deadlines {
 		if err := d.f.SetDeadline(time.Now().Add(timeout)); err != nil {
-			return nil, fmt.Errorf("tpm: set deadline: %w", errors.Join(ErrUnavailable, err))
+			return nil, fmt.Errorf("%w: set deadline: %w", ErrUnavailable, err)
 		}
 		return d.roundTrip(cmd)
 	}
@@ -256,17 +255,17 @@ func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
 
 func (d *deviceTransport) roundTrip(cmd []byte) ([]byte, error) {
 	if _, err := d.f.Write(cmd); err != nil {
-		return nil, fmt.Errorf("tpm: send command: %w", errors.Join(ErrUnavailable, err))
+		return nil, fmt.Errorf("%w: send command: %w", ErrUnavailable, err)
 	}
 	// The kernel hands out a response in one read of a large enough buffer.
 	buf := make([]byte, maxResponse)
 	n, err := d.f.Read(buf)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: read response: %w", errors.Join(ErrUnavailable, err))
+		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
 	}
 	rsp, err := readResponse(bytes.NewReader(buf[:n]))
 	if err != nil {
-		return nil, fmt.Errorf("tpm: read response: %w", errors.Join(ErrUnavailable, err))
+		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
 	}
 	return rsp, nil
 }

@@ -44,30 +44,88 @@ func Write(path string, data []byte, perm fs.FileMode, exclusive bool) error {
 	return f.Close()
 }
 
-// Replace puts data at path atomically: written to a temporary file in the
-// same directory, synced, given mode perm and renamed over path, so that
-// a reader (the daemon watching the file) sees the old content or the new,
-// never half of it.
+// Replace puts data at path atomically and durably: written to a
+// temporary file in the same directory, given mode perm, synced, renamed
+// over path, and the directory synced, so that a reader (the daemon
+// watching the file) sees the old content or the new, never half of it,
+// and a power cut leaves the old file or the new one, never none.
 func Replace(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	return replace(osFS{}, path, data, perm)
+}
+
+// replaceFS is what Replace does to the file system, step by step; tests
+// record the steps and inject failures.
+type replaceFS interface {
+	CreateTemp(dir, pattern string) (tempFile, error)
+	Rename(from, to string) error
+	Remove(path string) error
+	// SyncDir makes the directory's entries (a rename) durable.
+	SyncDir(dir string) error
+}
+
+// tempFile is the part of *os.File that Replace uses.
+type tempFile interface {
+	Name() string
+	Write(p []byte) (int, error)
+	Chmod(mode fs.FileMode) error
+	Sync() error
+	Close() error
+}
+
+type osFS struct{}
+
+func (osFS) CreateTemp(dir, pattern string) (tempFile, error) { return os.CreateTemp(dir, pattern) }
+func (osFS) Rename(from, to string) error                     { return os.Rename(from, to) }
+func (osFS) Remove(path string) error                         { return os.Remove(path) }
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	if err := d.Sync(); err != nil {
+		d.Close()
 		return err
 	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
+	return d.Close()
+}
+
+func replace(fsys replaceFS, path string, data []byte, perm fs.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := fsys.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	renamed := false
+	defer func() {
+		if !renamed {
+			fsys.Remove(tmp.Name())
+		}
+	}()
+	if err := writeSynced(tmp, data, perm); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return err
+	if err := fsys.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
 	}
-	return os.Rename(tmp.Name(), path)
+	renamed = true
+	if err := fsys.SyncDir(dir); err != nil {
+		return fmt.Errorf("replace %s: the new file is in place but may not survive a power cut: sync %s: %w", path, dir, err)
+	}
+	return nil
+}
+
+// writeSynced writes data to f, sets its mode, syncs and closes it.
+func writeSynced(f tempFile, data []byte, perm fs.FileMode) error {
+	_, err := f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -32,21 +32,21 @@ import (
 	"github.com/brokerd/brokerd/internal/origin"
 )
 
-// Config configures calls to banks. Zero fields take the defaults
-// shown.
+// Config configures calls to banks. Zero fields take DefaultConfig's
+// values.
 type Config struct {
-	// Timeout bounds a whole call, redirects included. Default 60s.
+	// Timeout bounds a whole call, redirects included.
 	Timeout time.Duration
-	// MaxBody bounds a response body, after decompression. Default 32 MiB.
+	// MaxBody bounds a response body, after decompression.
 	MaxBody int64
-	// MaxHeaderBytes bounds a response's header block. Default 64 KiB.
+	// MaxHeaderBytes bounds a response's header block.
 	MaxHeaderBytes int64
-	// MaxRedirects bounds the redirects followed. Default 10.
+	// MaxRedirects bounds the redirects followed.
 	MaxRedirects int
 	// MaxIdlePerPool bounds the idle connections kept per QWAC, TLS
-	// version and origin. Default 32.
+	// version and origin.
 	MaxIdlePerPool int
-	// IdleTimeout closes idle connections. Default 90s.
+	// IdleTimeout closes idle connections.
 	IdleTimeout time.Duration
 	// UserAgent is sent when the client sets none.
 	UserAgent string
@@ -57,24 +57,38 @@ type Config struct {
 	Log     *slog.Logger
 }
 
+// DefaultConfig is the bank client's default configuration.
+func DefaultConfig() Config {
+	return Config{
+		Timeout:        60 * time.Second,
+		MaxBody:        32 << 20,
+		MaxHeaderBytes: 64 << 10,
+		MaxRedirects:   10,
+		MaxIdlePerPool: 32,
+		IdleTimeout:    90 * time.Second,
+		UserAgent:      "brokerd",
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.Timeout == 0 {
-		c.Timeout = 60 * time.Second
+		c.Timeout = d.Timeout
 	}
 	if c.MaxBody == 0 {
-		c.MaxBody = 32 << 20
+		c.MaxBody = d.MaxBody
 	}
 	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 64 << 10
+		c.MaxHeaderBytes = d.MaxHeaderBytes
 	}
 	if c.MaxRedirects == 0 {
-		c.MaxRedirects = 10
+		c.MaxRedirects = d.MaxRedirects
 	}
 	if c.MaxIdlePerPool == 0 {
-		c.MaxIdlePerPool = 32
+		c.MaxIdlePerPool = d.MaxIdlePerPool
 	}
 	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 90 * time.Second
+		c.IdleTimeout = d.IdleTimeout
 	}
 	if c.Resolve == nil {
 		c.Resolve = func(ctx context.Context, host string) ([]net.IP, error) {
@@ -279,15 +293,15 @@ func (o *Client) dial(ctx context.Context, addr string, allowPrivate bool) (net.
 		}
 		ips = resolved
 	}
-	var errs []error
+	var failures []string
 	for _, ip := range ips {
 		c, err := o.cfg.Dial(ctx, "tcp", net.JoinHostPort(ip.String(), port))
 		if err == nil {
 			return c, nil
 		}
-		errs = append(errs, err)
+		failures = append(failures, err.Error())
 	}
-	return nil, bankErr(Unreachable, "cannot connect to %s: %v", addr, errors.Join(errs...))
+	return nil, bankErr(Unreachable, "cannot connect to %s: %s", addr, strings.Join(failures, "; "))
 }
 
 // signerErr keeps the error of a QWAC signature during a handshake:

@@ -153,7 +153,7 @@ func ReadTrustDir(dir string) ([]TrustedCA, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("netstack: trust directory: %w", err)
+		return nil, fmt.Errorf("bank: trust directory: %w", err)
 	}
 	var out []TrustedCA
 	for _, e := range entries {
@@ -162,11 +162,11 @@ func ReadTrustDir(dir string) ([]TrustedCA, error) {
 		}
 		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
-			return nil, fmt.Errorf("netstack: trust directory: %w", err)
+			return nil, fmt.Errorf("bank: trust directory: %w", err)
 		}
 		ca, err := parseTrustFile(data)
 		if err != nil {
-			return nil, fmt.Errorf("netstack: trust file %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("bank: trust file %s: %w", e.Name(), err)
 		}
 		out = append(out, ca)
 	}
@@ -203,7 +203,7 @@ func Fingerprint(c *x509.Certificate) string {
 // dir, scoped to origin when it is not empty. It returns the fingerprint.
 func AddTrust(dir string, cs []*x509.Certificate, origin string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("netstack: trust directory: %w", err)
+		return "", fmt.Errorf("bank: trust directory: %w", err)
 	}
 	fp := Fingerprint(cs[0])
 	var b bytes.Buffer
@@ -213,7 +213,7 @@ func AddTrust(dir string, cs []*x509.Certificate, origin string) (string, error)
 	fmt.Fprintf(&b, "# %s, until %s\n", cs[0].Subject, cs[0].NotAfter.UTC().Format(time.DateOnly))
 	b.Write(certs.EncodePEM(cs...))
 	if err := files.Replace(filepath.Join(dir, fp+".pem"), b.Bytes(), 0o644); err != nil {
-		return "", fmt.Errorf("netstack: write trust file: %w", err)
+		return "", fmt.Errorf("bank: write trust file: %w", err)
 	}
 	return fp, nil
 }

@@ -34,7 +34,7 @@ func Listen(api, health []string) (*Listeners, error) {
 	var ls Listeners
 	named, err := activation.ListenersWithNames()
 	if err != nil {
-		return nil, fmt.Errorf("netstack: systemd sockets: %w", err)
+		return nil, fmt.Errorf("listener: systemd sockets: %w", err)
 	}
 	for name, list := range named {
 		for _, l := range list {
@@ -56,14 +56,14 @@ func Listen(api, health []string) (*Listeners, error) {
 			l, err := net.Listen("tcp", a)
 			if err != nil {
 				ls.Close()
-				return nil, fmt.Errorf("netstack: listen on %s: %w", a, err)
+				return nil, fmt.Errorf("listener: listen on %s: %w", a, err)
 			}
 			*spec.into = append(*spec.into, l)
 		}
 	}
 	if len(ls.API) == 0 {
 		ls.Close()
-		return nil, errors.New("netstack: no API listener: set api.listen or start brokerd from its systemd socket")
+		return nil, errors.New("listener: no API listener: set api.listen or start brokerd from its systemd socket")
 	}
 	return &ls, nil
 }

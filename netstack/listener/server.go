@@ -39,15 +39,15 @@ type Material struct {
 func LoadMaterial(certFile, clientCAFile string, key crypto.Signer) (*Material, error) {
 	chain, err := certs.ReadFile(certFile)
 	if err != nil {
-		return nil, fmt.Errorf("netstack: server certificate: %w", err)
+		return nil, fmt.Errorf("listener: server certificate: %w", err)
 	}
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(chain[0].PublicKey) {
-		return nil, fmt.Errorf("netstack: server certificate %s: its public key is not the server key's", certFile)
+		return nil, fmt.Errorf("listener: server certificate %s: its public key is not the server key's", certFile)
 	}
 	cas, err := certs.ReadFile(clientCAFile)
 	if err != nil {
-		return nil, fmt.Errorf("netstack: client CA: %w", err)
+		return nil, fmt.Errorf("listener: client CA: %w", err)
 	}
 	pool := x509.NewCertPool()
 	for _, c := range cas {
@@ -60,10 +60,12 @@ func LoadMaterial(certFile, clientCAFile string, key crypto.Signer) (*Material, 
 	return m, nil
 }
 
-// Config configures the listeners.
+// Config configures the listeners. Zero fields take DefaultConfig's
+// values.
 type Config struct {
 	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13.
-	MinVersion        uint16
+	MinVersion uint16
+	// The API server's limits, as net/http's Server has them.
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
@@ -76,6 +78,48 @@ type Config struct {
 	// the handshake, with the chain the client presented.
 	OnRefused func(presented []*x509.Certificate, reason error)
 	Log       *slog.Logger
+}
+
+// DefaultShutdownTimeout is how long a stopping daemon waits for requests
+// in flight unless configured otherwise.
+const DefaultShutdownTimeout = 30 * time.Second
+
+// DefaultConfig is the API listener's default configuration.
+func DefaultConfig() Config {
+	return Config{
+		MinVersion:        tls.VersionTLS12,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      90 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.MinVersion == 0 {
+		c.MinVersion = d.MinVersion
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = d.ReadHeaderTimeout
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = d.ReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // Server serves the API over mutual TLS and, optionally, /health over plain
@@ -98,12 +142,7 @@ type Server struct {
 // NewServer loads the TLS material with load (again on every Reload) and
 // prepares the servers. health may be nil.
 func NewServer(cfg Config, load func() (*Material, error), api, health http.Handler) (*Server, error) {
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.MinVersion == 0 {
-		cfg.MinVersion = tls.VersionTLS12
-	}
+	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, load: load, log: cfg.Log, errc: make(chan error, 1), conns: connTable{m: map[net.Conn]*connAuth{}}}
 	if err := s.Reload(); err != nil {
 		return nil, err
@@ -300,7 +339,7 @@ func (s *Server) ServeAPI(l net.Listener) { s.serve(s.api, tls.NewListener(l, s.
 // ServeHealth serves the health handler over plain HTTP on l.
 func (s *Server) ServeHealth(l net.Listener) error {
 	if s.health == nil {
-		return errors.New("netstack: no health handler")
+		return errors.New("listener: no health handler")
 	}
 	s.serve(s.health, l, "health")
 	return nil
@@ -312,7 +351,7 @@ func (s *Server) serve(srv *http.Server, l net.Listener, name string) {
 	go func() {
 		defer s.wg.Done()
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.errOnce.Do(func() { s.errc <- fmt.Errorf("netstack: %s listener %s: %w", name, l.Addr(), err) })
+			s.errOnce.Do(func() { s.errc <- fmt.Errorf("listener: %s listener %s: %w", name, l.Addr(), err) })
 		}
 	}()
 }
@@ -323,17 +362,20 @@ func (s *Server) Err() <-chan error { return s.errc }
 // Shutdown stops accepting, waits for requests in flight until ctx ends,
 // then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	var errs []error
+	var first error
 	for _, srv := range []*http.Server{s.api, s.health} {
 		if srv == nil {
 			continue
 		}
 		if err := srv.Shutdown(ctx); err != nil {
-			errs = append(errs, err, srv.Close())
+			srv.Close()
+			if first == nil {
+				first = fmt.Errorf("listener: shutdown: %w (connections still open were closed)", err)
+			}
 		}
 	}
 	s.wg.Wait()
-	return errors.Join(errs...)
+	return first
 }
 
 // VerifiedChain returns the client's verified certificate chain (leaf
