@@ -37,6 +37,21 @@ type hopError struct{ apiError }
 
 func (e *hopError) Error() string { return fmt.Sprint(e.data) }
 
+// bankCall is one makeRequest on its way through its steps.
+type bankCall struct {
+	p   makeRequestParams
+	id  policy.Identity
+	rl  *requestLog
+	req *bank.Request
+	// rec is the call's audit record.
+	rec audit.Record
+	// The QWAC, when tls is given: the key, its names (nil without a
+	// QWAC: no key is used) and the error resolving it.
+	info    keys.Info
+	names   []string
+	qwacErr error
+}
+
 // makeRequest is POST /makeRequest: call a bank, over mutual TLS with a
 // QWAC when tls is given, and return its status, headers, body and
 // certificate. A bank's 4xx or 5xx is a 200 answer carrying that status.
@@ -45,100 +60,117 @@ func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	sum := sha256.Sum256([]byte(p.Body))
-	digest := hex.EncodeToString(sum[:])
-	rl := logOf(r)
-	rl.add("op", policy.OpMakeRequest, "bank_method", p.Method, "bank_origin", p.Origin, "bank_path", p.Path,
-		"body_sha256", digest, "body_len", len(p.Body))
-	u, err := bankURL(p.Origin, p.Path, p.Query)
-	if err != nil {
-		writeError(w, apiError{status: http.StatusBadRequest, message: "Bad request", data: err.Error()})
+	c, bad := a.newBankCall(r, p)
+	if bad != nil {
+		writeError(w, *bad)
 		return
 	}
-	if !isToken(p.Method) {
-		writeError(w, apiError{status: http.StatusBadRequest, message: "Bad request", data: fmt.Sprintf("method %q is not an HTTP token", p.Method)})
+	o := origin.Of(c.req.URL)
+	if d := a.auth.Decide(c.id, policy.Request{Op: policy.OpMakeRequest, KeyNames: c.names, Origin: o}); !d.Allow {
+		c.rl.add("denied", d.Reason)
+		a.reply(w, r, c.rec, failure(forbiddenRequest(c.id, p.TLS, o)))
 		return
 	}
-	req := &bank.Request{Method: p.Method, URL: u, Header: latin1Headers(p.Headers), Body: []byte(p.Body), FollowRedirects: p.FollowRedirects}
-
-	id := clientOf(r)
-	var (
-		names    []string // nil without a QWAC: no key is used
-		bindings []string
-		qwacErr  error
-		info     keys.Info
-	)
-	if p.TLS != nil {
-		rl.add("key_id", p.TLS.KeyPath, "cert_id", p.TLS.CertPath)
-		if req.TLSVersion, err = tlsVersion(p.TLS.Version); err != nil {
-			writeError(w, apiError{status: http.StatusBadRequest, message: "TLS version refused", data: err.Error()})
-			return
+	if err := a.attachQWAC(r.Context(), c); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) {
+			a.reply(w, r, c.rec, failure(*ae))
+		} else {
+			a.reply(w, r, c.rec, failure(operationError(err, p.TLS.KeyPath)))
 		}
-		info, names, qwacErr = a.resolve(p.TLS.KeyPath)
-		bindings = info.Origins
-	}
-	// The target path without its query: queries may carry personal data.
-	rec := audit.Record{Op: string(policy.OpMakeRequest), DataSHA256: digest,
-		Target: p.Method + " " + origin.Of(u).String() + u.EscapedPath()}
-	if p.TLS != nil {
-		rec.KeyID = p.TLS.KeyPath
-	}
-	if d := a.auth.Decide(id, policy.Request{Op: policy.OpMakeRequest, KeyNames: names, Origin: origin.Of(u)}); !d.Allow {
-		rl.add("denied", d.Reason)
-		a.reply(w, r, rec, failure(forbiddenRequest(id, p.TLS, origin.Of(u))))
 		return
 	}
-	if p.TLS != nil {
-		if qwacErr == nil {
-			rec.KeyID = info.ID
-			req.Cert, req.CertID, qwacErr = a.qwac(r.Context(), info, p.TLS.CertPath)
-		}
-		if qwacErr != nil {
-			var ae *apiError
-			if errors.As(qwacErr, &ae) {
-				a.reply(w, r, rec, failure(*ae))
-			} else {
-				a.reply(w, r, rec, failure(operationError(qwacErr, p.TLS.KeyPath)))
-			}
-			return
-		}
-	}
-	req.CheckHop = func(hu *url.URL) (bool, error) {
-		o := origin.Of(hu)
-		if len(bindings) > 0 && !origin.AnyMatches(bindings, o) {
-			return false, &hopError{apiError{status: http.StatusForbidden, message: "Destination not allowed",
-				data: fmt.Sprintf("QWAC %q is bound to other origins than %s", info.ID, o)}}
-		}
-		d := a.auth.Decide(id, policy.Request{Op: policy.OpMakeRequest, KeyNames: names, Origin: o})
-		if !d.Allow {
-			rl.add("denied", d.Reason)
-			return false, &hopError{forbiddenRequest(id, p.TLS, o)}
-		}
-		return d.AllowPrivate, nil
-	}
+	c.req.CheckHop = a.hopChecker(c)
 	// The bank may act on the request (a payment): nothing leaves unless
 	// the intent is on record first.
-	start := rec
+	start := c.rec
 	start.Op = string(policy.OpMakeRequest) + ".start"
 	if err := a.record(r, start); err != nil {
 		writeError(w, auditUnavailable)
 		return
 	}
-	resp, err := a.bank.Do(r.Context(), req)
+	a.send(w, r, c)
+}
+
+// newBankCall checks what the request asks for and prepares the call.
+func (a *API) newBankCall(r *http.Request, p makeRequestParams) (*bankCall, *apiError) {
+	sum := sha256.Sum256([]byte(p.Body))
+	digest := hex.EncodeToString(sum[:])
+	c := &bankCall{p: p, id: clientOf(r), rl: logOf(r)}
+	c.rl.add("op", policy.OpMakeRequest, "bank_method", p.Method, "bank_origin", p.Origin, "bank_path", p.Path,
+		"body_sha256", digest, "body_len", len(p.Body))
+	u, err := bankURL(p.Origin, p.Path, p.Query)
 	if err != nil {
-		rl.add("error", err.Error())
-		a.reply(w, r, rec, failure(bankError(err, p.TLS)))
+		return nil, &apiError{status: http.StatusBadRequest, message: "Bad request", data: err.Error()}
+	}
+	if !isToken(p.Method) {
+		return nil, &apiError{status: http.StatusBadRequest, message: "Bad request", data: fmt.Sprintf("method %q is not an HTTP token", p.Method)}
+	}
+	c.req = &bank.Request{Method: p.Method, URL: u, Header: latin1Headers(p.Headers), Body: []byte(p.Body), FollowRedirects: p.FollowRedirects}
+	// The target path without its query: queries may carry personal data.
+	c.rec = audit.Record{Op: string(policy.OpMakeRequest), DataSHA256: digest, Target: p.Method + " " + origin.Of(u).String() + u.EscapedPath()}
+	if p.TLS != nil {
+		c.rl.add("key_id", p.TLS.KeyPath, "cert_id", p.TLS.CertPath)
+		if c.req.TLSVersion, err = tlsVersion(p.TLS.Version); err != nil {
+			return nil, &apiError{status: http.StatusBadRequest, message: "TLS version refused", data: err.Error()}
+		}
+		c.rec.KeyID = p.TLS.KeyPath
+		c.info, c.names, c.qwacErr = a.resolve(p.TLS.KeyPath)
+	}
+	return c, nil
+}
+
+// attachQWAC gives the call its QWAC, when it asks for one.
+func (a *API) attachQWAC(ctx context.Context, c *bankCall) error {
+	if c.p.TLS == nil {
+		return nil
+	}
+	if c.qwacErr != nil {
+		return c.qwacErr
+	}
+	c.rec.KeyID = c.info.ID
+	var err error
+	c.req.Cert, c.req.CertID, err = a.qwac(ctx, c.info, c.p.TLS.CertPath)
+	return err
+}
+
+// hopChecker approves the first URL and every redirect target: the QWAC's
+// origin binding and the policy, again for each hop. It says whether the
+// hop may reach a private address.
+func (a *API) hopChecker(c *bankCall) func(*url.URL) (bool, error) {
+	bindings := c.info.Origins
+	return func(hu *url.URL) (bool, error) {
+		o := origin.Of(hu)
+		if len(bindings) > 0 && !origin.AnyMatches(bindings, o) {
+			return false, &hopError{apiError{status: http.StatusForbidden, message: "Destination not allowed",
+				data: fmt.Sprintf("QWAC %q is bound to other origins than %s", c.info.ID, o)}}
+		}
+		d := a.auth.Decide(c.id, policy.Request{Op: policy.OpMakeRequest, KeyNames: c.names, Origin: o})
+		if !d.Allow {
+			c.rl.add("denied", d.Reason)
+			return false, &hopError{forbiddenRequest(c.id, c.p.TLS, o)}
+		}
+		return d.AllowPrivate, nil
+	}
+}
+
+// send calls the bank and answers with what it said.
+func (a *API) send(w http.ResponseWriter, r *http.Request, c *bankCall) {
+	resp, err := a.bank.Do(r.Context(), c.req)
+	if err != nil {
+		c.rl.add("error", err.Error())
+		a.reply(w, r, c.rec, failure(bankError(err, c.p.TLS)))
 		return
 	}
-	rec.Detail = "bank status " + strconv.Itoa(resp.Status)
+	c.rec.Detail = "bank status " + strconv.Itoa(resp.Status)
 	text, err := responseText(resp)
 	if err != nil {
-		rl.add("error", err.Error())
-		a.reply(w, r, rec, failure(apiError{status: http.StatusBadGateway, message: "Bad bank response", data: err.Error()}))
+		c.rl.add("error", err.Error())
+		a.reply(w, r, c.rec, failure(apiError{status: http.StatusBadGateway, message: "Bad bank response", data: err.Error()}))
 		return
 	}
-	rl.add("bank_status", resp.Status, "response_len", len(resp.Body))
-	a.reply(w, r, rec, success(encodeBankResponse(resp, text)))
+	c.rl.add("bank_status", resp.Status, "response_len", len(resp.Body))
+	a.reply(w, r, c.rec, success(encodeBankResponse(resp, text)))
 }
 
 // qwac builds the TLS certificate of a QWAC: the key's chain, signed
