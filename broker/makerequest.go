@@ -106,6 +106,12 @@ func (a *API) newBankCall(r *http.Request, p makeRequestParams) (*bankCall, *api
 	if !isToken(p.Method) {
 		return nil, &apiError{status: http.StatusBadRequest, message: "Bad request", data: fmt.Sprintf("method %q is not an HTTP token", p.Method)}
 	}
+	for _, kv := range p.Headers {
+		if strings.EqualFold(kv[0], "Host") && !strings.EqualFold(kv[1], bank.HostHeader(u)) {
+			return nil, &apiError{status: http.StatusBadRequest, message: "Bad request",
+				data: fmt.Sprintf("header Host %q is not the origin's authority %q: leave it out", kv[1], bank.HostHeader(u))}
+		}
+	}
 	c.req = &bank.Request{Method: p.Method, URL: u, Header: latin1Headers(p.Headers), Body: []byte(p.Body), FollowRedirects: p.FollowRedirects}
 	// The target path without its query: queries may carry personal data.
 	c.rec = audit.Record{Op: string(policy.OpMakeRequest), DataSHA256: digest, Target: p.Method + " " + origin.Of(u).String() + u.EscapedPath()}
@@ -137,20 +143,20 @@ func (a *API) attachQWAC(ctx context.Context, c *bankCall) error {
 // hopChecker approves the first URL and every redirect target: the QWAC's
 // origin binding and the policy, again for each hop. It says whether the
 // hop may reach a private address.
-func (a *API) hopChecker(c *bankCall) func(*url.URL) (bool, error) {
+func (a *API) hopChecker(c *bankCall) func(*url.URL) (bank.Hop, error) {
 	bindings := c.info.Origins
-	return func(hu *url.URL) (bool, error) {
+	return func(hu *url.URL) (bank.Hop, error) {
 		o := origin.Of(hu)
 		if len(bindings) > 0 && !origin.AnyMatches(bindings, o) {
-			return false, &hopError{apiError{status: http.StatusForbidden, message: "Destination not allowed",
+			return bank.Hop{}, &hopError{apiError{status: http.StatusForbidden, message: "Destination not allowed",
 				data: fmt.Sprintf("QWAC %q is bound to other origins than %s", c.info.ID, o)}}
 		}
 		d := a.auth.Decide(c.id, policy.Request{Op: policy.OpMakeRequest, KeyNames: c.names, Origin: o})
 		if !d.Allow {
 			c.rl.add("denied", d.Reason)
-			return false, &hopError{forbiddenRequest(c.id, c.p.TLS, o)}
+			return bank.Hop{}, &hopError{forbiddenRequest(c.id, c.p.TLS, o)}
 		}
-		return d.AllowPrivate, nil
+		return bank.Hop{AllowPrivate: d.AllowPrivate, Rule: d.Rule}, nil
 	}
 }
 

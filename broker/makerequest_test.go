@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -222,12 +223,12 @@ func TestMakeRequestRefusals(t *testing.T) {
 		{"IPv6 loopback", "https://[::1]:" + port, "/", "", agg, 403, "loopback, private or link-local"},
 		{"private range", "https://10.1.2.3", "/", "", agg, 403, "loopback, private or link-local"},
 		{"link-local metadata", "http://169.254.169.254", "/latest/meta-data", "", agg, 403, "loopback, private or link-local"},
-		{"a name resolving to loopback", "https://localhost:" + port, "/echo/x", "", agg, 403, "resolves to 127.0.0.1"},
-		{"a name resolving to a private address", "https://evil.test", "/", "", agg, 403, "resolves to 10.1.2.3"},
+		{"a name resolving to loopback", "https://localhost:" + port, "/echo/x", "", agg, 403, "localhost is a loopback, private or link-local"},
+		{"a name resolving to a private address", "https://evil.test", "/", "", agg, 403, "evil.test is a loopback, private or link-local"},
 		{"redirect to a private address", b.URL, redirect("https://10.1.2.3/"), withQWAC, agg, 403, "loopback, private or link-local"},
-		{"redirect to a name resolving to loopback", b.URL, redirect("https://bank.test:" + port + "/echo/x"), withQWAC, agg, 403, "resolves to 127.0.0.1"},
+		{"redirect to a name resolving to loopback", b.URL, redirect("https://bank.test:" + port + "/echo/x"), withQWAC, agg, 403, "bank.test is a loopback, private or link-local"},
 		{"redirect to link-local", b.URL, redirect("http://169.254.169.254/"), withQWAC, agg, 403, "loopback, private or link-local"},
-		{"QWAC for an origin its rule does not name", "https://evil.test", "/", withQWAC, agg, 403, "resolves to 10.1.2.3"},
+		{"QWAC for an origin its rule does not name", "https://evil.test", "/", withQWAC, agg, 403, "evil.test is a loopback, private or link-local"},
 		{"client without a makeRequest rule", b.URL, "/echo/x", withQWAC, s.client, 403,
 			`{"code":403,"message":"Forbidden","data":"client CN=bench may not makeRequest to ` + b.URL + ` with key \"qwac.key\""}`},
 		{"unknown QWAC", b.URL, "/echo/x", `,"tls":{"cert_path":"nope.crt","key_path":"nope.key"}`, agg, 404,
@@ -240,6 +241,12 @@ func TestMakeRequestRefusals(t *testing.T) {
 			status, _, raw := mr(t, s, c.c, req("GET", c.origin, c.path, c.extra), "")
 			if status != c.status || !strings.Contains(raw, c.want) {
 				t.Fatalf("%d %s\nwant %d containing %q", status, raw, c.status, c.want)
+			}
+			// A refusal names the host and the rule, never what a name
+			// resolved to (that would map the LAN for the client).
+			if host, _, ok := strings.Cut(c.want, " is a loopback"); ok && net.ParseIP(host) == nil &&
+				(strings.Contains(raw, "127.0.0.1") || strings.Contains(raw, "10.1.2.3")) {
+				t.Fatalf("the refusal tells the resolved address: %s", raw)
 			}
 		})
 	}

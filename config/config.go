@@ -147,6 +147,11 @@ type Bank struct {
 	// version and bank origin.
 	MaxIdlePerOrigin int      `toml:"max_idle_per_origin"`
 	IdleTimeout      Duration `toml:"idle_timeout"`
+	// MaxPools bounds the connection pools kept.
+	MaxPools int `toml:"max_pools"`
+	// CredentialHeaders are dropped, with Cookie and Proxy-*, on a
+	// redirect to another origin.
+	CredentialHeaders []string `toml:"credential_headers"`
 	// UserAgent is sent when the client sets none.
 	UserAgent string `toml:"user_agent"`
 	// TrustDir holds the bank CAs added with `brokerd trust add`.
@@ -218,7 +223,7 @@ func Default() *Config {
 		Admin: Admin{Socket: admin.DefaultSocket, Group: admin.DefaultGroup},
 		Bank: Bank{Timeout: Duration{b.Timeout}, MaxResponseBody: b.MaxBody, MaxResponseHeaderBytes: b.MaxHeaderBytes,
 			MaxRedirects: b.MaxRedirects, MaxIdlePerOrigin: b.MaxIdlePerPool, IdleTimeout: Duration{b.IdleTimeout},
-			UserAgent: b.UserAgent, TrustDir: "bank-cas"},
+			MaxPools: b.MaxPools, CredentialHeaders: b.CredentialHeaders, UserAgent: b.UserAgent, TrustDir: "bank-cas"},
 		Audit: Audit{CheckpointEvery: audit.DefaultCheckpointEvery, CheckpointInterval: Duration{audit.DefaultCheckpointInterval}},
 		Log:   Log{Level: "info", Format: "text"},
 	}
@@ -431,7 +436,8 @@ func (c *Config) checkPKI(p *problemList) {
 func (c *Config) checkBank(p *problemList) {
 	p.positive(map[string]Duration{"bank.timeout": c.Bank.Timeout, "bank.idle_timeout": c.Bank.IdleTimeout})
 	for name, v := range map[string]int64{"bank.max_response_body": c.Bank.MaxResponseBody, "bank.max_response_header_bytes": c.Bank.MaxResponseHeaderBytes,
-		"bank.max_redirects": int64(c.Bank.MaxRedirects), "bank.max_idle_per_origin": int64(c.Bank.MaxIdlePerOrigin)} {
+		"bank.max_redirects": int64(c.Bank.MaxRedirects), "bank.max_idle_per_origin": int64(c.Bank.MaxIdlePerOrigin),
+		"bank.max_pools": int64(c.Bank.MaxPools)} {
 		if v < 1 {
 			p.add("%s: must be positive", name)
 		}
@@ -469,8 +475,11 @@ func (c *Config) BankConfig(log *slog.Logger) bank.Config {
 		MaxRedirects:   c.Bank.MaxRedirects,
 		MaxIdlePerPool: c.Bank.MaxIdlePerOrigin,
 		IdleTimeout:    c.Bank.IdleTimeout.Duration,
+		MaxPools:       c.Bank.MaxPools,
 		UserAgent:      c.Bank.UserAgent,
 		Log:            log,
+		// A copy: the configuration's slice is not the client's to keep.
+		CredentialHeaders: append([]string{}, c.Bank.CredentialHeaders...),
 	}
 }
 

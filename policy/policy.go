@@ -143,6 +143,16 @@ func (r *Rule) normalise() error {
 	if err != nil {
 		return err
 	}
+	if r.AllowPrivate {
+		for _, o := range origins {
+			if o == "*" || strings.Contains(o, "*.") {
+				return fmt.Errorf("allow_private with origin %q: private addresses are opened only for exact origins, never a wildcard", o)
+			}
+		}
+		if len(origins) == 0 {
+			return errors.New("allow_private without origins: name the exact origins it opens")
+		}
+	}
 	if r.Origins != nil {
 		r.Origins = origins
 	}

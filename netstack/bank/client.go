@@ -11,6 +11,7 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"container/list"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -24,6 +25,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,10 +48,16 @@ type Config struct {
 	// MaxIdlePerPool bounds the idle connections kept per QWAC, TLS
 	// version and origin.
 	MaxIdlePerPool int
+	// MaxPools bounds the pools kept (one per QWAC, TLS version, origin
+	// and rule); the least recently used goes first.
+	MaxPools int
 	// IdleTimeout closes idle connections.
 	IdleTimeout time.Duration
 	// UserAgent is sent when the client sets none.
 	UserAgent string
+	// CredentialHeaders are dropped, with Cookie and Proxy-*, when a
+	// redirect leads to another origin.
+	CredentialHeaders []string
 	// Resolve and Dial reach the network; tests inject their own. Defaults:
 	// the system resolver and a TCP dialer.
 	Resolve func(ctx context.Context, host string) ([]net.IP, error)
@@ -60,13 +68,15 @@ type Config struct {
 // DefaultConfig is the bank client's default configuration.
 func DefaultConfig() Config {
 	return Config{
-		Timeout:        60 * time.Second,
-		MaxBody:        32 << 20,
-		MaxHeaderBytes: 64 << 10,
-		MaxRedirects:   10,
-		MaxIdlePerPool: 32,
-		IdleTimeout:    90 * time.Second,
-		UserAgent:      "brokerd",
+		Timeout:           60 * time.Second,
+		MaxBody:           32 << 20,
+		MaxHeaderBytes:    64 << 10,
+		MaxRedirects:      10,
+		MaxIdlePerPool:    32,
+		MaxPools:          256,
+		IdleTimeout:       90 * time.Second,
+		UserAgent:         "brokerd",
+		CredentialHeaders: []string{"Authorization", "Cookie", "X-Api-Key", "Signature", "Digest", "TPP-Signature-Certificate"},
 	}
 }
 
@@ -89,6 +99,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.MaxPools == 0 {
+		c.MaxPools = d.MaxPools
+	}
+	if c.CredentialHeaders == nil {
+		c.CredentialHeaders = d.CredentialHeaders
 	}
 	if c.Resolve == nil {
 		c.Resolve = func(ctx context.Context, host string) ([]net.IP, error) {
@@ -156,9 +172,9 @@ type Request struct {
 	TLSVersion      uint16
 	FollowRedirects bool
 	// CheckHop approves the first URL and every redirect target, and says
-	// whether that hop may dial a literal loopback, private or link-local
-	// host (names that resolve to one are never dialled).
-	CheckHop func(u *url.URL) (allowPrivate bool, err error)
+	// whether that hop may reach private addresses; nil allows every URL
+	// on public addresses.
+	CheckHop func(u *url.URL) (Hop, error)
 }
 
 // QWACError is a failure to sign a handshake with the QWAC (a busy or
@@ -187,58 +203,89 @@ type Client struct {
 	cfg   Config
 	trust *TrustStore
 
+	// pools holds the connection pools, most recently used first, at
+	// most MaxPools of them.
 	mu    sync.Mutex
-	pools map[poolKey]*pool
+	pools map[poolKey]*list.Element // of *pool
+	lru   list.List
 
 	full, resumed atomic.Int64
 }
 
 type poolKey struct {
-	cert         string
-	version      uint16
-	origin       string
-	allowPrivate bool
+	cert    string
+	version uint16
+	origin  string
+	hop     Hop
 }
 
 type pool struct {
-	t *http.Transport
+	key poolKey
+	t   *http.Transport
+}
+
+// Hop is what the policy says about one URL of a call: whether it may
+// reach private addresses, and the rule that said so.
+type Hop struct {
+	AllowPrivate bool
+	// Rule names the rule that allowed the hop, for error messages.
+	Rule string
+}
+
+// refusal says why a private address is refused, naming the rule.
+func (h Hop) refusal() string {
+	if h.Rule == "" {
+		return "no rule allows private addresses"
+	}
+	return fmt.Sprintf("rule %q does not allow private addresses (policy allow --allow-private, with this exact origin)", h.Rule)
 }
 
 // New makes the bank client; trust verifies banks' certificates.
 func New(cfg Config, trust *TrustStore) *Client {
-	return &Client{cfg: cfg.withDefaults(), trust: trust, pools: map[poolKey]*pool{}}
+	return &Client{cfg: cfg.withDefaults(), trust: trust, pools: map[poolKey]*list.Element{}}
 }
 
 // Handshakes reports full and resumed TLS handshakes made so far.
 func (o *Client) Handshakes() (full, resumed int64) { return o.full.Load(), o.resumed.Load() }
 
+// Pools reports how many connection pools are kept.
+func (o *Client) Pools() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.lru.Len()
+}
+
 // CloseIdle closes idle connections of every pool.
 func (o *Client) CloseIdle() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, p := range o.pools {
-		p.t.CloseIdleConnections()
+	for e := o.lru.Front(); e != nil; e = e.Next() {
+		e.Value.(*pool).t.CloseIdleConnections()
 	}
 }
 
-func (o *Client) pool(r *Request, u *url.URL, allowPrivate bool) *pool {
-	k := poolKey{cert: r.CertID, version: r.TLSVersion, origin: origin.Of(u).String(), allowPrivate: allowPrivate}
+// pool returns the pool for a QWAC (cert, named certID), TLS version,
+// URL and hop, making it when needed and dropping the least recently
+// used one beyond MaxPools. Its dialers capture only what they need.
+func (o *Client) pool(certID string, cert *tls.Certificate, version uint16, u *url.URL, hop Hop) *pool {
+	k := poolKey{cert: certID, version: version, origin: origin.Of(u).String(), hop: hop}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if p := o.pools[k]; p != nil {
-		return p
+	if e := o.pools[k]; e != nil {
+		o.lru.MoveToFront(e)
+		return e.Value.(*pool)
 	}
 	sessions := tls.NewLRUClientSessionCache(64)
 	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			c, err := o.dial(ctx, addr, k.allowPrivate)
+			c, err := o.dial(ctx, addr, k.hop)
 			if err != nil {
 				return nil, err
 			}
 			return &recordingConn{Conn: c, max: int(o.cfg.MaxHeaderBytes)}, nil
 		},
 		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return o.dialTLS(ctx, addr, k, r.Cert, sessions)
+			return o.dialTLS(ctx, addr, k, cert, sessions)
 		},
 		MaxIdleConnsPerHost:    o.cfg.MaxIdlePerPool,
 		IdleConnTimeout:        o.cfg.IdleTimeout,
@@ -247,51 +294,41 @@ func (o *Client) pool(r *Request, u *url.URL, allowPrivate bool) *pool {
 		// HTTP/1.1 only, as the reference speaks to banks.
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}
-	p := &pool{t: t}
-	o.pools[k] = p
+	p := &pool{key: k, t: t}
+	o.pools[k] = o.lru.PushFront(p)
+	for o.lru.Len() > o.cfg.MaxPools {
+		old := o.lru.Remove(o.lru.Back()).(*pool)
+		delete(o.pools, old.key)
+		old.t.CloseIdleConnections()
+	}
 	return p
 }
 
-// Blocked reports whether ip is in a range makeRequest must not reach
-// without explicit permission: loopback, private, link-local, unspecified,
-// multicast, shared address space (100.64.0.0/10) and "this network".
-func Blocked(ip net.IP) bool {
-	if v4 := ip.To4(); v4 != nil {
-		ip = v4
-		if v4[0] == 0 || (v4[0] == 100 && v4[1]&0xc0 == 64) || v4.Equal(net.IPv4bcast) {
-			return true
-		}
-	}
-	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified()
-}
-
-// dial connects to addr after checking every address it stands for.
-func (o *Client) dial(ctx context.Context, addr string, allowPrivate bool) (net.Conn, error) {
+// dial connects to addr after checking every address it stands for. A
+// hop whose rule allows private addresses may reach them, by literal
+// address or by name; the name is pinned to the addresses checked here,
+// so a DNS answer that changes later (rebinding) gains nothing. Errors
+// name the host, never what it resolved to or which DNS server answered.
+func (o *Client) dial(ctx context.Context, addr string, hop Hop) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, bankErr(Unreachable, "bad address %q", addr)
 	}
-	var ips []net.IP
-	if ip := net.ParseIP(host); ip != nil {
-		if Blocked(ip) && !allowPrivate {
-			return nil, bankErr(Destination, "%s is a loopback, private or link-local address; allow it with a policy rule for this literal host and --allow-private", ip)
+	ips := []net.IP{net.ParseIP(host)}
+	if ips[0] == nil {
+		if ips, err = o.cfg.Resolve(ctx, host); err != nil {
+			return nil, bankErr(Unreachable, "cannot resolve %s", host)
 		}
-		ips = []net.IP{ip}
-	} else {
-		resolved, err := o.cfg.Resolve(ctx, host)
-		if err != nil {
-			return nil, bankErr(Unreachable, "cannot resolve %s: %v", host, err)
-		}
-		for _, ip := range resolved {
-			if Blocked(ip) {
-				return nil, bankErr(Destination, "%s resolves to %s, a loopback, private or link-local address", host, ip)
-			}
-		}
-		if len(resolved) == 0 {
+		if len(ips) == 0 {
 			return nil, bankErr(Unreachable, "%s has no address", host)
 		}
-		ips = resolved
+	}
+	if !hop.AllowPrivate {
+		for _, ip := range ips {
+			if Blocked(ip) {
+				return nil, bankErr(Destination, "%s is a loopback, private or link-local address (or another special-purpose one), and %s", host, hop.refusal())
+			}
+		}
 	}
 	var failures []string
 	for _, ip := range ips {
@@ -320,7 +357,7 @@ func (s signerErr) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) (
 }
 
 func (o *Client) dialTLS(ctx context.Context, addr string, k poolKey, cert *tls.Certificate, sessions tls.ClientSessionCache) (net.Conn, error) {
-	raw, err := o.dial(ctx, addr, k.allowPrivate)
+	raw, err := o.dial(ctx, addr, k.hop)
 	if err != nil {
 		return nil, err
 	}
@@ -376,21 +413,24 @@ func (o *Client) dialTLS(ctx context.Context, addr string, k poolKey, cert *tls.
 
 // recordingConn keeps the raw bytes of each response's header block, so
 // that headers can be returned in wire order with their original case
-// (net/http keeps a map of canonical names).
+// (net/http keeps a map of canonical names). The capture belongs to one
+// round trip: the first write of a request after a response was read
+// starts it anew, whether or not anyone read the last one (a redirect
+// dropped, say), so no response's headers ever reach another request.
 type recordingConn struct {
 	net.Conn
 	tls *tls.ConnectionState
 	max int
 
-	mu    sync.Mutex
-	buf   []byte
-	taken bool // the last capture was read; the next request starts anew
+	mu      sync.Mutex
+	buf     []byte
+	reading bool // a response is being read: the next write is a new request
 }
 
 func (c *recordingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	if c.taken {
-		c.buf, c.taken = c.buf[:0], false
+	if c.reading {
+		c.buf, c.reading = c.buf[:0], false
 	}
 	c.mu.Unlock()
 	return c.Conn.Write(p)
@@ -399,7 +439,8 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 func (c *recordingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.mu.Lock()
-	if !c.taken && len(c.buf) < c.max+4 {
+	c.reading = true
+	if len(c.buf) < c.max+4 {
 		c.buf = append(c.buf, p[:min(n, c.max+4-len(c.buf))]...)
 	}
 	c.mu.Unlock()
@@ -410,10 +451,16 @@ func (c *recordingConn) Read(p []byte) (int, error) {
 func (c *recordingConn) header() [][2]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.taken = true
 	block := c.buf
-	if i := bytes.Index(block, []byte("\r\n\r\n")); i >= 0 {
-		block = block[:i]
+	for {
+		end := bytes.Index(block, []byte("\r\n\r\n"))
+		if end < 0 || !informational(block) {
+			if end >= 0 {
+				block = block[:end]
+			}
+			break
+		}
+		block = block[end+4:] // a 1xx answer (103 Early Hints) precedes the final one
 	}
 	lines := strings.Split(string(block), "\r\n")
 	var out [][2]string
@@ -434,6 +481,13 @@ func (c *recordingConn) header() [][2]string {
 	return out
 }
 
+// informational reports whether a header block is a 1xx answer's.
+func informational(block []byte) bool {
+	status, _, _ := bytes.Cut(block, []byte("\r\n"))
+	f := bytes.Fields(status)
+	return len(f) >= 2 && len(f[1]) == 3 && f[1][0] == '1'
+}
+
 // hopByHop headers concern one connection and are never forwarded.
 var hopByHop = map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
 	"Te": true, "Trailer": true, "Upgrade": true, "Proxy-Authorization": true, "Content-Length": true}
@@ -446,14 +500,14 @@ func (o *Client) Do(ctx context.Context, r *Request) (*Response, error) {
 	method, u, body := r.Method, r.URL, r.Body
 	header := r.Header
 	for hops := 0; ; hops++ {
-		allowPrivate := false
+		var hop Hop
 		if r.CheckHop != nil {
 			var err error
-			if allowPrivate, err = r.CheckHop(u); err != nil {
+			if hop, err = r.CheckHop(u); err != nil {
 				return nil, err
 			}
 		}
-		resp, conn, err := o.roundTrip(ctx, r, allowPrivate, method, u, header, body, jar)
+		resp, conn, err := o.roundTrip(ctx, r, hop, method, u, header, body, jar)
 		if err != nil {
 			return nil, o.callError(ctx, err)
 		}
@@ -477,7 +531,7 @@ func (o *Client) Do(ctx context.Context, r *Request) (*Response, error) {
 			method, body = http.MethodGet, nil
 		}
 		if origin.Of(next).String() != origin.Of(u).String() {
-			header = without(header, "Authorization")
+			header = o.withoutCredentials(header)
 		}
 		u = next
 	}
@@ -487,18 +541,25 @@ func isRedirect(code int) bool {
 	return code == 301 || code == 302 || code == 303 || code == 307 || code == 308
 }
 
-func without(h [][2]string, name string) [][2]string {
+// withoutCredentials drops the headers that must not follow a redirect to
+// another origin: cookies, proxy credentials and the configured
+// credential headers.
+func (o *Client) withoutCredentials(h [][2]string) [][2]string {
 	var out [][2]string
 	for _, kv := range h {
-		if !strings.EqualFold(kv[0], name) {
-			out = append(out, kv)
+		name := http.CanonicalHeaderKey(kv[0])
+		if name == "Cookie" || strings.HasPrefix(name, "Proxy-") || slices.ContainsFunc(o.cfg.CredentialHeaders, func(c string) bool {
+			return strings.EqualFold(c, name)
+		}) {
+			continue
 		}
+		out = append(out, kv)
 	}
 	return out
 }
 
-func (o *Client) roundTrip(ctx context.Context, r *Request, allowPrivate bool, method string, u *url.URL, header [][2]string, body []byte, jar http.CookieJar) (*http.Response, *recordingConn, error) {
-	req := &http.Request{Method: method, URL: u, Header: http.Header{}, Host: hostHeader(u), ProtoMajor: 1, ProtoMinor: 1,
+func (o *Client) roundTrip(ctx context.Context, r *Request, hop Hop, method string, u *url.URL, header [][2]string, body []byte, jar http.CookieJar) (*http.Response, *recordingConn, error) {
+	req := &http.Request{Method: method, URL: u, Header: http.Header{}, Host: HostHeader(u), ProtoMajor: 1, ProtoMinor: 1,
 		ContentLength: int64(len(body))}
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -514,8 +575,7 @@ func (o *Client) roundTrip(ctx context.Context, r *Request, allowPrivate bool, m
 		}
 		switch canon {
 		case "Host":
-			req.Host = kv[1]
-			continue
+			continue // always the URL's authority (broker refuses any other)
 		case "User-Agent", "Content-Type", "Accept", "Accept-Encoding", "Cookie":
 			name = canon // net/http looks for these by their canonical name
 		}
@@ -545,15 +605,16 @@ func (o *Client) roundTrip(ctx context.Context, r *Request, allowPrivate bool, m
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
 		conn, _ = info.Conn.(*recordingConn)
 	}}
-	resp, err := o.pool(r, u, allowPrivate).t.RoundTrip(req.WithContext(httptrace.WithClientTrace(ctx, trace)))
+	resp, err := o.pool(r.CertID, r.Cert, r.TLSVersion, u, hop).t.RoundTrip(req.WithContext(httptrace.WithClientTrace(ctx, trace)))
 	if err != nil {
 		return nil, nil, err
 	}
 	return resp, conn, nil
 }
 
-// hostHeader is the Host the reference sends: no default port.
-func hostHeader(u *url.URL) string {
+// HostHeader is the Host the reference sends for u: its authority without
+// a default port.
+func HostHeader(u *url.URL) string {
 	if p := u.Port(); (u.Scheme == "https" && p == "443") || (u.Scheme == "http" && p == "80") {
 		return u.Hostname()
 	}
