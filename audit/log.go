@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -47,13 +48,42 @@ type Log struct {
 	seq     uint64
 	head    string
 	lastErr error // of the last commit; nil once one succeeds
+
+	disk diskGuard
 }
 
-// Open opens the audit log of st: it creates the log's buckets, reads the
-// chain's head and, unless st is read-only, starts the committer.
-func Open(st *store.Store) (*Log, error) {
+// DefaultMinFree is the free space below which the log refuses records
+// (and so the operations they record) unless Options say otherwise: well
+// before bbolt could no longer commit, and without giving it space it
+// would never give back.
+const DefaultMinFree = 64 << 20
+
+// Options configure OpenWith; zero fields take the defaults.
+type Options struct {
+	// MinFree is the free space, in bytes, that the state's file system
+	// must keep: below it Append fails with ErrLowDisk (wrapped in
+	// ErrAudit) until space is freed. Default DefaultMinFree.
+	MinFree uint64
+	// FreeSpace reports the free bytes of the file system holding dir;
+	// default statfs(2). Tests give their own.
+	FreeSpace func(dir string) (uint64, error)
+}
+
+// Open opens the audit log of st with the default options.
+func Open(st *store.Store) (*Log, error) { return OpenWith(st, Options{}) }
+
+// OpenWith opens the audit log of st: it creates the log's buckets, reads
+// the chain's head and, unless st is read-only, starts the committer.
+func OpenWith(st *store.Store, opts Options) (*Log, error) {
+	if opts.MinFree == 0 {
+		opts.MinFree = DefaultMinFree
+	}
+	if opts.FreeSpace == nil {
+		opts.FreeSpace = statfsFree
+	}
 	l := &Log{db: st.DB(), readOnly: st.ReadOnly(), wake: make(chan struct{}, 1), quit: make(chan struct{}),
-		stopped: make(chan struct{}), committed: make(chan struct{}, 1), head: genesis}
+		stopped: make(chan struct{}), committed: make(chan struct{}, 1), head: genesis,
+		disk: diskGuard{dir: filepath.Dir(st.Path()), min: opts.MinFree, free: opts.FreeSpace}}
 	if !l.readOnly {
 		if err := l.db.Update(createBuckets); err != nil {
 			return nil, fmt.Errorf("audit: open %s: %w", st.Path(), err)
@@ -134,7 +164,10 @@ func (l *Log) Append(ctx context.Context, rec Record) (uint64, error) {
 	if rec.Time.IsZero() {
 		rec.Time = time.Now().UTC()
 	}
-	p := &pending{rec: rec, done: make(chan error, 1)}
+	if err := l.disk.check(); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrAudit, err)
+	}
+	p := &pending{rec: rec.bound(), done: make(chan error, 1)}
 	if l.commitMu.TryLock() {
 		// Nobody commits: if nobody waits either, commit here.
 		l.mu.Lock()
@@ -291,14 +324,16 @@ func (l *Log) Close() {
 	l.mu.Unlock()
 }
 
-// Healthy reports whether the last commit succeeded (nil before any).
+// Healthy reports whether the log takes records: the last commit
+// succeeded (or none was made) and the disk has room.
 func (l *Log) Healthy() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.lastErr != nil {
-		return fmt.Errorf("audit: the last commit failed: %w", l.lastErr)
+	err := l.lastErr
+	l.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("audit: the last commit failed: %w", err)
 	}
-	return nil
+	return l.disk.check()
 }
 
 // Head returns the sequence number and hash of the last committed record.

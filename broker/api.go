@@ -68,17 +68,22 @@ type Config struct {
 	CheckClient func(chain []*x509.Certificate) error
 	// Identity reads client certificates (which extension carries roles).
 	Identity policy.IdentityOptions
-	Log      *slog.Logger
+	// DenialQuota bounds the refusals of one client a minute that are
+	// recorded one by one; beyond it they are counted. Default
+	// DefaultDenialQuota.
+	DenialQuota int
+	Log         *slog.Logger
 }
 
 // API serves the broker's HTTP interface.
 type API struct {
-	cfg  Config
-	keys KeyService
-	auth Authorizer
-	bank BankClient
-	log  *slog.Logger
-	ids  identityCache
+	cfg   Config
+	keys  KeyService
+	auth  Authorizer
+	bank  BankClient
+	log   *slog.Logger
+	ids   identityCache
+	quota *denialQuota
 }
 
 // identityCache remembers the identities of recent client certificates:
@@ -119,7 +124,10 @@ func New(cfg Config, ks KeyService, auth Authorizer, bc BankClient) *API {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &API{cfg: cfg, keys: ks, auth: auth, bank: bc, log: cfg.Log}
+	if cfg.DenialQuota == 0 {
+		cfg.DenialQuota = DefaultDenialQuota
+	}
+	return &API{cfg: cfg, keys: ks, auth: auth, bank: bc, log: cfg.Log, quota: newDenialQuota(cfg.DenialQuota)}
 }
 
 type route map[string]http.HandlerFunc // method → handler
@@ -198,9 +206,19 @@ type requestLog struct {
 	start time.Time
 	mu    sync.Mutex
 	attrs []any
+	// quiet: the request was a refusal beyond its client's quota; its
+	// line goes to the debug level.
+	quiet bool
 }
 
+// add appends attributes; a string value is bounded as audit records
+// bound their fields (a client chooses key ids and paths).
 func (l *requestLog) add(attrs ...any) {
+	for i, v := range attrs {
+		if s, ok := v.(string); ok {
+			attrs[i] = audit.Truncate(s, audit.MaxField)
+		}
+	}
 	l.mu.Lock()
 	l.attrs = append(l.attrs, attrs...)
 	l.mu.Unlock()
@@ -250,8 +268,12 @@ func (a *API) logged(next http.Handler) http.Handler {
 			"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "remote", r.RemoteAddr}
 		rl.mu.Lock()
 		attrs = append(attrs, rl.attrs...)
+		level := slog.LevelInfo
+		if rl.quiet {
+			level = slog.LevelDebug
+		}
 		rl.mu.Unlock()
-		a.log.Info("request", attrs...)
+		a.log.Log(r.Context(), level, "request", attrs...)
 	})
 }
 
@@ -314,6 +336,20 @@ func (a *API) record(r *http.Request, rec audit.Record) error {
 	rl, id := logOf(r), clientOf(r)
 	rec.RequestID, rec.Client, rec.ClientSHA256 = rl.id, id.Subject, id.Fingerprint
 	rec.DurationMS = float64(time.Since(rl.start).Microseconds()) / 1000
+	if refusal(rec.Status) {
+		admitted, summaries := a.quota.admit(id.Fingerprint, id.Subject)
+		for _, s := range summaries {
+			if _, err := a.cfg.Audit.Append(r.Context(), s); err != nil {
+				return err
+			}
+		}
+		if !admitted {
+			rl.mu.Lock()
+			rl.quiet = true
+			rl.mu.Unlock()
+			return nil
+		}
+	}
 	seq, err := a.cfg.Audit.Append(r.Context(), rec)
 	if err != nil {
 		rl.add("audit_error", err.Error())
@@ -322,6 +358,11 @@ func (a *API) record(r *http.Request, rec audit.Record) error {
 	rl.add("audit_seq", seq)
 	return nil
 }
+
+// refusal reports whether a status answers a request that did nothing: a
+// client's mistake or a denial (4xx). Operations that ran, and the 5xx of
+// operations that could not, are always recorded.
+func refusal(status int) bool { return status >= 400 && status < 500 }
 
 // reply records the operation's outcome, then sends the answer: the
 // result leaves only once its record is on disk.

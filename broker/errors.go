@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +11,9 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/policy"
 )
 
 // apiError is an answer in the reference's error shape:
@@ -97,30 +101,41 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *api
 	return body, nil
 }
 
-// decodeRequest reads and validates a request body with parse, answering
-// 413, 400 or 422 itself when it fails.
-func decodeRequest[T any](a *API, w http.ResponseWriter, r *http.Request, parse func([]byte, string) (T, validationErrors, error)) (T, bool) {
+// decodeRequest reads and validates a request body for operation op with
+// parse, answering 413, 400 or 422 itself when it fails; the refusal is
+// on record (within the client's quota), with the body's SHA-256.
+func decodeRequest[T any](a *API, w http.ResponseWriter, r *http.Request, op policy.Op, parse func([]byte, string) (T, validationErrors, error)) (T, bool) {
 	var zero T
+	rec := audit.Record{Op: string(op)}
 	body, bad := readBody(w, r, a.cfg.MaxBody)
 	if bad != nil {
-		writeError(w, *bad)
+		rec.Status, rec.Error = bad.status, bad.text()
+		a.refuse(w, r, rec, bad.status, bad.body())
 		return zero, false
 	}
+	sum := sha256.Sum256(body)
+	rec.DataSHA256 = hex.EncodeToString(sum[:])
 	p, verrs, err := parse(body, r.Header.Get("Content-Type"))
 	switch {
 	case err != nil:
-		unparsable(w)
+		rec.Status, rec.Error = http.StatusBadRequest, "the body is not JSON (not UTF-8)"
+		a.refuse(w, r, rec, http.StatusBadRequest, []byte(`{"detail":"There was an error parsing the body"}`))
 		return zero, false
 	case verrs != nil:
-		writeRaw(w, http.StatusUnprocessableEntity, verrs.encode())
+		rec.Status, rec.Error = http.StatusUnprocessableEntity, "invalid request: "+verrs.summary()
+		a.refuse(w, r, rec, http.StatusUnprocessableEntity, verrs.encode())
 		return zero, false
 	}
 	return p, true
 }
 
-// unparsable is FastAPI's answer to a body it cannot decode.
-func unparsable(w http.ResponseWriter) {
-	writeRaw(w, http.StatusBadRequest, []byte(`{"detail":"There was an error parsing the body"}`))
+// refuse records a malformed request and answers it with body.
+func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, status int, body []byte) {
+	if err := a.record(r, rec); err != nil {
+		writeError(w, auditUnavailable)
+		return
+	}
+	writeRaw(w, status, body)
 }
 
 // operationError maps an error of a key operation to its answer.

@@ -56,7 +56,7 @@ type bankCall struct {
 // QWAC when tls is given, and return its status, headers, body and
 // certificate. A bank's 4xx or 5xx is a 200 answer carrying that status.
 func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
-	p, ok := decodeRequest(a, w, r, parseMakeRequest)
+	p, ok := decodeRequest(a, w, r, policy.OpMakeRequest, parseMakeRequest)
 	if !ok {
 		return
 	}

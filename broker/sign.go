@@ -19,7 +19,7 @@ import (
 // sign is POST /sign: {"params":{"data","key_id","hash_algorithm",
 // "crypto_algorithm"}} → {"result":"<standard base64 signature>"}.
 func (a *API) sign(w http.ResponseWriter, r *http.Request) {
-	p, ok := decodeRequest(a, w, r, parseSign)
+	p, ok := decodeRequest(a, w, r, policy.OpSign, parseSign)
 	if !ok {
 		return
 	}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"mime"
 	"strconv"
 	"strings"
@@ -27,6 +28,20 @@ type fieldError struct {
 
 // validationErrors is a whole 422 answer.
 type validationErrors []fieldError
+
+// summary names the failing fields and why, for the audit log
+// ("params.key_id: Field required; ..."), without the input values.
+func (v validationErrors) summary() string {
+	parts := make([]string, 0, len(v))
+	for _, e := range v {
+		loc := make([]string, 0, len(e.loc))
+		for _, l := range e.loc {
+			loc = append(loc, fmt.Sprint(l))
+		}
+		parts = append(parts, strings.Join(loc, ".")+": "+e.msg)
+	}
+	return strings.Join(parts, "; ")
+}
 
 // encode writes {"detail":[...]} as FastAPI does.
 func (v validationErrors) encode() []byte {

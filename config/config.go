@@ -166,6 +166,13 @@ type Audit struct {
 	CheckpointInterval Duration `toml:"checkpoint_interval"`
 	// Retention prunes records older than this (0: keep every record).
 	Retention Duration `toml:"retention"`
+	// MinFree is the free space (bytes) the state's file system keeps in
+	// reserve: below it operations are refused with 503 until space is
+	// freed.
+	MinFree uint64 `toml:"min_free"`
+	// DenialQuota bounds the refusals of one client a minute recorded one
+	// by one; beyond it they are counted in one record a minute.
+	DenialQuota int `toml:"denial_quota"`
 }
 
 // Log configures logging (to standard error, hence the journal).
@@ -224,7 +231,8 @@ func Default() *Config {
 		Bank: Bank{Timeout: Duration{b.Timeout}, MaxResponseBody: b.MaxBody, MaxResponseHeaderBytes: b.MaxHeaderBytes,
 			MaxRedirects: b.MaxRedirects, MaxIdlePerOrigin: b.MaxIdlePerPool, IdleTimeout: Duration{b.IdleTimeout},
 			MaxPools: b.MaxPools, CredentialHeaders: b.CredentialHeaders, UserAgent: b.UserAgent, TrustDir: "bank-cas"},
-		Audit: Audit{CheckpointEvery: audit.DefaultCheckpointEvery, CheckpointInterval: Duration{audit.DefaultCheckpointInterval}},
+		Audit: Audit{CheckpointEvery: audit.DefaultCheckpointEvery, CheckpointInterval: Duration{audit.DefaultCheckpointInterval},
+			MinFree: audit.DefaultMinFree, DenialQuota: broker.DefaultDenialQuota},
 		Log:   Log{Level: "info", Format: "text"},
 	}
 }
@@ -343,6 +351,12 @@ func (c *Config) problems() []string {
 	}
 	if c.Admin.Socket == "" {
 		p.add("admin.socket: must be set")
+	}
+	if c.Audit.DenialQuota < 1 {
+		p.add("audit.denial_quota: must be positive")
+	}
+	if c.Audit.MinFree < 1<<20 {
+		p.add("audit.min_free: %d bytes is less than 1 MiB", c.Audit.MinFree)
 	}
 	if c.Audit.CheckpointEvery < 1 {
 		p.add("audit.checkpoint_every: must be positive")

@@ -78,6 +78,8 @@ type Daemon struct {
 	admL  *net.UnixListener
 	addrs []string
 
+	// refused counts client certificates refused at handshakes.
+	refused refusals
 	// tlsSeen is the stamp of the TLS files as last loaded.
 	tlsSeen atomic.Pointer[watch.Stamp]
 	// certChanged wakes renewal when the server certificate changed.
@@ -236,7 +238,7 @@ func (d *Daemon) loadRevocations(ctx context.Context) error {
 
 // buildAPI makes the API and the server that carries it over mutual TLS.
 func (d *Daemon) buildAPI(ctx context.Context) error {
-	d.api = broker.New(broker.Config{MaxBody: d.cfg.API.MaxBody, Health: d.health, Audit: d.state.Audit,
+	d.api = broker.New(broker.Config{MaxBody: d.cfg.API.MaxBody, Health: d.health, Audit: d.state.Audit, DenialQuota: d.cfg.Audit.DenialQuota,
 		CheckClient: d.rev.Check, Identity: policy.IdentityOptions{RoleOID: d.cfg.RoleOID()}, Log: d.log},
 		d.state.Keys, d.pol, d.bank)
 	srv, err := listener.NewServer(listener.Config{
@@ -366,6 +368,8 @@ func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 		d.log.Info("admin socket ready", "path", d.cfg.Admin.Socket, "group", d.cfg.Admin.Group)
 		run(func() { <-ctx.Done(); srv.Close() })
 	}
+	run(func() { d.selfCheck(ctx) })
+	run(func() { d.flushRecords(ctx, time.Minute) })
 	run(func() { d.watchdog(ctx) })
 }
 

@@ -7,9 +7,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/brokerd/brokerd/audit"
-	"github.com/brokerd/brokerd/policy"
 )
 
 // record audits an event of the daemon itself (actor "daemon").
@@ -23,12 +23,36 @@ func (d *Daemon) record(op, keyID, detail string, failed error) {
 	}
 }
 
-// handshakeRefused audits a client certificate refused at the handshake.
+// handshakeRefused counts a client certificate refused at the handshake;
+// flushRecords puts the counts on record every minute.
 func (d *Daemon) handshakeRefused(presented []*x509.Certificate, reason error) {
-	id := policy.IdentityOf(presented)
-	rec := audit.Record{Op: "handshake", Client: id.Subject, ClientSHA256: id.Fingerprint, Status: 0, Error: reason.Error()}
-	if _, err := d.state.Audit.Append(context.Background(), rec); err != nil {
-		d.log.Error("audit", "op", "handshake", "err", err)
+	if rec := d.refused.add("", presented, reason); rec != nil {
+		if _, err := d.state.Audit.Append(context.Background(), *rec); err != nil {
+			d.log.Error("audit", "op", rec.Op, "err", err)
+		}
+	}
+}
+
+// flushRecords writes the records counted rather than written one by one
+// (refused handshakes, refusals beyond a client's quota), every interval
+// until ctx ends, and once more then.
+func (d *Daemon) flushRecords(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		for _, rec := range d.refused.take() {
+			if _, err := d.state.Audit.Append(context.Background(), rec); err != nil {
+				d.log.Error("audit", "op", rec.Op, "err", err)
+			}
+		}
+		d.api.FlushQuota(context.Background())
+		if ctx.Err() != nil {
+			return
+		}
 	}
 }
 

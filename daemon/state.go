@@ -40,7 +40,7 @@ func OpenState(cfg *config.Config, log *slog.Logger) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	al, err := audit.Open(st)
+	al, err := audit.OpenWith(st, audit.Options{MinFree: cfg.Audit.MinFree})
 	if err != nil {
 		st.Close()
 		return nil, err

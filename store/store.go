@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -150,28 +149,6 @@ func (s *Store) SetMeta(key string, value []byte) error {
 	})
 	if err != nil {
 		return fmt.Errorf("store: set meta %q: %w", key, err)
-	}
-	return nil
-}
-
-// minFree is the free space below which the state counts as unwritable:
-// the audit log must be able to grow.
-const minFree = 1 << 20
-
-// Writable reports whether the state can take records: the file system
-// has room and a small synced write goes through.
-func (s *Store) Writable() error {
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(filepath.Dir(s.Path()), &fs); err == nil {
-		if free := fs.Bavail * uint64(fs.Bsize); free < minFree {
-			return fmt.Errorf("store: only %d bytes free on the state's file system", free)
-		}
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put([]byte("probe"), []byte(time.Now().UTC().Format(time.RFC3339Nano)))
-	})
-	if err != nil {
-		return fmt.Errorf("store: write probe: %w", err)
 	}
 	return nil
 }

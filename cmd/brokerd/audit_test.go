@@ -270,7 +270,7 @@ func TestAuditFailsClosed(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
 
-	c, _, p := newDeploymentIn(t, "", filepath.Join(mnt, "state"))
+	c, _, p := newDeploymentIn(t, "audit.min_free = 1048576", filepath.Join(mnt, "state"))
 	d := c.start()
 	agg := client(t, p.ca.Cert, tlsCert(p.clientCert, p.clientKey))
 	sign := func() response {
@@ -295,7 +295,7 @@ func TestAuditFailsClosed(t *testing.T) {
 	if !got503 {
 		t.Fatal("3000 signatures on a full disk, none refused")
 	}
-	if r := do(t, agg, "GET", d.url("/health"), "", ""); r.status != 503 || !strings.Contains(r.body, "the state is not writable") {
+	if r := do(t, agg, "GET", d.url("/health"), "", ""); r.status != 503 || !strings.Contains(r.body, "the audit log cannot take records") {
 		t.Errorf("health on a full disk: %d %s", r.status, r.body)
 	}
 	os.Remove(filler)

@@ -57,7 +57,7 @@ func (e *env) fileChanged(ctx context.Context, what watched, op, detail string) 
 		return fmt.Errorf("the change is made but its audit record is not: %w", err)
 	}
 	defer st.Close()
-	log, err := audit.Open(st)
+	log, err := audit.OpenWith(st, audit.Options{MinFree: cfg.Audit.MinFree})
 	if err != nil {
 		return fmt.Errorf("the change is made but its audit record is not: %w", err)
 	}
