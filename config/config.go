@@ -233,7 +233,7 @@ func Default() *Config {
 			MaxPools: b.MaxPools, CredentialHeaders: b.CredentialHeaders, UserAgent: b.UserAgent, TrustDir: "bank-cas"},
 		Audit: Audit{CheckpointEvery: audit.DefaultCheckpointEvery, CheckpointInterval: Duration{audit.DefaultCheckpointInterval},
 			MinFree: audit.DefaultMinFree, DenialQuota: broker.DefaultDenialQuota},
-		Log:   Log{Level: "info", Format: "text"},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
