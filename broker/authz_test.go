@@ -82,7 +82,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"psd2-tpp", "rsa.key", 200, 400, 403},
 		{"psd2-tpp", "sealed.key", 403, 403, 403},
 		{"psd2-tpp", "qwac.key", 403, 403, 403},
-		{"psd2-tpp", "qwac-ec.key", 200, 200, 403},
+		{"psd2-tpp", "qwac-ec.key", notForSigning, 200, 403}, // allowed, but a QWAC signs no data
 		{"stranger", "rsa.key", 403, 403, 403},
 		{"stranger", "sealed.key", 403, 403, 403},
 		{"stranger", "qwac.key", 403, 403, 403},
@@ -111,11 +111,21 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 }
 
+// notForSigning is the want of a /sign the policy allows with a QWAC: 403
+// for the key's purpose.
+const notForSigning = -403
+
 // checkSign signs with key as client cn and checks the answer: a
 // signature the key's public key verifies, or a refusal naming the client.
 func checkSign(t *testing.T, s *stack, c *http.Client, cn, key string, want int) {
 	t.Helper()
 	status, body := post(t, c, s.url+"/sign", fmt.Sprintf(`{"params":{"data":"authz","key_id":%q}}`, key))
+	if want == notForSigning {
+		if exp := fmt.Sprintf(`{"code":403,"message":"Key not for signing","data":"key \"%s\" is a QWAC (purpose qwac): it authenticates brokerd to banks in makeRequest and signs no data"}`, key); status != 403 || body != exp {
+			t.Errorf("sign with a QWAC: %d %s, want 403 %s", status, body, exp)
+		}
+		return
+	}
 	if status != want {
 		t.Errorf("sign: %d %s, want %d", status, body, want)
 		return

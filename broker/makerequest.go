@@ -135,6 +135,10 @@ func (a *API) attachQWAC(ctx context.Context, c *bankCall) error {
 		return c.qwacErr
 	}
 	c.rec.KeyID = c.info.ID
+	if !c.info.Purpose.AllowsTLS() {
+		return &apiError{status: http.StatusForbidden, message: "Key not for TLS",
+			data: fmt.Sprintf("key %q is a QSealC (purpose qseal): it signs data and authenticates no TLS connection", c.info.ID)}
+	}
 	var err error
 	c.req.Cert, c.req.CertID, err = a.qwac(ctx, c.info, c.p.TLS.CertPath)
 	return err

@@ -101,6 +101,10 @@ type record struct {
 	Sealed    *tpm.SealedKey `json:"sealed,omitempty"`
 	Created   time.Time      `json:"created"`
 	Origins   []string       `json:"origins,omitempty"` // destination binding
+	Purpose   Purpose        `json:"purpose,omitempty"`
+	// PurposeSet: the operator set Purpose; otherwise it follows the
+	// certificate.
+	PurposeSet bool `json:"purpose_set,omitempty"`
 }
 
 // Info describes a key without its secrets.
@@ -120,6 +124,10 @@ type Info struct {
 	// Origins are the bank origins the key may be used for as a QWAC;
 	// empty: any the policy allows.
 	Origins []string `json:"origins,omitempty"`
+	// Purpose is what the key may be used for; PurposeSet says the
+	// operator set it rather than the certificate.
+	Purpose    Purpose `json:"purpose"`
+	PurposeSet bool    `json:"purpose_set,omitempty"`
 }
 
 // Manager is the key registry on one TPM and one state file. It keeps the
@@ -179,6 +187,9 @@ func Open(dev *tpm.Device, st *store.Store, opts Options) (*Manager, error) {
 		var rec record
 		if err := json.Unmarshal(sr.Data, &rec); err != nil {
 			return nil, fmt.Errorf("keys: key %q: corrupt record: %w", sr.ID, err)
+		}
+		if err := m.migrate(sr, &rec); err != nil {
+			return nil, err
 		}
 		e, err := newEntry(sr.ID, sr.Aliases, &rec)
 		if err != nil {
@@ -244,6 +255,9 @@ type CreateOptions struct {
 	// CSR, when set, is the template of a certificate signing request the
 	// new key signs inside the TPM.
 	CSR *x509.CertificateRequest
+	// Purpose, when set, fixes what the key is for; otherwise it follows
+	// the certificate attached later (any until then).
+	Purpose Purpose
 }
 
 // Create generates a key inside the TPM. It returns the CSR (DER) when
@@ -276,7 +290,7 @@ func (m *Manager) Create(ctx context.Context, id string, alg tpm.Algorithm, opts
 		}
 	}
 	blob := k.Blob()
-	info, err := m.put(id, opts.Aliases, &record{Kind: KindTPM, Algorithm: alg, Blob: &blob}, k.Public(), nil, false)
+	info, err := m.put(id, opts.Aliases, withPurpose(&record{Kind: KindTPM, Algorithm: alg, Blob: &blob}, opts.Purpose), k.Public(), nil, false)
 	return info, csr, err
 }
 
@@ -287,6 +301,9 @@ type ImportOptions struct {
 	Internal bool
 	// Chain is the key's certificate (leaf first, then intermediates).
 	Chain []*x509.Certificate
+	// Purpose, when set, fixes what the key is for; otherwise the
+	// certificate says.
+	Purpose Purpose
 }
 
 // Import stores an existing private key: wrapped under the TPM's storage
@@ -302,7 +319,7 @@ func (m *Manager) Import(ctx context.Context, id string, priv crypto.Signer, opt
 	if err != nil {
 		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
 	}
-	rec := &record{Algorithm: alg}
+	rec := withPurpose(&record{Algorithm: alg}, opts.Purpose)
 	if m.dev.Supports(alg) {
 		k, err := m.dev.ImportKey(ctx, priv)
 		if err != nil {
@@ -340,7 +357,7 @@ func (m *Manager) ImportWrapped(ctx context.Context, id string, w *tpm.WrappedKe
 		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
 	}
 	blob := k.Blob()
-	return m.put(id, opts.Aliases, &record{Kind: KindEKWrapped, Algorithm: k.Algorithm(), Blob: &blob}, k.Public(), opts.Chain, false)
+	return m.put(id, opts.Aliases, withPurpose(&record{Kind: KindEKWrapped, Algorithm: k.Algorithm(), Blob: &blob}, opts.Purpose), k.Public(), opts.Chain, false)
 }
 
 // AttachCert sets the certificate chain of key id (leaf first) and adds
@@ -457,6 +474,9 @@ func (m *Manager) put(id string, aliases []string, rec *record, pub crypto.Publi
 			rec.Chain = append(rec.Chain, c.Raw)
 		}
 	}
+	if err := rec.inferPurpose(); err != nil {
+		return Info{}, fmt.Errorf("keys: store %q: %w", id, err)
+	}
 	if rec.Created.IsZero() {
 		rec.Created = time.Now().UTC().Truncate(time.Second)
 	}
@@ -535,7 +555,7 @@ func (m *Manager) List() ([]Info, error) {
 
 func info(id string, aliases []string, rec *record) (Info, error) {
 	i := Info{ID: id, Aliases: slices.Clone(aliases), Kind: rec.Kind, Algorithm: rec.Algorithm, Created: rec.Created,
-		ChainLen: len(rec.Chain), Origins: slices.Clone(rec.Origins)}
+		ChainLen: len(rec.Chain), Origins: slices.Clone(rec.Origins), Purpose: rec.Purpose, PurposeSet: rec.PurposeSet}
 	if i.Aliases == nil {
 		i.Aliases = []string{}
 	}

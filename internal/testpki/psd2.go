@@ -105,3 +105,19 @@ func marshal(t testing.TB, v any) []byte {
 	}
 	return der
 }
+
+// QcTypeStatements returns a qcStatements extension with QcCompliance and
+// a QcType statement of the given types ("esign", "eseal", "web").
+func QcTypeStatements(t testing.TB, types ...string) pkix.Extension {
+	t.Helper()
+	arcs := map[string]int{"esign": 1, "eseal": 2, "web": 3}
+	var oids []asn1.ObjectIdentifier
+	for _, ty := range types {
+		oids = append(oids, asn1.ObjectIdentifier{0, 4, 0, 1862, 1, 6, arcs[ty]})
+	}
+	statements := []qcStatement{
+		{ID: asn1.ObjectIdentifier{0, 4, 0, 1862, 1, 1}},
+		{ID: asn1.ObjectIdentifier{0, 4, 0, 1862, 1, 6}, Info: asn1.RawValue{FullBytes: marshal(t, oids)}},
+	}
+	return pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 3}, Value: marshal(t, statements)}
+}
