@@ -15,7 +15,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -68,6 +70,10 @@ type Config struct {
 	CheckClient func(chain []*x509.Certificate) error
 	// Identity reads client certificates (which extension carries roles).
 	Identity policy.IdentityOptions
+	// ServerName returns the name clients reach brokerd by, for the
+	// Location of redirects (a path with a trailing slash); nil or "": a
+	// relative Location. The client's Host header is never used.
+	ServerName func() string
 	// DenialQuota bounds the refusals of one client a minute that are
 	// recorded one by one; beyond it they are counted. Default
 	// DefaultDenialQuota.
@@ -143,30 +149,24 @@ func (a *API) Handler() http.Handler {
 		"/keys":         {http.MethodGet: a.listKeys},
 		"/openapi.json": {http.MethodGet: a.openapi},
 	}
-	return a.logged(a.requireClient(router(routes)))
+	return a.logged(a.requireClient(router(routes, a.cfg.ServerName)))
 }
 
 // HealthHandler is the plain-HTTP listener: GET /health only.
 func (a *API) HealthHandler() http.Handler {
-	return a.logged(router(map[string]route{"/health": {http.MethodGet: a.health}}))
+	return a.logged(router(map[string]route{"/health": {http.MethodGet: a.health}}, a.cfg.ServerName))
 }
 
 // router dispatches on path then method, answering unknown paths and
 // methods the way the reference does, including its redirect of a path
 // with a trailing slash to the route without it.
-func router(routes map[string]route) http.Handler {
+func router(routes map[string]route, serverName func() string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt, ok := routes[r.URL.Path]
 		if !ok {
 			if trimmed := strings.TrimSuffix(r.URL.Path, "/"); trimmed != r.URL.Path && trimmed != "" {
 				if _, ok := routes[trimmed]; ok {
-					u := *r.URL
-					u.Path, u.RawPath = trimmed, ""
-					u.Scheme, u.Host = "https", r.Host
-					if r.TLS == nil {
-						u.Scheme = "http"
-					}
-					http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
+					http.Redirect(w, r, redirectTo(r, trimmed, serverName), http.StatusTemporaryRedirect)
 					return
 				}
 			}
@@ -190,6 +190,26 @@ func router(routes map[string]route) http.Handler {
 		}
 		h(w, r)
 	})
+}
+
+// redirectTo is the Location of a redirect to path: absolute with the
+// configured server name and the port the request came in on, or relative
+// without a name; never built from the client's Host header.
+func redirectTo(r *http.Request, path string, serverName func() string) string {
+	u := url.URL{Path: path, RawQuery: r.URL.RawQuery}
+	if serverName == nil || serverName() == "" {
+		return u.String()
+	}
+	u.Scheme, u.Host = "https", serverName()
+	if r.TLS == nil {
+		u.Scheme = "http"
+	}
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if _, port, err := net.SplitHostPort(la.String()); err == nil {
+			u.Host = net.JoinHostPort(u.Host, port)
+		}
+	}
+	return u.String()
 }
 
 type ctxKey int

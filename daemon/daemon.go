@@ -239,7 +239,7 @@ func (d *Daemon) loadRevocations(ctx context.Context) error {
 // buildAPI makes the API and the server that carries it over mutual TLS.
 func (d *Daemon) buildAPI(ctx context.Context) error {
 	d.api = broker.New(broker.Config{MaxBody: d.cfg.API.MaxBody, Health: d.health, Audit: d.state.Audit, DenialQuota: d.cfg.Audit.DenialQuota,
-		CheckClient: d.rev.Check, Identity: policy.IdentityOptions{RoleOID: d.cfg.RoleOID()}, Log: d.log},
+		CheckClient: d.rev.Check, Identity: policy.IdentityOptions{RoleOID: d.cfg.RoleOID()}, ServerName: d.serverName, Log: d.log},
 		d.state.Keys, d.pol, d.bank)
 	srv, err := listener.NewServer(listener.Config{
 		MinVersion:        d.cfg.TLSMinVersion(),
@@ -257,6 +257,25 @@ func (d *Daemon) buildAPI(ctx context.Context) error {
 	}
 	d.srv = srv
 	return nil
+}
+
+// serverName is the name clients reach brokerd by: the first of
+// pki.server_names, else the server certificate's first name.
+func (d *Daemon) serverName() string {
+	if len(d.cfg.PKI.ServerNames) > 0 {
+		return d.cfg.PKI.ServerNames[0]
+	}
+	if d.srv == nil {
+		return ""
+	}
+	leaf := d.srv.Leaf()
+	switch {
+	case len(leaf.DNSNames) > 0:
+		return leaf.DNSNames[0]
+	case len(leaf.IPAddresses) > 0:
+		return leaf.IPAddresses[0].String()
+	}
+	return ""
 }
 
 // loadTLS reads the server certificate and the client CAs, with the
