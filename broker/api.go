@@ -74,6 +74,12 @@ type Config struct {
 	// Location of redirects (a path with a trailing slash); nil or "": a
 	// relative Location. The client's Host header is never used.
 	ServerName func() string
+	// MaxInFlightPerClient bounds one client's requests in progress;
+	// default DefaultMaxInFlightPerClient.
+	MaxInFlightPerClient int
+	// MaxBankCalls bounds the makeRequest calls in progress; default
+	// DefaultMaxBankCalls.
+	MaxBankCalls int
 	// DenialQuota bounds the refusals of one client a minute that are
 	// recorded one by one; beyond it they are counted. Default
 	// DefaultDenialQuota.
@@ -90,6 +96,10 @@ type API struct {
 	log   *slog.Logger
 	ids   identityCache
 	quota *denialQuota
+	// inFlight bounds each client's requests in progress; bankCalls
+	// holds a token per makeRequest calling a bank.
+	inFlight  inFlight
+	bankCalls chan struct{}
 }
 
 // identityCache remembers the identities of recent client certificates:
@@ -133,7 +143,14 @@ func New(cfg Config, ks KeyService, auth Authorizer, bc BankClient) *API {
 	if cfg.DenialQuota == 0 {
 		cfg.DenialQuota = DefaultDenialQuota
 	}
-	return &API{cfg: cfg, keys: ks, auth: auth, bank: bc, log: cfg.Log, quota: newDenialQuota(cfg.DenialQuota)}
+	if cfg.MaxInFlightPerClient == 0 {
+		cfg.MaxInFlightPerClient = DefaultMaxInFlightPerClient
+	}
+	if cfg.MaxBankCalls == 0 {
+		cfg.MaxBankCalls = DefaultMaxBankCalls
+	}
+	return &API{cfg: cfg, keys: ks, auth: auth, bank: bc, log: cfg.Log, quota: newDenialQuota(cfg.DenialQuota),
+		inFlight: inFlight{max: cfg.MaxInFlightPerClient, n: map[string]int{}}, bankCalls: make(chan struct{}, cfg.MaxBankCalls)}
 }
 
 type route map[string]http.HandlerFunc // method → handler
@@ -315,6 +332,13 @@ func (a *API) requireClient(next http.Handler) http.Handler {
 		id := a.ids.of(a.cfg.Identity, chain)
 		logOf(r).add("client", id.Subject, "client_sha256", id.Fingerprint)
 		r = r.WithContext(context.WithValue(r.Context(), keyClient, id))
+		if !a.inFlight.acquire(id.Fingerprint) {
+			// Before the body is read: the cheapest refusal there is. The
+			// connection stays: a new one would cost a handshake.
+			a.reply(w, r, audit.Record{Op: opOf(r.URL.Path)}, failure(tooMany(a.cfg.MaxInFlightPerClient)))
+			return
+		}
+		defer a.inFlight.release(id.Fingerprint)
 		if a.cfg.CheckClient != nil {
 			if err := a.cfg.CheckClient(chain); err != nil {
 				// Revoked since the handshake: refuse, on record, and
@@ -380,9 +404,11 @@ func (a *API) record(r *http.Request, rec audit.Record) error {
 }
 
 // refusal reports whether a status answers a request that did nothing: a
-// client's mistake or a denial (4xx). Operations that ran, and the 5xx of
-// operations that could not, are always recorded.
-func refusal(status int) bool { return status >= 400 && status < 500 }
+// client's mistake or a denial (4xx), or an operation refused for load
+// (503). Operations that ran, and their failures, are always recorded.
+func refusal(status int) bool {
+	return (status >= 400 && status < 500) || status == http.StatusServiceUnavailable
+}
 
 // reply records the operation's outcome, then sends the answer: the
 // result leaves only once its record is on disk.

@@ -81,6 +81,13 @@ func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.req.CheckHop = a.hopChecker(c)
+	select {
+	case a.bankCalls <- struct{}{}:
+		defer func() { <-a.bankCalls }()
+	default:
+		a.reply(w, r, c.rec, failure(bankCallsFull))
+		return
+	}
 	// The bank may act on the request (a payment): nothing leaves unless
 	// the intent is on record first.
 	start := c.rec

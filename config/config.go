@@ -87,14 +87,17 @@ type API struct {
 	ClientCA string `toml:"client_ca"`
 	// CRLFiles are CRLs of the client CAs (bring-your-own PKI: PEM or
 	// DER), reloaded when they change.
-	CRLFiles          []string `toml:"crl_files"`
-	MinTLSVersion     string   `toml:"min_tls_version"`
-	MaxBody           int64    `toml:"max_body"`
-	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
-	ReadTimeout       Duration `toml:"read_timeout"`
-	WriteTimeout      Duration `toml:"write_timeout"`
-	IdleTimeout       Duration `toml:"idle_timeout"`
-	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+	CRLFiles      []string `toml:"crl_files"`
+	MinTLSVersion string   `toml:"min_tls_version"`
+	MaxBody       int64    `toml:"max_body"`
+	// MaxInFlightPerClient bounds one client certificate's requests in
+	// progress; more get 429 at once.
+	MaxInFlightPerClient int      `toml:"max_in_flight_per_client"`
+	ReadHeaderTimeout    Duration `toml:"read_header_timeout"`
+	ReadTimeout          Duration `toml:"read_timeout"`
+	WriteTimeout         Duration `toml:"write_timeout"`
+	IdleTimeout          Duration `toml:"idle_timeout"`
+	ShutdownTimeout      Duration `toml:"shutdown_timeout"`
 }
 
 // Health configures the plain-HTTP listener that serves only GET /health.
@@ -149,6 +152,8 @@ type Bank struct {
 	IdleTimeout      Duration `toml:"idle_timeout"`
 	// MaxPools bounds the connection pools kept.
 	MaxPools int `toml:"max_pools"`
+	// MaxCalls bounds the makeRequest calls in progress; more get 503.
+	MaxCalls int `toml:"max_calls"`
 	// CredentialHeaders are dropped, with Cookie and Proxy-*, on a
 	// redirect to another origin.
 	CredentialHeaders []string `toml:"credential_headers"`
@@ -210,18 +215,19 @@ func Default() *Config {
 		TPM: TPM{Address: t.Address, CommandTimeout: Duration{t.CommandTimeout}, KeygenTimeout: Duration{t.KeygenTimeout},
 			QueueDepth: t.QueueDepth, QueueWait: Duration{t.QueueWait}},
 		API: API{
-			Listen:            []string{"0.0.0.0:8443"},
-			TLSCert:           "tls/server.crt",
-			TLSKey:            p.TLSKey,
-			ClientCA:          "tls/client-ca.pem",
-			CRLFiles:          []string{},
-			MinTLSVersion:     minTLS,
-			MaxBody:           broker.DefaultMaxBody,
-			ReadHeaderTimeout: Duration{l.ReadHeaderTimeout},
-			ReadTimeout:       Duration{l.ReadTimeout},
-			WriteTimeout:      Duration{l.WriteTimeout},
-			IdleTimeout:       Duration{l.IdleTimeout},
-			ShutdownTimeout:   Duration{listener.DefaultShutdownTimeout},
+			Listen:               []string{"0.0.0.0:8443"},
+			TLSCert:              "tls/server.crt",
+			TLSKey:               p.TLSKey,
+			ClientCA:             "tls/client-ca.pem",
+			CRLFiles:             []string{},
+			MinTLSVersion:        minTLS,
+			MaxBody:              broker.DefaultMaxBody,
+			MaxInFlightPerClient: broker.DefaultMaxInFlightPerClient,
+			ReadHeaderTimeout:    Duration{l.ReadHeaderTimeout},
+			ReadTimeout:          Duration{l.ReadTimeout},
+			WriteTimeout:         Duration{l.WriteTimeout},
+			IdleTimeout:          Duration{l.IdleTimeout},
+			ShutdownTimeout:      Duration{listener.DefaultShutdownTimeout},
 		},
 		Health: Health{Listen: []string{}},
 		Policy: Policy{File: "policy.toml", RoleOID: policy.DefaultRoleOID},
@@ -230,7 +236,8 @@ func Default() *Config {
 		Admin: Admin{Socket: admin.DefaultSocket, Group: admin.DefaultGroup},
 		Bank: Bank{Timeout: Duration{b.Timeout}, MaxResponseBody: b.MaxBody, MaxResponseHeaderBytes: b.MaxHeaderBytes,
 			MaxRedirects: b.MaxRedirects, MaxIdlePerOrigin: b.MaxIdlePerPool, IdleTimeout: Duration{b.IdleTimeout},
-			MaxPools: b.MaxPools, CredentialHeaders: b.CredentialHeaders, UserAgent: b.UserAgent, TrustDir: "bank-cas"},
+			MaxPools: b.MaxPools, MaxCalls: broker.DefaultMaxBankCalls, CredentialHeaders: b.CredentialHeaders, UserAgent: b.UserAgent,
+			TrustDir: "bank-cas"},
 		Audit: Audit{CheckpointEvery: audit.DefaultCheckpointEvery, CheckpointInterval: Duration{audit.DefaultCheckpointInterval},
 			MinFree: audit.DefaultMinFree, DenialQuota: broker.DefaultDenialQuota},
 		Log: Log{Level: "info", Format: "text"},
@@ -451,7 +458,8 @@ func (c *Config) checkBank(p *problemList) {
 	p.positive(map[string]Duration{"bank.timeout": c.Bank.Timeout, "bank.idle_timeout": c.Bank.IdleTimeout})
 	for name, v := range map[string]int64{"bank.max_response_body": c.Bank.MaxResponseBody, "bank.max_response_header_bytes": c.Bank.MaxResponseHeaderBytes,
 		"bank.max_redirects": int64(c.Bank.MaxRedirects), "bank.max_idle_per_origin": int64(c.Bank.MaxIdlePerOrigin),
-		"bank.max_pools": int64(c.Bank.MaxPools)} {
+		"bank.max_pools": int64(c.Bank.MaxPools), "bank.max_calls": int64(c.Bank.MaxCalls),
+		"api.max_in_flight_per_client": int64(c.API.MaxInFlightPerClient)} {
 		if v < 1 {
 			p.add("%s: must be positive", name)
 		}

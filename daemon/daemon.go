@@ -239,7 +239,8 @@ func (d *Daemon) loadRevocations(ctx context.Context) error {
 // buildAPI makes the API and the server that carries it over mutual TLS.
 func (d *Daemon) buildAPI(ctx context.Context) error {
 	d.api = broker.New(broker.Config{MaxBody: d.cfg.API.MaxBody, Health: d.health, Audit: d.state.Audit, DenialQuota: d.cfg.Audit.DenialQuota,
-		CheckClient: d.rev.Check, Identity: policy.IdentityOptions{RoleOID: d.cfg.RoleOID()}, ServerName: d.serverName, Log: d.log},
+		CheckClient: d.rev.Check, Identity: policy.IdentityOptions{RoleOID: d.cfg.RoleOID()}, ServerName: d.serverName, Log: d.log,
+		MaxInFlightPerClient: d.cfg.API.MaxInFlightPerClient, MaxBankCalls: d.cfg.Bank.MaxCalls},
 		d.state.Keys, d.pol, d.bank)
 	srv, err := listener.NewServer(listener.Config{
 		MinVersion:        d.cfg.TLSMinVersion(),
