@@ -50,6 +50,16 @@ type bankCall struct {
 	info    keys.Info
 	names   []string
 	qwacErr error
+	// hops are the redirect targets visited (origin and path, no query).
+	hops []string
+}
+
+// trail says where redirects led, for the audit record.
+func (c *bankCall) trail() string {
+	if len(c.hops) == 0 {
+		return ""
+	}
+	return "; redirected to " + strings.Join(c.hops, " then ")
 }
 
 // makeRequest is POST /makeRequest: call a bank, over mutual TLS with a
@@ -156,8 +166,13 @@ func (a *API) attachQWAC(ctx context.Context, c *bankCall) error {
 // hop may reach a private address.
 func (a *API) hopChecker(c *bankCall) func(*url.URL) (bank.Hop, error) {
 	bindings := c.info.Origins
+	first := true
 	return func(hu *url.URL) (bank.Hop, error) {
 		o := origin.Of(hu)
+		if !first {
+			c.hops = append(c.hops, o.String()+hu.EscapedPath())
+		}
+		first = false
 		if len(bindings) > 0 && !origin.AnyMatches(bindings, o) {
 			return bank.Hop{}, &hopError{apiError{status: http.StatusForbidden, message: "Destination not allowed",
 				data: fmt.Sprintf("QWAC %q is bound to other origins than %s", c.info.ID, o)}}
@@ -176,10 +191,11 @@ func (a *API) send(w http.ResponseWriter, r *http.Request, c *bankCall) {
 	resp, err := a.bank.Do(r.Context(), c.req)
 	if err != nil {
 		c.rl.add("error", err.Error())
+		c.rec.Detail = strings.TrimPrefix(c.trail(), "; ")
 		a.reply(w, r, c.rec, failure(bankError(err, c.p.TLS)))
 		return
 	}
-	c.rec.Detail = "bank status " + strconv.Itoa(resp.Status)
+	c.rec.Detail = "bank status " + strconv.Itoa(resp.Status) + c.trail()
 	text, err := responseText(resp)
 	if err != nil {
 		c.rl.add("error", err.Error())

@@ -36,3 +36,26 @@ func TestTrailingSlashRedirectIgnoresHost(t *testing.T) {
 		}
 	}
 }
+
+// TestRedirectsAreRecorded: the record of a makeRequest names every hop a
+// redirect led to (origin and path, no query), followed or refused.
+func TestRedirectsAreRecorded(t *testing.T) {
+	s, agg := bankStack(t, stackOptions{})
+	seq, _ := s.log.Head()
+	if status, r, raw := mr(t, s, agg, req("GET", s.bank.URL, "/redirect?to=/echo/after%3Fsecret=1", withQWAC), ""); status != 200 || r.Status != 200 {
+		t.Fatalf("followed: %d %s", status, raw)
+	}
+	if status, _, raw := mr(t, s, agg, req("GET", s.bank.URL, "/redirect?to=https://10.1.2.3/x", withQWAC), ""); status != 403 {
+		t.Fatalf("refused hop: %d %s", status, raw)
+	}
+	var details []string
+	for _, r := range records(t, s, seq) {
+		if r.Op == "makeRequest" {
+			details = append(details, r.Detail)
+		}
+	}
+	want := []string{"bank status 200; redirected to " + s.bank.URL + "/echo/after", "redirected to https://10.1.2.3:443/x"}
+	if len(details) != 2 || details[0] != want[0] || details[1] != want[1] {
+		t.Fatalf("details %q\nwant %q", details, want)
+	}
+}
