@@ -61,9 +61,8 @@ func (o IdentityOptions) Of(chain []*x509.Certificate) Identity {
 	for _, u := range leaf.URIs {
 		id.URIs = append(id.URIs, u.String())
 	}
-	if len(chain) == 1 {
-		id.Issuers = []string{dn.Format(leaf.RawIssuer)}
-	}
+	// Issuers come from the verified chain only: a leaf's own issuer field
+	// is a claim anyone can write.
 	for _, c := range chain[1:] {
 		id.Issuers = append(id.Issuers, dn.Format(c.RawSubject))
 	}
