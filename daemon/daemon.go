@@ -107,6 +107,7 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*Daemon, error) {
 		d.openState,
 		d.startAudit,
 		d.loadKeys,
+		d.harden,
 		d.loadPolicy,
 		d.loadBankTrust,
 		d.loadRevocations,
