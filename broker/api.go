@@ -70,6 +70,11 @@ type Config struct {
 	CheckClient func(chain []*x509.Certificate) error
 	// Identity reads client certificates (which extension carries roles).
 	Identity policy.IdentityOptions
+	// Observe, when set, hears of every answer of the API, for metrics:
+	// the operation, the key (its id; "unknown" for a name that is none;
+	// "" when the operation uses no key), the client's common name ("" for
+	// none), the status and the time taken.
+	Observe func(op, key, client string, status int, d time.Duration)
 	// ServerName returns the name clients reach brokerd by, for the
 	// Location of redirects (a path with a trailing slash); nil or "": a
 	// relative Location. The client's Host header is never used.
@@ -246,6 +251,15 @@ type requestLog struct {
 	// quiet: the request was a refusal beyond its client's quota; its
 	// line goes to the debug level.
 	quiet bool
+	// What metrics label the answer with.
+	op, key, client string
+}
+
+// label sets what metrics say of the request: its operation and key.
+func (l *requestLog) label(op, key string) {
+	l.mu.Lock()
+	l.op, l.key = op, key
+	l.mu.Unlock()
 }
 
 // add appends attributes; a string value is bounded as audit records
@@ -309,8 +323,15 @@ func (a *API) logged(next http.Handler) http.Handler {
 		if rl.quiet {
 			level = slog.LevelDebug
 		}
+		op, key, client := rl.op, rl.key, rl.client
 		rl.mu.Unlock()
 		a.log.Log(r.Context(), level, "request", attrs...)
+		if a.cfg.Observe != nil {
+			if op == "" {
+				op = opOf(r.URL.Path)
+			}
+			a.cfg.Observe(op, key, client, sw.status, time.Since(start))
+		}
 	})
 }
 
@@ -330,7 +351,11 @@ func (a *API) requireClient(next http.Handler) http.Handler {
 			return
 		}
 		id := a.ids.of(a.cfg.Identity, chain)
-		logOf(r).add("client", id.Subject, "client_sha256", id.Fingerprint)
+		rl := logOf(r)
+		rl.add("client", id.Subject, "client_sha256", id.Fingerprint)
+		rl.mu.Lock()
+		rl.client = audit.Truncate(id.CN, 64)
+		rl.mu.Unlock()
 		r = r.WithContext(context.WithValue(r.Context(), keyClient, id))
 		if !a.inFlight.acquire(id.Fingerprint) {
 			// Before the body is read: the cheapest refusal there is. The

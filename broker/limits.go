@@ -61,5 +61,11 @@ func opOf(path string) string {
 	case "/makeRequest":
 		return "makeRequest"
 	}
-	return "request " + path
+	if _, ok := knownPaths[path]; ok {
+		return path
+	}
+	return "other" // a metrics label must not take any path a client sends
 }
+
+// knownPaths are the API's paths, for labels.
+var knownPaths = map[string]bool{"/": true, "/health": true, "/keys": true, "/openapi.json": true}

@@ -139,6 +139,9 @@ func (a *API) newBankCall(r *http.Request, p makeRequestParams) (*bankCall, *api
 		}
 		c.rec.KeyID = p.TLS.KeyPath
 		c.info, c.names, c.qwacErr = a.resolve(p.TLS.KeyPath)
+		c.rl.label(string(policy.OpMakeRequest), keyLabel(c.info))
+	} else {
+		c.rl.label(string(policy.OpMakeRequest), "")
 	}
 	return c, nil
 }

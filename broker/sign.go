@@ -32,6 +32,7 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 
 	id := clientOf(r)
 	info, names, kerr := a.resolve(p.KeyID)
+	rl.label(string(policy.OpSign), keyLabel(info))
 	if d := a.auth.Decide(id, policy.Request{Op: policy.OpSign, KeyNames: names}); !d.Allow {
 		rl.add("denied", d.Reason)
 		a.reply(w, r, rec, failure(forbidden(id, policy.OpSign, p.KeyID)))
@@ -78,6 +79,15 @@ func signable(info keys.Info, data string) *apiError {
 			data: "the data is a TLS 1.3 CertificateVerify content: brokerd signs TLS handshakes only inside makeRequest"}
 	}
 	return nil
+}
+
+// keyLabel names a key for metrics: its id, or "unknown" for a name that
+// is no key (a client chooses names; labels must stay few).
+func keyLabel(info keys.Info) string {
+	if info.ID == "" {
+		return "unknown"
+	}
+	return info.ID
 }
 
 // resolve looks a key name up and returns the names policy checks: the

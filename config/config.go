@@ -45,16 +45,17 @@ const EnvPath = "BROKERD_CONFIG"
 type Config struct {
 	// StateDir holds the state file (keys, audit log). Relative paths are
 	// relative to the configuration file.
-	StateDir string `toml:"state_dir"`
-	TPM      TPM    `toml:"tpm"`
-	API      API    `toml:"api"`
-	Health   Health `toml:"health"`
-	PKI      PKI    `toml:"pki"`
-	Admin    Admin  `toml:"admin"`
-	Policy   Policy `toml:"policy"`
-	Bank     Bank   `toml:"bank"`
-	Audit    Audit  `toml:"audit"`
-	Log      Log    `toml:"log"`
+	StateDir string  `toml:"state_dir"`
+	TPM      TPM     `toml:"tpm"`
+	API      API     `toml:"api"`
+	Health   Health  `toml:"health"`
+	PKI      PKI     `toml:"pki"`
+	Admin    Admin   `toml:"admin"`
+	Policy   Policy  `toml:"policy"`
+	Bank     Bank    `toml:"bank"`
+	Audit    Audit   `toml:"audit"`
+	Metrics  Metrics `toml:"metrics"`
+	Log      Log     `toml:"log"`
 
 	// path is the file this configuration was read from.
 	path string
@@ -180,6 +181,14 @@ type Audit struct {
 	DenialQuota int `toml:"denial_quota"`
 }
 
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen addresses of plain-HTTP listeners that serve GET /metrics
+	// only; none by default. Keep them on loopback or a management
+	// network: metrics name keys and clients.
+	Listen []string `toml:"listen"`
+}
+
 // Log configures logging (to standard error, hence the journal).
 type Log struct {
 	Level  string `toml:"level"`  // debug, info, warn, error
@@ -229,8 +238,9 @@ func Default() *Config {
 			IdleTimeout:          Duration{l.IdleTimeout},
 			ShutdownTimeout:      Duration{listener.DefaultShutdownTimeout},
 		},
-		Health: Health{Listen: []string{}},
-		Policy: Policy{File: "policy.toml", RoleOID: policy.DefaultRoleOID},
+		Health:  Health{Listen: []string{}},
+		Metrics: Metrics{Listen: []string{}},
+		Policy:  Policy{File: "policy.toml", RoleOID: policy.DefaultRoleOID},
 		PKI: PKI{ServerNames: []string{}, ServerValidity: Duration{p.ServerValidity}, RenewBefore: Duration{p.RenewBefore},
 			ClientValidity: Duration{p.ClientValidity}, CRLValidity: Duration{p.CRLValidity}},
 		Admin: Admin{Socket: admin.DefaultSocket, Group: admin.DefaultGroup},
@@ -421,7 +431,7 @@ func (c *Config) checkAPI(p *problemList) {
 	for _, spec := range []struct {
 		name  string
 		addrs []string
-	}{{"api.listen", c.API.Listen}, {"health.listen", c.Health.Listen}} {
+	}{{"api.listen", c.API.Listen}, {"health.listen", c.Health.Listen}, {"metrics.listen", c.Metrics.Listen}} {
 		for _, a := range spec.addrs {
 			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
 				p.add("%s: %q is not host:port", spec.name, a)

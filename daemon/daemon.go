@@ -20,7 +20,6 @@ import (
 	"net"
 	"os/user"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +77,8 @@ type Daemon struct {
 	admL  *net.UnixListener
 	addrs []string
 
+	metrics  *metrics
+	metricsL []net.Listener
 	// refused counts client certificates refused at handshakes.
 	refused refusals
 	// tlsSeen is the stamp of the TLS files as last loaded.
@@ -102,7 +103,7 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*Daemon, error) {
 	if deps.WatchInterval <= 0 {
 		deps.WatchInterval = time.Second
 	}
-	d := &Daemon{cfg: cfg, deps: deps, log: deps.Log, certChanged: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, deps: deps, log: deps.Log, certChanged: make(chan struct{}, 1), metrics: newMetrics()}
 	steps := []func(context.Context) error{
 		d.openState,
 		d.startAudit,
@@ -113,6 +114,7 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*Daemon, error) {
 		d.loadRevocations,
 		d.buildAPI,
 		d.bindListeners,
+		d.bindMetrics,
 		d.bindAdmin,
 	}
 	for _, step := range steps {
@@ -145,7 +147,7 @@ func (d *Daemon) release() {
 }
 
 func (d *Daemon) openState(context.Context) error {
-	s, err := OpenState(d.cfg, d.log)
+	s, err := openState(d.cfg, d.log, d.metrics.auditCommit)
 	if err != nil {
 		return err
 	}
@@ -240,7 +242,7 @@ func (d *Daemon) loadRevocations(ctx context.Context) error {
 // buildAPI makes the API and the server that carries it over mutual TLS.
 func (d *Daemon) buildAPI(ctx context.Context) error {
 	d.api = broker.New(broker.Config{MaxBody: d.cfg.API.MaxBody, Health: d.health, Audit: d.state.Audit, DenialQuota: d.cfg.Audit.DenialQuota,
-		CheckClient: d.rev.Check, Identity: policy.IdentityOptions{RoleOID: d.cfg.RoleOID()}, ServerName: d.serverName, Log: d.log,
+		CheckClient: d.rev.Check, Identity: policy.IdentityOptions{RoleOID: d.cfg.RoleOID()}, ServerName: d.serverName, Log: d.log, Observe: d.metrics.observe,
 		MaxInFlightPerClient: d.cfg.API.MaxInFlightPerClient, MaxBankCalls: d.cfg.Bank.MaxCalls},
 		d.state.Keys, d.pol, d.bank)
 	srv, err := listener.NewServer(listener.Config{
@@ -306,6 +308,34 @@ func (d *Daemon) bindListeners(context.Context) error {
 	}
 	d.onClose(ls.Close)
 	return nil
+}
+
+// bindMetrics opens the metrics listeners (none unless configured).
+func (d *Daemon) bindMetrics(context.Context) error {
+	d.registerMetrics()
+	for _, a := range d.cfg.Metrics.Listen {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("metrics: listen on %s: %w", a, err)
+		}
+		d.metricsL = append(d.metricsL, l)
+		d.onClose(func() { l.Close() })
+	}
+	return nil
+}
+
+// reportStatus refreshes systemd's STATUS= line every interval.
+func (d *Daemon) reportStatus(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.notify(d.status())
+		}
+	}
 }
 
 // bindAdmin opens the admin socket: mode 0660, group admin.group when it
@@ -391,6 +421,10 @@ func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	run(func() { d.selfCheck(ctx) })
 	run(func() { d.flushRecords(ctx, time.Minute) })
+	run(func() { d.reportStatus(ctx, 30*time.Second) })
+	if len(d.metricsL) > 0 {
+		run(func() { d.serveMetrics(ctx, d.metricsL) })
+	}
 	run(func() { d.watchdog(ctx) })
 }
 
@@ -402,8 +436,6 @@ func (d *Daemon) adminGID() int {
 	}
 	return -1
 }
-
-func (d *Daemon) status() string { return "STATUS=serving the API on " + strings.Join(d.addrs, " ") }
 
 func (d *Daemon) notify(state string) {
 	if err := d.deps.Notify(state); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/config"
@@ -36,11 +37,16 @@ type State struct {
 // OpenState opens the state file, its audit log and the TPM, and loads the
 // key registry.
 func OpenState(cfg *config.Config, log *slog.Logger) (*State, error) {
+	return openState(cfg, log, nil)
+}
+
+// openState is OpenState; onCommit hears of the audit log's commits.
+func openState(cfg *config.Config, log *slog.Logger, onCommit func(int, time.Duration)) (*State, error) {
 	st, err := store.Open(cfg.StatePath(), store.Options{})
 	if err != nil {
 		return nil, err
 	}
-	al, err := audit.OpenWith(st, audit.Options{MinFree: cfg.Audit.MinFree})
+	al, err := audit.OpenWith(st, audit.Options{MinFree: cfg.Audit.MinFree, OnCommit: onCommit})
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -1,0 +1,184 @@
+package daemon
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are what brokerd tells Prometheus, on the metrics listeners
+// only (off unless configured, loopback in the packaged configuration).
+type metrics struct {
+	reg     *prometheus.Registry
+	ops     *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+	commits prometheus.Histogram
+	signed  minuteCounter // signatures in the last minute, for STATUS=
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.ops = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "brokerd_operations_total",
+		Help: "API answers by operation, key, client (common name) and HTTP status."}, []string{"op", "key", "client", "status"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "brokerd_operation_duration_seconds",
+		Help: "Time to answer, by operation.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}},
+		[]string{"op"})
+	m.commits = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "brokerd_audit_commit_duration_seconds",
+		Help: "Time of one synced audit commit (it makes every record pending durable).", Buckets: prometheus.ExponentialBuckets(.0005, 2, 14)})
+	m.reg.MustRegister(m.ops, m.latency, m.commits, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observe counts one API answer.
+func (m *metrics) observe(op, key, client string, status int, d time.Duration) {
+	m.ops.WithLabelValues(op, key, client, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(op).Observe(d.Seconds())
+	if op == "sign" && status == http.StatusOK {
+		m.signed.add(time.Now())
+	}
+}
+
+func (m *metrics) auditCommit(_ int, d time.Duration) { m.commits.Observe(d.Seconds()) }
+
+// registerDaemon adds the gauges read from the daemon at each scrape.
+func (d *Daemon) registerMetrics() {
+	gauge := func(name, help string, fn func() float64) {
+		d.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn))
+	}
+	counter := func(name, help string, fn func() float64) {
+		d.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, fn))
+	}
+	counter("brokerd_bank_handshakes_full_total", "Full TLS handshakes with banks (one QWAC signature each).",
+		func() float64 { f, _ := d.bank.Handshakes(); return float64(f) })
+	counter("brokerd_bank_handshakes_resumed_total", "Resumed TLS handshakes with banks (no signature).",
+		func() float64 { _, r := d.bank.Handshakes(); return float64(r) })
+	gauge("brokerd_audit_records_unsigned", "Audit records after the last checkpoint (durable, not yet signed).", d.unsignedRecords)
+	gauge("brokerd_tpm_last_success_age_seconds", "Time since a TPM command last completed.",
+		func() float64 { return time.Since(d.state.TPM.LastSuccess()).Seconds() })
+	gauge("brokerd_crl_age_seconds", "Age of the CRL brokerd's CA publishes (tls/crl.pem); -1 without one.", d.crlAge)
+	d.metrics.reg.MustRegister(expiryCollector{d})
+}
+
+func (d *Daemon) unsignedRecords() float64 {
+	seq, _ := d.state.Audit.Head()
+	last, err := d.state.Audit.LastCheckpoint()
+	if err != nil || last == nil {
+		return float64(seq)
+	}
+	return float64(seq - last.Seq)
+}
+
+func (d *Daemon) crlAge() float64 {
+	data, err := os.ReadFile(d.state.PKI.CRLPath())
+	if err != nil {
+		return -1
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return -1
+	}
+	crl, err := x509.ParseRevocationList(block.Bytes)
+	if err != nil {
+		return -1
+	}
+	return time.Since(crl.ThisUpdate).Seconds()
+}
+
+// expiryCollector reports the days until each certificate brokerd holds
+// expires: every key's and the server's.
+type expiryCollector struct{ d *Daemon }
+
+var expiryDesc = prometheus.NewDesc("brokerd_certificate_expiry_days", "Days until the certificate expires (negative: expired).",
+	[]string{"key"}, nil)
+
+func (c expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+
+func (c expiryCollector) Collect(ch chan<- prometheus.Metric) {
+	infos, _ := c.d.state.Keys.List()
+	for _, i := range infos {
+		if i.NotAfter != nil {
+			ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, time.Until(*i.NotAfter).Hours()/24, i.ID)
+		}
+	}
+}
+
+// serveMetrics serves /metrics on the configured listeners until ctx ends.
+func (d *Daemon) serveMetrics(ctx context.Context, ls []net.Listener) {
+	srv := &http.Server{Handler: metricsMux(d.metrics.reg), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				d.log.Error("metrics listener", "addr", l.Addr().String(), "err", err)
+			}
+		}()
+	}
+	<-ctx.Done()
+	srv.Close()
+	wg.Wait()
+}
+
+func metricsMux(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// minuteCounter counts events of the last minute, by second.
+type minuteCounter struct {
+	mu    sync.Mutex
+	slots [60]struct {
+		sec int64
+		n   int
+	}
+}
+
+func (c *minuteCounter) add(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := &c.slots[now.Unix()%60]
+	if s.sec != now.Unix() {
+		s.sec, s.n = now.Unix(), 0
+	}
+	s.n++
+}
+
+// last returns the events of the minute before now.
+func (c *minuteCounter) last(now time.Time) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, s := range c.slots {
+		if now.Unix()-s.sec < 60 {
+			n += s.n
+		}
+	}
+	return n
+}
+
+// status is what `systemctl status` shows: where brokerd serves, its keys
+// and clients, the last checkpoint and the signatures of the last minute.
+func (d *Daemon) status() string {
+	infos, _ := d.state.Keys.List()
+	clients, _ := d.state.PKI.Registry().List()
+	cp := "none yet"
+	if last, err := d.state.Audit.LastCheckpoint(); err == nil && last != nil {
+		cp = last.Time.Format(time.RFC3339)
+	}
+	return fmt.Sprintf("STATUS=serving on %v; %d keys, %d clients; last audit checkpoint %s; %d signatures in the last minute",
+		d.addrs, len(infos), len(clients), cp, d.metrics.signed.last(time.Now()))
+}
