@@ -1,8 +1,9 @@
 // Package listener serves brokerd's API: the mutual-TLS listener and the
 // plain health listener (given addresses or systemd sockets), the server
-// TLS configuration with live reload, and client-certificate
-// verification. It knows nothing of the API it serves: handlers come from
-// outside.
+// TLS configuration with live reload, client-certificate verification,
+// and admission control (connection caps in total and per source
+// address, see admission.go). It knows nothing of the API it serves:
+// handlers come from outside.
 package listener
 
 import (
@@ -78,6 +79,19 @@ type Config struct {
 	// the handshake, with the chain the client presented.
 	OnRefused func(presented []*x509.Certificate, reason error)
 	Log       *slog.Logger
+
+	// Admission control, on each kind of listener (API, health) apart.
+	// A negative value means no cap.
+	//
+	// MaxConns caps the connections open at once; MaxConnsPerIP caps
+	// those from one source address. A connection beyond either is
+	// reset at accept, before any TLS work. Loopback is no exception.
+	MaxConns      int
+	MaxConnsPerIP int
+	// IPv6PrefixLen is the prefix length (1 to 128) under which IPv6
+	// addresses count as one source address: a host has a /64 to itself
+	// and picks its addresses there at will.
+	IPv6PrefixLen int
 }
 
 // DefaultShutdownTimeout is how long a stopping daemon waits for requests
@@ -93,6 +107,9 @@ func DefaultConfig() Config {
 		WriteTimeout:      90 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		MaxConns:          1024,
+		MaxConnsPerIP:     64,
+		IPv6PrefixLen:     64,
 	}
 }
 
@@ -119,6 +136,15 @@ func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = d.MaxConnsPerIP
+	}
+	if c.IPv6PrefixLen == 0 {
+		c.IPv6PrefixLen = d.IPv6PrefixLen
+	}
 	return c
 }
 
@@ -133,6 +159,9 @@ type Server struct {
 	health *http.Server
 	log    *slog.Logger
 	conns  connTable
+	// apiConns and healthConns admit the connections of each kind of
+	// listener.
+	apiConns, healthConns *connLimiter
 
 	wg      sync.WaitGroup
 	errOnce sync.Once
@@ -143,7 +172,11 @@ type Server struct {
 // prepares the servers. health may be nil.
 func NewServer(cfg Config, load func() (*Material, error), api, health http.Handler) (*Server, error) {
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, load: load, log: cfg.Log, errc: make(chan error, 1), conns: connTable{m: map[net.Conn]*connAuth{}}}
+	if cfg.IPv6PrefixLen < 1 || cfg.IPv6PrefixLen > 128 {
+		return nil, fmt.Errorf("listener: IPv6 prefix length %d: want 1 to 128", cfg.IPv6PrefixLen)
+	}
+	s := &Server{cfg: cfg, load: load, log: cfg.Log, errc: make(chan error, 1), conns: connTable{m: map[net.Conn]*connAuth{}},
+		apiConns: newConnLimiter(listenerAPI, cfg), healthConns: newConnLimiter(listenerHealth, cfg)}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -333,15 +366,19 @@ func (s *Server) CloseClients(refuse func(chain []*x509.Certificate) bool) int {
 	return len(victims)
 }
 
-// ServeAPI serves the API on l (a plain TCP listener; TLS is added here).
-func (s *Server) ServeAPI(l net.Listener) { s.serve(s.api, tls.NewListener(l, s.tlsConfig()), "api") }
+// ServeAPI serves the API on l (a plain TCP listener; admission control
+// and TLS are added here).
+func (s *Server) ServeAPI(l net.Listener) {
+	s.serve(s.api, tls.NewListener(s.apiConns.wrap(l), s.tlsConfig()), "api")
+}
 
-// ServeHealth serves the health handler over plain HTTP on l.
+// ServeHealth serves the health handler over plain HTTP on l (admission
+// control is added here).
 func (s *Server) ServeHealth(l net.Listener) error {
 	if s.health == nil {
 		return errors.New("listener: no health handler")
 	}
-	s.serve(s.health, l, "health")
+	s.serve(s.health, s.healthConns.wrap(l), "health")
 	return nil
 }
 
@@ -354,6 +391,11 @@ func (s *Server) serve(srv *http.Server, l net.Listener, name string) {
 			s.errOnce.Do(func() { s.errc <- fmt.Errorf("listener: %s listener %s: %w", name, l.Addr(), err) })
 		}
 	}()
+}
+
+// AdmissionStats reports what admission control did so far.
+func (s *Server) AdmissionStats() AdmissionStats {
+	return AdmissionStats{API: s.apiConns.stats(), Health: s.healthConns.stats()}
 }
 
 // Err delivers the first error of a listener that stopped by itself.
