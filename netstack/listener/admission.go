@@ -39,6 +39,8 @@ type AdmissionStats struct {
 	// API and Health are the connection counts of the API and the health
 	// listeners.
 	API, Health ConnStats
+	// Handshakes are the full handshakes of the API listeners.
+	Handshakes HandshakeStats
 }
 
 // admissionEvent is what a test hook hears of.

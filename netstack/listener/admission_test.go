@@ -142,6 +142,12 @@ func (a *admServer) clientTLS(certs ...tls.Certificate) *tls.Config {
 	return &tls.Config{RootCAs: a.pool, ServerName: "localhost", Certificates: certs}
 }
 
+// clientCert issues a client certificate named cn.
+func (a *admServer) clientCert(cn string) tls.Certificate {
+	cert, key := a.ca.IssueKey(a.t, testpki.Leaf{Subject: pkix.Name{CommonName: cn}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key}
+}
+
 // readCounter counts the bytes read through it.
 type readCounter struct {
 	net.Conn

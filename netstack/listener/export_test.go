@@ -7,5 +7,5 @@ import "net/netip"
 // Set it before serving.
 func SetAdmissionHook(s *Server, f func(kind, event string)) {
 	h := func(kind string, ev admissionEvent, _ netip.Prefix) { f(kind, string(ev)) }
-	s.apiConns.hook, s.healthConns.hook = h, h
+	s.apiConns.hook, s.healthConns.hook, s.handshakes.hook = h, h, h
 }

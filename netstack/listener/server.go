@@ -2,7 +2,8 @@
 // plain health listener (given addresses or systemd sockets), the server
 // TLS configuration with live reload, client-certificate verification,
 // and admission control (connection caps in total and per source
-// address, see admission.go). It knows nothing of the API it serves:
+// address, see admission.go; a token bucket per source address on full
+// handshakes, see handshake.go). It knows nothing of the API it serves:
 // handlers come from outside.
 package listener
 
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +94,19 @@ type Config struct {
 	// addresses count as one source address: a host has a /64 to itself
 	// and picks its addresses there at will.
 	IPv6PrefixLen int
+	// HandshakesPerIP is the rate (per second) at which one source
+	// address may have full TLS handshakes on the API listener, each a
+	// signature with the server key, with bursts of HandshakeBurstPerIP.
+	// Resumed handshakes sign nothing and are free. A handshake beyond
+	// it fails before the server signs. Negative: no limit.
+	HandshakesPerIP     float64
+	HandshakeBurstPerIP int
+	// MaxTrackedIPs bounds the addresses whose handshake bucket is kept;
+	// beyond it the least recently seen is forgotten.
+	MaxTrackedIPs int
+	// Clock is the time of the handshake buckets (tests fake it);
+	// time.Now when nil.
+	Clock func() time.Time
 }
 
 // DefaultShutdownTimeout is how long a stopping daemon waits for requests
@@ -110,6 +125,10 @@ func DefaultConfig() Config {
 		MaxConns:          1024,
 		MaxConnsPerIP:     64,
 		IPv6PrefixLen:     64,
+		// A client that opens its connections at once, then resumes.
+		HandshakesPerIP:     10,
+		HandshakeBurstPerIP: 32,
+		MaxTrackedIPs:       4096,
 	}
 }
 
@@ -145,6 +164,18 @@ func (c Config) withDefaults() Config {
 	if c.IPv6PrefixLen == 0 {
 		c.IPv6PrefixLen = d.IPv6PrefixLen
 	}
+	if c.HandshakesPerIP == 0 {
+		c.HandshakesPerIP = d.HandshakesPerIP
+	}
+	if c.HandshakeBurstPerIP <= 0 {
+		c.HandshakeBurstPerIP = d.HandshakeBurstPerIP
+	}
+	if c.MaxTrackedIPs <= 0 {
+		c.MaxTrackedIPs = d.MaxTrackedIPs
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
 	return c
 }
 
@@ -162,6 +193,8 @@ type Server struct {
 	// apiConns and healthConns admit the connections of each kind of
 	// listener.
 	apiConns, healthConns *connLimiter
+	// handshakes charges full handshakes to their source address.
+	handshakes *handshakeBuckets
 
 	wg      sync.WaitGroup
 	errOnce sync.Once
@@ -176,7 +209,7 @@ func NewServer(cfg Config, load func() (*Material, error), api, health http.Hand
 		return nil, fmt.Errorf("listener: IPv6 prefix length %d: want 1 to 128", cfg.IPv6PrefixLen)
 	}
 	s := &Server{cfg: cfg, load: load, log: cfg.Log, errc: make(chan error, 1), conns: connTable{m: map[net.Conn]*connAuth{}},
-		apiConns: newConnLimiter(listenerAPI, cfg), healthConns: newConnLimiter(listenerHealth, cfg)}
+		apiConns: newConnLimiter(listenerAPI, cfg), healthConns: newConnLimiter(listenerHealth, cfg), handshakes: newHandshakeBuckets(cfg)}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -227,7 +260,9 @@ func (s *Server) Reload() error {
 func (s *Server) Leaf() *x509.Certificate { return s.tlsCur.Load().Certificates[0].Leaf }
 
 // tlsConfig is the listener's configuration: every handshake takes the
-// material current at that moment, and verifies the client's chain itself.
+// material current at that moment, verifies the client's chain itself,
+// and signs through a key that charges the full handshake to the
+// client's address first (resumed handshakes do not sign).
 func (s *Server) tlsConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: s.cfg.MinVersion,
@@ -235,6 +270,7 @@ func (s *Server) tlsConfig() *tls.Config {
 			cur := s.tlsCur.Load()
 			auth := s.conns.get(hello.Conn)
 			cfg := cur.Clone()
+			cfg.Certificates = []tls.Certificate{s.charged(cur.Certificates[0], hello.Conn)}
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 				chain, err := s.verifyClient(cur.ClientCAs, cs.PeerCertificates)
 				if err != nil {
@@ -253,6 +289,23 @@ func (s *Server) tlsConfig() *tls.Config {
 			return cfg, nil
 		},
 	}
+}
+
+// charged returns cert with a key that charges each signature to the
+// address of conn.
+func (s *Server) charged(cert tls.Certificate, conn net.Conn) tls.Certificate {
+	key, ok := cert.PrivateKey.(crypto.Signer)
+	if !ok {
+		return cert
+	}
+	var addr netip.Prefix
+	if c, ok := conn.(*admittedConn); ok {
+		addr = c.key
+	} else {
+		addr = addrKey(conn.RemoteAddr(), s.cfg.IPv6PrefixLen)
+	}
+	cert.PrivateKey = &chargedSigner{key: key, buckets: s.handshakes, addr: addr}
+	return cert
 }
 
 // verifyClient checks a presented chain (leaf first) against the client
@@ -395,7 +448,7 @@ func (s *Server) serve(srv *http.Server, l net.Listener, name string) {
 
 // AdmissionStats reports what admission control did so far.
 func (s *Server) AdmissionStats() AdmissionStats {
-	return AdmissionStats{API: s.apiConns.stats(), Health: s.healthConns.stats()}
+	return AdmissionStats{API: s.apiConns.stats(), Health: s.healthConns.stats(), Handshakes: s.handshakes.stats()}
 }
 
 // Err delivers the first error of a listener that stopped by itself.
