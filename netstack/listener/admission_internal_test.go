@@ -32,3 +32,27 @@ func TestAddrKey(t *testing.T) {
 		}
 	}
 }
+
+// TestAdmittedConnReleasesOnce: a connection closed twice (by its server
+// and by CloseClients, say) gives its place back once.
+func TestAdmittedConnReleasesOnce(t *testing.T) {
+	l := newConnLimiter(listenerAPI, Config{MaxConns: 2, MaxConnsPerIP: 1, IPv6PrefixLen: 64})
+	key := addrKey(&net.TCPAddr{IP: net.ParseIP("192.0.2.1")}, 64)
+	if _, ok := l.acquire(key); !ok {
+		t.Fatal("the first connection was refused")
+	}
+	a, b := net.Pipe()
+	defer b.Close()
+	c := &admittedConn{Conn: a, lim: l, key: key}
+	c.Close()
+	c.Close()
+	if st := l.stats(); st.Open != 0 || st.Addrs != 0 {
+		t.Fatalf("after two closes: %+v", st)
+	}
+	if _, ok := l.acquire(key); !ok {
+		t.Fatal("the place was not given back")
+	}
+	if ev, ok := l.acquire(key); ok || ev != evRefusedCapIP {
+		t.Fatalf("a second connection from the address: %v %v, want refused by the per-address cap", ev, ok)
+	}
+}
