@@ -60,6 +60,10 @@ type FloodOptions struct {
 	AbortAfterServerHello bool
 	// HoldConns makes connection workers keep each connection open
 	// until the server closes it or the flood ends.
+	//
+	// Handshake and connection workers hang up with a TCP reset, as a
+	// flooder would: no TIME_WAIT is left to use up the source
+	// address's ports.
 	HoldConns bool
 	// HealthURL is what health workers GET; default
 	// "https://TARGET/health".
@@ -97,8 +101,9 @@ type FloodCounts struct {
 	Failed   int64
 	Statuses map[int]int64
 	// Errors counts other failures: timeouts, dial errors, malformed
-	// answers.
-	Errors int64
+	// answers; FirstError is the first of them, for diagnosis.
+	Errors     int64
+	FirstError error
 	// Cut counts attempts that ended after the flood (interrupted, most
 	// of them).
 	Cut int64
@@ -116,6 +121,17 @@ type counts struct {
 	attempts, ok, refused, failed, errors, cut atomic.Int64
 	mu                                         sync.Mutex
 	statuses                                   map[int]int64
+	firstError                                 error
+}
+
+// error counts a failure that is not a refusal.
+func (c *counts) error(err error) {
+	c.errors.Add(1)
+	c.mu.Lock()
+	if c.firstError == nil {
+		c.firstError = err
+	}
+	c.mu.Unlock()
 }
 
 func (c *counts) status(code int) {
@@ -131,7 +147,7 @@ func (c *counts) result() FloodCounts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := FloodCounts{Attempts: c.attempts.Load(), OK: c.ok.Load(), Refused: c.refused.Load(), Failed: c.failed.Load(),
-		Errors: c.errors.Load(), Cut: c.cut.Load()}
+		Errors: c.errors.Load(), FirstError: c.firstError, Cut: c.cut.Load()}
 	if c.statuses != nil {
 		r.Statuses = map[int]int64{}
 		for k, v := range c.statuses {
@@ -145,14 +161,14 @@ func (c *counts) result() FloodCounts {
 // ended after the flood is cut, whatever its outcome.
 func (c *counts) outcome(ctx context.Context, err error) {
 	switch {
-	case ctx.Err() != nil:
+	case ended(ctx):
 		c.cut.Add(1)
 	case err == nil:
 		c.ok.Add(1)
 	case Refusal(err):
 		c.refused.Add(1)
 	default:
-		c.errors.Add(1)
+		c.error(err)
 	}
 }
 
@@ -163,6 +179,18 @@ func Refusal(err error) bool {
 	var op *net.OpError      // crypto/tls reports an alert received as a "remote error"
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE) || errors.As(err, &alert) || errors.As(err, &op) && op.Op == "remote error"
+}
+
+// ended tells whether a run's context ended, or its deadline passed: a
+// dial or read cut by that deadline may return before the context's
+// timer marks it done, and a worker must not take it for a failure, nor
+// start again.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // tickets hands out the attempts a run may make.
@@ -247,7 +275,7 @@ func Flood(ctx context.Context, target string, opts FloodOptions) (FloodResult, 
 		for range kind.n {
 			work := kind.worker()
 			wg.Go(func() {
-				for ctx.Err() == nil && f.tickets.take() {
+				for !ended(ctx) && f.tickets.take() {
 					work(ctx)
 				}
 			})
@@ -291,7 +319,7 @@ func (f *flood) handshake(ctx context.Context) {
 		f.handshakes.outcome(ctx, err)
 		return
 	}
-	defer c.Close()
+	defer hangUp(c)
 	f.opened(KindHandshake)
 	stop := context.AfterFunc(actx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
@@ -300,6 +328,15 @@ func (f *flood) handshake(ctx context.Context) {
 		return
 	}
 	f.handshakes.outcome(ctx, serverHello(c, f.hello))
+}
+
+// hangUp closes c with a reset: no TIME_WAIT is left on the client, so
+// a flood from one source address does not run out of ports.
+func hangUp(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 // serverHello sends hello on c and reads the server's first record: a
@@ -366,7 +403,7 @@ func (f *flood) conn(ctx context.Context) {
 		f.conns.outcome(ctx, err)
 		return
 	}
-	defer c.Close()
+	defer hangUp(c)
 	f.opened(KindConn)
 	if !f.opts.HoldConns {
 		f.conns.outcome(ctx, nil)
@@ -376,10 +413,10 @@ func (f *flood) conn(ctx context.Context) {
 	defer stop()
 	_, err = c.Read(make([]byte, 1))
 	switch {
-	case ctx.Err() != nil: // held to the end
+	case ended(ctx): // held to the end
 		f.conns.ok.Add(1)
 	case err == nil:
-		f.conns.errors.Add(1) // the server spoke first: not what the flood is for
+		f.conns.error(errors.New("the server spoke first")) // not what the flood is for
 	default:
 		f.conns.outcome(ctx, err)
 	}
@@ -411,7 +448,7 @@ func (f *flood) health(ctx context.Context, client *http.Client) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodGet, f.opts.HealthURL, nil)
 	if err != nil {
-		f.healths.errors.Add(1)
+		f.healths.error(err)
 		return
 	}
 	resp, err := client.Do(req)
@@ -421,7 +458,7 @@ func (f *flood) health(ctx context.Context, client *http.Client) {
 	}
 	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
-	if err != nil || ctx.Err() != nil {
+	if err != nil || ended(ctx) {
 		f.healths.outcome(ctx, err)
 		return
 	}

@@ -156,7 +156,7 @@ func Load(ctx context.Context, clients []Client, opts LoadOptions) (LoadResult, 
 	for i, tr := range transports {
 		client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		wg.Go(func() {
-			for ctx.Err() == nil && l.tickets.take() {
+			for !ended(ctx) && l.tickets.take() {
 				if d, ok := l.request(ctx, client); ok {
 					latencies[i] = append(latencies[i], d)
 				}
@@ -214,7 +214,7 @@ func (l *load) request(ctx context.Context, client *http.Client) (time.Duration,
 		resp.Body.Close()
 	}
 	took := time.Since(start)
-	if ctx.Err() != nil { // the load ended first
+	if ended(ctx) { // the load ended first
 		return 0, false
 	}
 	if err != nil {
