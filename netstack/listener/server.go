@@ -82,12 +82,13 @@ type Config struct {
 	OnRefused func(presented []*x509.Certificate, reason error)
 	Log       *slog.Logger
 
-	// Admission control, on each kind of listener (API, health) apart.
-	// A negative value means no cap.
+	// Admission control, on each kind of listener (API, health) apart;
+	// see admission.go and handshake.go. Loopback is no exception.
 	//
 	// MaxConns caps the connections open at once; MaxConnsPerIP caps
 	// those from one source address. A connection beyond either is
-	// reset at accept, before any TLS work. Loopback is no exception.
+	// reset at accept, before any TLS work. Negative: no cap (then
+	// only file descriptors bound the per-address table).
 	MaxConns      int
 	MaxConnsPerIP int
 	// IPv6PrefixLen is the prefix length (1 to 128) under which IPv6
@@ -102,7 +103,8 @@ type Config struct {
 	HandshakesPerIP     float64
 	HandshakeBurstPerIP int
 	// MaxTrackedIPs bounds the addresses whose handshake bucket is kept;
-	// beyond it the least recently seen is forgotten.
+	// beyond it the least recently seen is forgotten. For it and
+	// HandshakeBurstPerIP, a negative value means the default too.
 	MaxTrackedIPs int
 	// Clock is the time of the handshake buckets (tests fake it);
 	// time.Now when nil.
