@@ -1,8 +1,10 @@
 // Package listener serves brokerd's API: the mutual-TLS listener and the
 // plain health listener (given addresses or systemd sockets), the server
-// TLS configuration with live reload, and client-certificate
-// verification. It knows nothing of the API it serves: handlers come from
-// outside.
+// TLS configuration with live reload, client-certificate verification,
+// and admission control (connection caps in total and per source
+// address, see admission.go; a token bucket per source address on full
+// handshakes, see handshake.go). It knows nothing of the API it serves:
+// handlers come from outside.
 package listener
 
 import (
@@ -15,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +81,34 @@ type Config struct {
 	// the handshake, with the chain the client presented.
 	OnRefused func(presented []*x509.Certificate, reason error)
 	Log       *slog.Logger
+
+	// Admission control, on each kind of listener (API, health) apart;
+	// see admission.go and handshake.go. Loopback is no exception.
+	//
+	// MaxConns caps the connections open at once; MaxConnsPerIP caps
+	// those from one source address. A connection beyond either is
+	// reset at accept, before any TLS work. Negative: no cap (then
+	// only file descriptors bound the per-address table).
+	MaxConns      int
+	MaxConnsPerIP int
+	// IPv6PrefixLen is the prefix length (1 to 128) under which IPv6
+	// addresses count as one source address: a host has a /64 to itself
+	// and picks its addresses there at will.
+	IPv6PrefixLen int
+	// HandshakesPerIP is the rate (per second) at which one source
+	// address may have full TLS handshakes on the API listener, each a
+	// signature with the server key, with bursts of HandshakeBurstPerIP.
+	// Resumed handshakes sign nothing and are free. A handshake beyond
+	// it fails before the server signs. Negative: no limit.
+	HandshakesPerIP     float64
+	HandshakeBurstPerIP int
+	// MaxTrackedIPs bounds the addresses whose handshake bucket is kept;
+	// beyond it the least recently seen is forgotten. For it and
+	// HandshakeBurstPerIP, a negative value means the default too.
+	MaxTrackedIPs int
+	// Clock is the time of the handshake buckets (tests fake it);
+	// time.Now when nil.
+	Clock func() time.Time
 }
 
 // DefaultShutdownTimeout is how long a stopping daemon waits for requests
@@ -93,6 +124,13 @@ func DefaultConfig() Config {
 		WriteTimeout:      90 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		MaxConns:          1024,
+		MaxConnsPerIP:     64,
+		IPv6PrefixLen:     64,
+		// A client that opens its connections at once, then resumes.
+		HandshakesPerIP:     10,
+		HandshakeBurstPerIP: 32,
+		MaxTrackedIPs:       4096,
 	}
 }
 
@@ -119,6 +157,27 @@ func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = d.MaxConnsPerIP
+	}
+	if c.IPv6PrefixLen == 0 {
+		c.IPv6PrefixLen = d.IPv6PrefixLen
+	}
+	if c.HandshakesPerIP == 0 {
+		c.HandshakesPerIP = d.HandshakesPerIP
+	}
+	if c.HandshakeBurstPerIP <= 0 {
+		c.HandshakeBurstPerIP = d.HandshakeBurstPerIP
+	}
+	if c.MaxTrackedIPs <= 0 {
+		c.MaxTrackedIPs = d.MaxTrackedIPs
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
 	return c
 }
 
@@ -133,6 +192,11 @@ type Server struct {
 	health *http.Server
 	log    *slog.Logger
 	conns  connTable
+	// apiConns and healthConns admit the connections of each kind of
+	// listener.
+	apiConns, healthConns *connLimiter
+	// handshakes charges full handshakes to their source address.
+	handshakes *handshakeBuckets
 
 	wg      sync.WaitGroup
 	errOnce sync.Once
@@ -143,7 +207,11 @@ type Server struct {
 // prepares the servers. health may be nil.
 func NewServer(cfg Config, load func() (*Material, error), api, health http.Handler) (*Server, error) {
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, load: load, log: cfg.Log, errc: make(chan error, 1), conns: connTable{m: map[net.Conn]*connAuth{}}}
+	if cfg.IPv6PrefixLen < 1 || cfg.IPv6PrefixLen > 128 {
+		return nil, fmt.Errorf("listener: IPv6 prefix length %d: want 1 to 128", cfg.IPv6PrefixLen)
+	}
+	s := &Server{cfg: cfg, load: load, log: cfg.Log, errc: make(chan error, 1), conns: connTable{m: map[net.Conn]*connAuth{}},
+		apiConns: newConnLimiter(listenerAPI, cfg), healthConns: newConnLimiter(listenerHealth, cfg), handshakes: newHandshakeBuckets(cfg)}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -194,7 +262,9 @@ func (s *Server) Reload() error {
 func (s *Server) Leaf() *x509.Certificate { return s.tlsCur.Load().Certificates[0].Leaf }
 
 // tlsConfig is the listener's configuration: every handshake takes the
-// material current at that moment, and verifies the client's chain itself.
+// material current at that moment, verifies the client's chain itself,
+// and signs through a key that charges the full handshake to the
+// client's address first (resumed handshakes do not sign).
 func (s *Server) tlsConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: s.cfg.MinVersion,
@@ -202,6 +272,7 @@ func (s *Server) tlsConfig() *tls.Config {
 			cur := s.tlsCur.Load()
 			auth := s.conns.get(hello.Conn)
 			cfg := cur.Clone()
+			cfg.Certificates = []tls.Certificate{s.charged(cur.Certificates[0], hello.Conn)}
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 				chain, err := s.verifyClient(cur.ClientCAs, cs.PeerCertificates)
 				if err != nil {
@@ -220,6 +291,23 @@ func (s *Server) tlsConfig() *tls.Config {
 			return cfg, nil
 		},
 	}
+}
+
+// charged returns cert with a key that charges each signature to the
+// address of conn.
+func (s *Server) charged(cert tls.Certificate, conn net.Conn) tls.Certificate {
+	key, ok := cert.PrivateKey.(crypto.Signer)
+	if !ok {
+		return cert
+	}
+	var addr netip.Prefix
+	if c, ok := conn.(*admittedConn); ok {
+		addr = c.key
+	} else {
+		addr = addrKey(conn.RemoteAddr(), s.cfg.IPv6PrefixLen)
+	}
+	cert.PrivateKey = &chargedSigner{key: key, buckets: s.handshakes, addr: addr}
+	return cert
 }
 
 // verifyClient checks a presented chain (leaf first) against the client
@@ -333,15 +421,19 @@ func (s *Server) CloseClients(refuse func(chain []*x509.Certificate) bool) int {
 	return len(victims)
 }
 
-// ServeAPI serves the API on l (a plain TCP listener; TLS is added here).
-func (s *Server) ServeAPI(l net.Listener) { s.serve(s.api, tls.NewListener(l, s.tlsConfig()), "api") }
+// ServeAPI serves the API on l (a plain TCP listener; admission control
+// and TLS are added here).
+func (s *Server) ServeAPI(l net.Listener) {
+	s.serve(s.api, tls.NewListener(s.apiConns.wrap(l), s.tlsConfig()), "api")
+}
 
-// ServeHealth serves the health handler over plain HTTP on l.
+// ServeHealth serves the health handler over plain HTTP on l (admission
+// control is added here).
 func (s *Server) ServeHealth(l net.Listener) error {
 	if s.health == nil {
 		return errors.New("listener: no health handler")
 	}
-	s.serve(s.health, l, "health")
+	s.serve(s.health, s.healthConns.wrap(l), "health")
 	return nil
 }
 
@@ -354,6 +446,11 @@ func (s *Server) serve(srv *http.Server, l net.Listener, name string) {
 			s.errOnce.Do(func() { s.errc <- fmt.Errorf("listener: %s listener %s: %w", name, l.Addr(), err) })
 		}
 	}()
+}
+
+// AdmissionStats reports what admission control did so far.
+func (s *Server) AdmissionStats() AdmissionStats {
+	return AdmissionStats{API: s.apiConns.stats(), Health: s.healthConns.stats(), Handshakes: s.handshakes.stats()}
 }
 
 // Err delivers the first error of a listener that stopped by itself.

@@ -1,0 +1,220 @@
+package listener
+
+// Admission control bounds what a host that proves nothing can make the
+// listeners spend.
+//
+// Connections are counted at accept, per kind of listener (the API
+// listeners share one table, the health listeners another, so a flood of
+// one cannot lock clients out of the other): a connection beyond
+// Config.MaxConns open, or beyond Config.MaxConnsPerIP open from its
+// source address (IPv6: its /Config.IPv6PrefixLen), is reset at once,
+// before any TLS work, and counted. That table holds only addresses with a
+// connection open, so it never holds more than MaxConns entries.
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// ConnStats counts what admission control did at accept on one kind of
+// listener (API or health) since the server started.
+type ConnStats struct {
+	// Open is the number of connections open now, and Addrs the number of
+	// source addresses (IPv6: prefixes) they come from.
+	Open, Addrs int
+	// Accepted counts connections admitted.
+	Accepted uint64
+	// RefusedCap counts connections reset at accept because MaxConns were
+	// open on this kind of listener.
+	RefusedCap uint64
+	// RefusedCapPerIP counts connections reset at accept because
+	// MaxConnsPerIP were open from their source address.
+	RefusedCapPerIP uint64
+}
+
+// AdmissionStats is the state of admission control, for metrics.
+type AdmissionStats struct {
+	// API and Health are the connection counts of the API and the health
+	// listeners.
+	API, Health ConnStats
+	// Handshakes are the full handshakes of the API listeners.
+	Handshakes HandshakeStats
+}
+
+// admissionEvent is what a test hook hears of.
+type admissionEvent string
+
+const (
+	evAccepted     admissionEvent = "accepted"
+	evRefusedCap   admissionEvent = "refused-cap"
+	evRefusedCapIP admissionEvent = "refused-cap-per-ip"
+	evReleased     admissionEvent = "released"
+	evCharged      admissionEvent = "charged"
+	evRefusedRate  admissionEvent = "refused-rate"
+	listenerAPI                   = "api"
+	listenerHealth                = "health"
+)
+
+// admissionHook, when set (tests only, before serving), hears of every
+// admission decision after it took effect, with the listener kind.
+type admissionHook func(kind string, ev admissionEvent, key netip.Prefix)
+
+// addrKey is the key of a peer's address: its IPv4 address, or its IPv6
+// address cut to v6bits (IPv4-mapped IPv6 addresses count as IPv4; zones
+// are dropped). Peers without an IP address (unix sockets) share the zero
+// key.
+func addrKey(a net.Addr, v6bits int) netip.Prefix {
+	var ip netip.Addr
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip = a.AddrPort().Addr()
+	case nil:
+	default:
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			ip = ap.Addr()
+		}
+	}
+	ip = ip.Unmap().WithZone("")
+	if !ip.IsValid() {
+		return netip.Prefix{}
+	}
+	bits := 32
+	if ip.Is6() {
+		bits = v6bits
+	}
+	p, err := ip.Prefix(bits)
+	if err != nil { // v6bits is checked by NewServer
+		return netip.PrefixFrom(ip, ip.BitLen())
+	}
+	return p
+}
+
+// connLimiter counts the open connections of one kind of listener, in
+// total and per source address.
+type connLimiter struct {
+	kind       string
+	max, perIP int // < 0: no cap
+	v6bits     int
+	hook       admissionHook
+
+	mu     sync.Mutex
+	open   int
+	byAddr map[netip.Prefix]int // only addresses with a connection open
+
+	accepted, refusedCap, refusedCapIP atomic.Uint64
+}
+
+func newConnLimiter(kind string, cfg Config) *connLimiter {
+	return &connLimiter{kind: kind, max: cfg.MaxConns, perIP: cfg.MaxConnsPerIP, v6bits: cfg.IPv6PrefixLen,
+		byAddr: map[netip.Prefix]int{}}
+}
+
+// acquire counts a new connection from key, or says why it is refused.
+func (l *connLimiter) acquire(key netip.Prefix) (admissionEvent, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.max >= 0 && l.open >= l.max {
+		l.refusedCap.Add(1)
+		return evRefusedCap, false
+	}
+	n := l.byAddr[key]
+	if l.perIP >= 0 && n >= l.perIP {
+		l.refusedCapIP.Add(1)
+		return evRefusedCapIP, false
+	}
+	l.open++
+	l.byAddr[key] = n + 1
+	l.accepted.Add(1)
+	return evAccepted, true
+}
+
+func (l *connLimiter) release(key netip.Prefix) {
+	l.mu.Lock()
+	l.open--
+	if n := l.byAddr[key] - 1; n > 0 {
+		l.byAddr[key] = n
+	} else {
+		delete(l.byAddr, key)
+	}
+	l.mu.Unlock()
+	l.notify(evReleased, key)
+}
+
+func (l *connLimiter) notify(ev admissionEvent, key netip.Prefix) {
+	if l.hook != nil {
+		l.hook(l.kind, ev, key)
+	}
+}
+
+func (l *connLimiter) stats() ConnStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return ConnStats{Open: l.open, Addrs: len(l.byAddr), Accepted: l.accepted.Load(),
+		RefusedCap: l.refusedCap.Load(), RefusedCapPerIP: l.refusedCapIP.Load()}
+}
+
+// wrap returns a listener that admits connections through l.
+func (l *connLimiter) wrap(inner net.Listener) net.Listener {
+	return &admitListener{Listener: inner, lim: l}
+}
+
+// admitListener resets, at accept, the connections its limiter refuses.
+type admitListener struct {
+	net.Listener
+	lim *connLimiter
+}
+
+// Accept returns the next admitted connection; refused ones are reset and
+// counted on the way.
+func (l *admitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		key := addrKey(c.RemoteAddr(), l.lim.v6bits)
+		ev, ok := l.lim.acquire(key)
+		if !ok {
+			reset(c)
+			l.lim.notify(ev, key)
+			continue
+		}
+		l.lim.notify(ev, key)
+		return &admittedConn{Conn: c, lim: l.lim, key: key}, nil
+	}
+}
+
+// reset closes c with a TCP reset (no TIME_WAIT left on the server for a
+// peer that may open thousands).
+func reset(c net.Conn) {
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// admittedConn is an admitted connection; closing it frees its place.
+type admittedConn struct {
+	net.Conn
+	lim  *connLimiter
+	key  netip.Prefix
+	once sync.Once
+}
+
+// Close closes the connection and gives its place back, once.
+func (c *admittedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.lim.release(c.key) })
+	return err
+}
+
+// CloseWrite half-closes the connection when the underlying one can
+// (net/http uses it to close plain connections gracefully).
+func (c *admittedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
