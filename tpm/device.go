@@ -22,11 +22,15 @@ type Config struct {
 	// KeygenTimeout bounds key and primary-key generation, which takes
 	// seconds to minutes on hardware TPMs.
 	KeygenTimeout time.Duration
-	// QueueDepth bounds the operations waiting for the TPM.
+	// QueueDepth bounds the operations of ClassAPI waiting for the TPM;
+	// the other classes' bounds default to shares of it (see ClassConfig).
 	QueueDepth int
 	// QueueWait bounds how long an operation waits for its turn before it
 	// fails with ErrBusy.
 	QueueWait time.Duration
+	// Classes sets each priority class's share of the TPM and bound on
+	// waiting operations, indexed by Class. Zero fields take defaults.
+	Classes [NumClasses]ClassConfig
 	// SimulatorSeed fixes the simulator's seeds (simulator builds only);
 	// zero means random.
 	SimulatorSeed int64
@@ -40,6 +44,12 @@ func DefaultConfig() Config {
 		KeygenTimeout:  3 * time.Minute,
 		QueueDepth:     128,
 		QueueWait:      5 * time.Second,
+		Classes: [NumClasses]ClassConfig{
+			// Depths left at zero follow QueueDepth (see ClassConfig).
+			ClassAPI:          {Weight: defaultWeights[ClassAPI]},
+			ClassHandshake:    {Weight: defaultWeights[ClassHandshake]},
+			ClassHousekeeping: {Weight: defaultWeights[ClassHousekeeping]},
+		},
 	}
 }
 
@@ -60,6 +70,15 @@ func (c Config) withDefaults() Config {
 	if c.QueueWait == 0 {
 		c.QueueWait = d.QueueWait
 	}
+	for cl := range NumClasses {
+		cc := &c.Classes[cl]
+		if cc.Weight == 0 {
+			cc.Weight = defaultWeights[cl]
+		}
+		if cc.Depth == 0 {
+			cc.Depth = defaultDepth(cl, c.QueueDepth)
+		}
+	}
 	return c
 }
 
@@ -75,6 +94,14 @@ func (c Config) Validate() error {
 	case c.QueueDepth < 0:
 		return errors.New("tpm: queue depth must not be negative")
 	}
+	for cl, cc := range c.Classes {
+		switch {
+		case cc.Weight < 0:
+			return fmt.Errorf("tpm: %s class: weight must not be negative", Class(cl))
+		case cc.Depth < 0:
+			return fmt.Errorf("tpm: %s class: queue depth must not be negative", Class(cl))
+		}
+	}
 	return nil
 }
 
@@ -87,10 +114,9 @@ type Device struct {
 	log  *slog.Logger
 	tr   transport.TPMCloser
 
-	// token is held by whoever runs a TPM command sequence: holding it
-	// makes one the device's owner. Waiters queue on it in order.
-	token     chan struct{}
-	waiting   atomic.Int64 // operations waiting for the token
+	// q's token is held by whoever runs a TPM command sequence: holding
+	// it makes one the device's owner. Waiters queue for it by class.
+	q         queue
 	idle      *time.Timer  // releases a shared transport after a pause
 	lastOK    atomic.Int64 // UnixNano of the last successful operation
 	quit      chan struct{}
@@ -123,19 +149,19 @@ func Open(cfg Config, log *slog.Logger) (*Device, error) {
 		return nil, err
 	}
 	d := &Device{
-		addr:  addr,
-		cfg:   cfg,
-		log:   log,
-		tr:    tr,
-		token: make(chan struct{}, 1),
-		quit:  make(chan struct{}),
-		objs:  objectCache{m: map[string]*object{}},
+		addr: addr,
+		cfg:  cfg,
+		log:  log,
+		tr:   tr,
+		quit: make(chan struct{}),
+		objs: objectCache{m: map[string]*object{}},
 	}
+	d.q.init(cfg)
 	if err := d.setup(); err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("tpm: open %s: %w", addr, err)
 	}
-	d.idle = time.AfterFunc(time.Hour, d.release)
+	d.idle = time.AfterFunc(time.Hour, d.idleRelease)
 	d.idle.Stop()
 	return d, nil
 }
@@ -176,8 +202,21 @@ func (d *Device) Supports(alg Algorithm) bool { return d.support[alg] }
 func (d *Device) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
-		close(d.quit)
-		d.token <- struct{}{} // never given back
+		q := &d.q
+		q.mu.Lock()
+		q.closed = true
+		close(d.quit) // waiters leave with ErrClosed
+		var inFlight chan struct{}
+		if q.busy {
+			inFlight = make(chan struct{})
+			q.closer = inFlight // giveBack hands the token here first
+		} else {
+			q.busy = true
+		}
+		q.mu.Unlock()
+		if inFlight != nil {
+			<-inFlight // the token is never given back
+		}
 		d.idle.Stop()
 		if !d.dirty {
 			d.objs.each(func(o *object) { d.flushHandle(o.handle) })
@@ -229,40 +268,29 @@ func (d *Device) CachedObjects(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// do runs fn as the device's owner. It fails with ErrBusy when QueueDepth
-// operations already wait or fn could not start within QueueWait, and
-// with ctx's error when ctx ends first. Once started, fn runs to the end
-// (every TPM command has its own deadline). Waiters start in arrival order.
+// do runs fn as the device's owner, in the class ctx carries (ClassAPI
+// if none); see doAs.
 func (d *Device) do(ctx context.Context, fn func() error) error {
-	select {
-	case <-d.quit:
-		return ErrClosed
-	case d.token <- struct{}{}: // the TPM is free: no queueing, no hand-off
-		return d.run(fn)
-	default:
+	return d.doAs(ctx, ClassAPI, fn)
+}
+
+// doAs runs fn as the device's owner. When the device is free, fn runs at
+// once on the caller's goroutine; otherwise it waits in the queue of the
+// class ctx carries, or of class def if ctx carries none. It fails with
+// ErrBusy when that class's queue is full or fn could not start within
+// QueueWait, with ErrClosed when the device closes first, and with ctx's
+// error when ctx ends first. Once started, fn runs to the end (every TPM
+// command has its own deadline).
+func (d *Device) doAs(ctx context.Context, def Class, fn func() error) error {
+	if err := d.acquire(ctx, def); err != nil {
+		return err
 	}
-	if n := d.waiting.Add(1); n > int64(d.cfg.QueueDepth) {
-		d.waiting.Add(-1)
-		return fmt.Errorf("%w: %d operations already queued", ErrBusy, d.cfg.QueueDepth)
-	}
-	defer d.waiting.Add(-1)
-	timer := time.NewTimer(d.cfg.QueueWait)
-	defer timer.Stop()
-	select {
-	case d.token <- struct{}{}:
-		return d.run(fn)
-	case <-timer.C:
-		return fmt.Errorf("%w: waited %v for the TPM", ErrBusy, d.cfg.QueueWait)
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-d.quit:
-		return ErrClosed
-	}
+	return d.run(fn)
 }
 
 // run executes fn holding the token, then gives it back.
 func (d *Device) run(fn func() error) error {
-	defer func() { <-d.token }()
+	defer d.giveBack()
 	select {
 	case <-d.quit:
 		return ErrClosed
@@ -283,16 +311,20 @@ const idleAfter = 50 * time.Millisecond
 // idler is a transport that can release shared resources between bursts.
 type idler interface{ Idle() }
 
-// release lets go of the transport if nobody is using the device.
-func (d *Device) release() {
-	select {
-	case d.token <- struct{}{}:
-		if i, ok := d.tr.(idler); ok {
-			i.Idle()
-		}
-		<-d.token
-	default: // in use; the current owner re-arms the timer
+// idleRelease lets go of the transport if nobody is using the device.
+func (d *Device) idleRelease() {
+	q := &d.q
+	q.mu.Lock()
+	if q.busy || q.closed { // in use, the current owner re-arms the timer; or closed
+		q.mu.Unlock()
+		return
 	}
+	q.busy = true
+	q.mu.Unlock()
+	if i, ok := d.tr.(idler); ok {
+		i.Idle()
+	}
+	d.giveBack()
 }
 
 // LastSuccess returns when a TPM operation last succeeded (zero if none

@@ -7,12 +7,21 @@
 // # Concurrency
 //
 // A [Device] is safe for concurrent use. One command sequence runs at a
-// time: a caller becomes the device's owner by taking its token, and
-// waiters queue for it in arrival order, at most QueueDepth of them.
-// Callers that find the queue full, or that wait longer than the configured
-// budget, get [ErrBusy]. An uncontended operation runs on the caller's
-// goroutine, with no hand-off. Each command has a deadline, so a TPM that
-// stops answering yields [ErrUnavailable] instead of a hang.
+// time: a caller becomes the device's owner by taking its token. An
+// uncontended operation runs on the caller's goroutine, with no hand-off.
+// While the TPM is busy, operations wait in one queue per priority
+// [Class]: [ClassAPI] (authenticated clients; the default), then
+// [ClassHandshake] (the API server's key in inbound handshakes), then
+// [ClassHousekeeping] (the daemon's upkeep). Each time the TPM frees, the
+// next operation is chosen by weighted round robin in that priority order
+// (8, 2 and 1 turns per round by default), so API operations go first but
+// no class starves. Each class has its own bound on waiting operations:
+// a caller that finds its class's queue full, or that waits longer than
+// the configured budget, gets [ErrBusy]; [Device.Saturated] tells a
+// caller beforehand. A context carries its class ([WithClass]); a
+// [Signer] fixed to a class ([Signer.WithClass]) carries it into
+// crypto/tls, which signs without a context. Each command has a deadline,
+// so a TPM that stops answering yields [ErrUnavailable] instead of a hang.
 //
 // # Slots and handles
 //

@@ -20,9 +20,15 @@ import (
 // and ECDSA with SHA-1 (TLS 1.2 only), SHA-256, SHA-384 and SHA-512. Every
 // signature is verified against the public key before it is returned, so a
 // faulty TPM cannot hand out a bad RSA signature (which could leak the key).
+//
+// Signatures wait for the TPM in a priority class (see Class): SignContext
+// in the class its context carries, Sign (which crypto/tls and crypto/x509
+// call without a context) in the signer's own class, ClassAPI unless fixed
+// with WithClass.
 type Signer struct {
-	d *Device
-	k *Key
+	d     *Device
+	k     *Key
+	class Class // for contexts that carry no class
 }
 
 var _ crypto.Signer = (*Signer)(nil)
@@ -35,6 +41,33 @@ func (d *Device) Signer(k *Key) (*Signer, error) {
 	return &Signer{d: d, k: k}, nil
 }
 
+// WithClass returns a signer for the same key whose operations wait in
+// class c when their context carries no class: Sign always, SignContext
+// unless its context says otherwise (WithClass on the context wins). s is
+// unchanged. For instance, the API server's TLS key goes to crypto/tls as
+// s.WithClass(ClassHandshake). An invalid class means ClassAPI.
+func (s *Signer) WithClass(c Class) *Signer {
+	if !c.valid() {
+		c = ClassAPI
+	}
+	return &Signer{d: s.d, k: s.k, class: c}
+}
+
+// Class returns the class of the signer's operations whose context
+// carries none.
+func (s *Signer) Class() Class { return s.class }
+
+// SignerWithClass returns s with its context-free operations in class c
+// when s is a *Signer (see Signer.WithClass), and s itself otherwise: a
+// key held in memory does not use the TPM. It suits a crypto.Signer from a
+// key registry, e.g. the API server's key handed to crypto/tls.
+func SignerWithClass(s crypto.Signer, c Class) crypto.Signer {
+	if ts, ok := s.(*Signer); ok {
+		return ts.WithClass(c)
+	}
+	return s
+}
+
 // Public returns the key's public key.
 func (s *Signer) Public() crypto.PublicKey { return s.k.public }
 
@@ -45,7 +78,9 @@ func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	return s.SignContext(context.Background(), digest, opts)
 }
 
-// SignContext is Sign with a context that bounds the wait for the TPM.
+// SignContext is Sign with a context that bounds the wait for the TPM and
+// may carry its priority class (WithClass); without one, the signature
+// waits in the signer's class.
 func (s *Signer) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	h := opts.HashFunc()
 	alg, err := hashAlg(h)
@@ -85,7 +120,7 @@ func (s *Signer) signRSA(ctx context.Context, pub *rsa.PublicKey, digest []byte,
 		return nil, fmt.Errorf("tpm: sign with %s: %w", s.k, err)
 	}
 	var sig []byte
-	err = s.d.do(ctx, func() error {
+	err = s.d.doAs(ctx, s.class, func() error {
 		o, err := s.d.load(s.k)
 		if err != nil {
 			return err
@@ -112,7 +147,7 @@ func (s *Signer) signRSA(ctx context.Context, pub *rsa.PublicKey, digest []byte,
 
 func (s *Signer) signECDSA(ctx context.Context, digest []byte, alg tpm2.TPMIAlgHash) ([]byte, error) {
 	var r, sv []byte
-	err := s.d.do(ctx, func() error {
+	err := s.d.doAs(ctx, s.class, func() error {
 		o, err := s.d.load(s.k)
 		if err != nil {
 			return err
