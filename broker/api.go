@@ -82,6 +82,10 @@ type Config struct {
 	// MaxInFlightPerClient bounds one client's requests in progress;
 	// default DefaultMaxInFlightPerClient.
 	MaxInFlightPerClient int
+	// TPMBusy, when set, reports whether the TPM's queue for clients'
+	// operations is full: /sign is then refused at once, before its body
+	// is read.
+	TPMBusy func() bool
 	// MaxBankCalls bounds the makeRequest calls in progress; default
 	// DefaultMaxBankCalls.
 	MaxBankCalls int
@@ -364,6 +368,10 @@ func (a *API) requireClient(next http.Handler) http.Handler {
 			return
 		}
 		defer a.inFlight.release(id.Fingerprint)
+		if r.URL.Path == "/sign" && a.cfg.TPMBusy != nil && a.cfg.TPMBusy() {
+			a.reply(w, r, audit.Record{Op: "sign"}, failure(tpmBusy))
+			return
+		}
 		if a.cfg.CheckClient != nil {
 			if err := a.cfg.CheckClient(chain); err != nil {
 				// Revoked since the handshake: refuse, on record, and

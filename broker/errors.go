@@ -138,6 +138,9 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, s
 	writeRaw(w, status, body)
 }
 
+// tpmBusy answers an operation the TPM's queue has no room for.
+var tpmBusy = apiError{status: http.StatusServiceUnavailable, message: "TPM busy", data: "too many operations are waiting for the TPM; retry later", retryAfter: "1"}
+
 // operationError maps an error of a key operation to its answer.
 func operationError(err error, keyID string) apiError {
 	switch {
@@ -146,7 +149,7 @@ func operationError(err error, keyID string) apiError {
 	case errors.Is(err, keys.ErrIncompatible):
 		return apiError{status: http.StatusBadRequest, message: "Algorithm incompatible with key", data: incompatibleDetail(err)}
 	case errors.Is(err, keys.ErrBusy):
-		return apiError{status: http.StatusServiceUnavailable, message: "TPM busy", data: "too many operations are waiting for the TPM; retry later", retryAfter: "1"}
+		return tpmBusy
 	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):
 		return apiError{status: http.StatusServiceUnavailable, message: "TPM unavailable", data: "the TPM does not answer; retry later", retryAfter: "5"}
 	case errors.Is(err, keys.ErrWrongTPM):

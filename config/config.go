@@ -93,12 +93,22 @@ type API struct {
 	MaxBody       int64    `toml:"max_body"`
 	// MaxInFlightPerClient bounds one client certificate's requests in
 	// progress; more get 429 at once.
-	MaxInFlightPerClient int      `toml:"max_in_flight_per_client"`
-	ReadHeaderTimeout    Duration `toml:"read_header_timeout"`
-	ReadTimeout          Duration `toml:"read_timeout"`
-	WriteTimeout         Duration `toml:"write_timeout"`
-	IdleTimeout          Duration `toml:"idle_timeout"`
-	ShutdownTimeout      Duration `toml:"shutdown_timeout"`
+	MaxInFlightPerClient int `toml:"max_in_flight_per_client"`
+	// Admission control, per listener kind (API, health): connections in
+	// total and per source address (IPv6: per IPv6PrefixLen prefix), and
+	// full TLS handshakes (each one a TPM signature) per source address,
+	// a token bucket of HandshakesPerIP a second and a burst.
+	MaxConns            int      `toml:"max_conns"`
+	MaxConnsPerIP       int      `toml:"max_conns_per_ip"`
+	IPv6PrefixLen       int      `toml:"ipv6_prefix_len"`
+	HandshakesPerIP     float64  `toml:"handshakes_per_ip"`
+	HandshakeBurstPerIP int      `toml:"handshake_burst_per_ip"`
+	MaxTrackedIPs       int      `toml:"max_tracked_ips"`
+	ReadHeaderTimeout   Duration `toml:"read_header_timeout"`
+	ReadTimeout         Duration `toml:"read_timeout"`
+	WriteTimeout        Duration `toml:"write_timeout"`
+	IdleTimeout         Duration `toml:"idle_timeout"`
+	ShutdownTimeout     Duration `toml:"shutdown_timeout"`
 }
 
 // Health configures the plain-HTTP listener that serves only GET /health.
@@ -232,6 +242,12 @@ func Default() *Config {
 			MinTLSVersion:        minTLS,
 			MaxBody:              broker.DefaultMaxBody,
 			MaxInFlightPerClient: broker.DefaultMaxInFlightPerClient,
+			MaxConns:             l.MaxConns,
+			MaxConnsPerIP:        l.MaxConnsPerIP,
+			IPv6PrefixLen:        l.IPv6PrefixLen,
+			HandshakesPerIP:      l.HandshakesPerIP,
+			HandshakeBurstPerIP:  l.HandshakeBurstPerIP,
+			MaxTrackedIPs:        l.MaxTrackedIPs,
 			ReadHeaderTimeout:    Duration{l.ReadHeaderTimeout},
 			ReadTimeout:          Duration{l.ReadTimeout},
 			WriteTimeout:         Duration{l.WriteTimeout},
@@ -469,10 +485,18 @@ func (c *Config) checkBank(p *problemList) {
 	for name, v := range map[string]int64{"bank.max_response_body": c.Bank.MaxResponseBody, "bank.max_response_header_bytes": c.Bank.MaxResponseHeaderBytes,
 		"bank.max_redirects": int64(c.Bank.MaxRedirects), "bank.max_idle_per_origin": int64(c.Bank.MaxIdlePerOrigin),
 		"bank.max_pools": int64(c.Bank.MaxPools), "bank.max_calls": int64(c.Bank.MaxCalls),
-		"api.max_in_flight_per_client": int64(c.API.MaxInFlightPerClient)} {
+		"api.max_in_flight_per_client": int64(c.API.MaxInFlightPerClient), "api.max_conns": int64(c.API.MaxConns),
+		"api.max_conns_per_ip": int64(c.API.MaxConnsPerIP), "api.handshake_burst_per_ip": int64(c.API.HandshakeBurstPerIP),
+		"api.max_tracked_ips": int64(c.API.MaxTrackedIPs)} {
 		if v < 1 {
 			p.add("%s: must be positive", name)
 		}
+	}
+	if c.API.HandshakesPerIP <= 0 {
+		p.add("api.handshakes_per_ip: must be positive")
+	}
+	if c.API.IPv6PrefixLen < 1 || c.API.IPv6PrefixLen > 128 {
+		p.add("api.ipv6_prefix_len: %d out of range 1..128", c.API.IPv6PrefixLen)
 	}
 	if c.Bank.TrustDir == "" {
 		p.add("bank.trust_dir: must be set")

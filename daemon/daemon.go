@@ -36,6 +36,7 @@ import (
 	"github.com/brokerd/brokerd/netstack/listener"
 	"github.com/brokerd/brokerd/pki"
 	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/tpm"
 )
 
 // Deps is what the daemon takes from its caller besides the configuration.
@@ -163,7 +164,7 @@ func (d *Daemon) startAudit(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.sign = audit.KeySigner(signer)
+	d.sign = audit.KeySigner(tpm.SignerWithClass(signer, tpm.ClassHousekeeping))
 	clockErr := d.state.Audit.CheckClock(ctx, d.state.Clock())
 	// The checkpointer stops after the daemon.stop record, so that its
 	// last checkpoint covers everything.
@@ -243,18 +244,25 @@ func (d *Daemon) loadRevocations(ctx context.Context) error {
 func (d *Daemon) buildAPI(ctx context.Context) error {
 	d.api = broker.New(broker.Config{MaxBody: d.cfg.API.MaxBody, Health: d.health, Audit: d.state.Audit, DenialQuota: d.cfg.Audit.DenialQuota,
 		CheckClient: d.rev.Check, Identity: policy.IdentityOptions{RoleOID: d.cfg.RoleOID()}, ServerName: d.serverName, Log: d.log, Observe: d.metrics.observe,
+		TPMBusy:              func() bool { return d.state.TPM.Saturated(tpm.ClassAPI) },
 		MaxInFlightPerClient: d.cfg.API.MaxInFlightPerClient, MaxBankCalls: d.cfg.Bank.MaxCalls},
 		d.state.Keys, d.pol, d.bank)
 	srv, err := listener.NewServer(listener.Config{
-		MinVersion:        d.cfg.TLSMinVersion(),
-		ReadHeaderTimeout: d.cfg.API.ReadHeaderTimeout.Duration,
-		ReadTimeout:       d.cfg.API.ReadTimeout.Duration,
-		WriteTimeout:      d.cfg.API.WriteTimeout.Duration,
-		IdleTimeout:       d.cfg.API.IdleTimeout.Duration,
-		MaxHeaderBytes:    64 << 10,
-		CheckClient:       d.rev.Check,
-		OnRefused:         d.handshakeRefused,
-		Log:               d.log,
+		MinVersion:          d.cfg.TLSMinVersion(),
+		ReadHeaderTimeout:   d.cfg.API.ReadHeaderTimeout.Duration,
+		ReadTimeout:         d.cfg.API.ReadTimeout.Duration,
+		WriteTimeout:        d.cfg.API.WriteTimeout.Duration,
+		IdleTimeout:         d.cfg.API.IdleTimeout.Duration,
+		MaxHeaderBytes:      64 << 10,
+		MaxConns:            d.cfg.API.MaxConns,
+		MaxConnsPerIP:       d.cfg.API.MaxConnsPerIP,
+		IPv6PrefixLen:       d.cfg.API.IPv6PrefixLen,
+		HandshakesPerIP:     d.cfg.API.HandshakesPerIP,
+		HandshakeBurstPerIP: d.cfg.API.HandshakeBurstPerIP,
+		MaxTrackedIPs:       d.cfg.API.MaxTrackedIPs,
+		CheckClient:         d.rev.Check,
+		OnRefused:           d.handshakeRefused,
+		Log:                 d.log,
 	}, func() (*listener.Material, error) { return d.loadTLS(ctx) }, d.api.Handler(), d.api.HealthHandler())
 	if err != nil {
 		return err
@@ -294,7 +302,8 @@ func (d *Daemon) loadTLS(ctx context.Context) (*listener.Material, error) {
 	if err != nil {
 		return nil, err
 	}
-	return listener.LoadMaterial(d.cfg.API.TLSCert, d.cfg.API.ClientCA, key)
+	// Handshakes wait behind clients' operations for the TPM.
+	return listener.LoadMaterial(d.cfg.API.TLSCert, d.cfg.API.ClientCA, tpm.SignerWithClass(key, tpm.ClassHandshake))
 }
 
 func (d *Daemon) bindListeners(context.Context) error {

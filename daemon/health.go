@@ -9,6 +9,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/brokerd/brokerd/broker"
+	"github.com/brokerd/brokerd/tpm"
 )
 
 // The self-check keeps the TPM's health known without a TPM command per
@@ -36,7 +37,7 @@ func (d *Daemon) selfCheck(ctx context.Context) {
 		}
 		go func() {
 			defer inFlight.Store(false)
-			pctx, cancel := context.WithTimeout(ctx, d.cfg.TPM.CommandTimeout.Duration)
+			pctx, cancel := context.WithTimeout(tpm.WithClass(ctx, tpm.ClassHousekeeping), d.cfg.TPM.CommandTimeout.Duration)
 			defer cancel()
 			d.state.TPM.Ping(pctx) // its success shows in LastSuccess
 		}()

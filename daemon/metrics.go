@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/brokerd/brokerd/netstack/listener"
+	"github.com/brokerd/brokerd/tpm"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -68,7 +70,43 @@ func (d *Daemon) registerMetrics() {
 	gauge("brokerd_tpm_last_success_age_seconds", "Time since a TPM command last completed.",
 		func() float64 { return time.Since(d.state.TPM.LastSuccess()).Seconds() })
 	gauge("brokerd_crl_age_seconds", "Age of the CRL brokerd's CA publishes (tls/crl.pem); -1 without one.", d.crlAge)
-	d.metrics.reg.MustRegister(expiryCollector{d})
+	d.metrics.reg.MustRegister(expiryCollector{d}, admissionCollector{d})
+}
+
+// admissionCollector reports the listeners' admission control and the
+// TPM's queue, read once per scrape.
+type admissionCollector struct{ d *Daemon }
+
+var (
+	connsOpenDesc = prometheus.NewDesc("brokerd_connections_open", "Connections open, by listener.", []string{"listener"}, nil)
+	connsRefDesc  = prometheus.NewDesc("brokerd_connections_refused_total",
+		"Connections reset at accept, by listener and cap (total, per source address).", []string{"listener", "reason"}, nil)
+	hsDesc        = prometheus.NewDesc("brokerd_server_handshakes_full_total", "Full TLS handshakes of the API listeners allowed to sign.", nil, nil)
+	hsRefusedDesc = prometheus.NewDesc("brokerd_server_handshakes_refused_total",
+		"Full TLS handshakes refused before the TPM signed, their source address over its rate.", nil, nil)
+	trackedDesc = prometheus.NewDesc("brokerd_admission_tracked_addresses", "Source addresses with a handshake bucket.", nil, nil)
+	waitingDesc = prometheus.NewDesc("brokerd_tpm_waiting", "Operations waiting for the TPM, by priority class.", []string{"class"}, nil)
+)
+
+func (c admissionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{connsOpenDesc, connsRefDesc, hsDesc, hsRefusedDesc, trackedDesc, waitingDesc} {
+		ch <- d
+	}
+}
+
+func (c admissionCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.d.srv.AdmissionStats()
+	for name, cs := range map[string]listener.ConnStats{"api": st.API, "health": st.Health} {
+		ch <- prometheus.MustNewConstMetric(connsOpenDesc, prometheus.GaugeValue, float64(cs.Open), name)
+		ch <- prometheus.MustNewConstMetric(connsRefDesc, prometheus.CounterValue, float64(cs.RefusedCap), name, "cap")
+		ch <- prometheus.MustNewConstMetric(connsRefDesc, prometheus.CounterValue, float64(cs.RefusedCapPerIP), name, "cap_per_ip")
+	}
+	ch <- prometheus.MustNewConstMetric(hsDesc, prometheus.CounterValue, float64(st.Handshakes.Charged))
+	ch <- prometheus.MustNewConstMetric(hsRefusedDesc, prometheus.CounterValue, float64(st.Handshakes.RefusedRate))
+	ch <- prometheus.MustNewConstMetric(trackedDesc, prometheus.GaugeValue, float64(st.Handshakes.Tracked))
+	for class, n := range c.d.state.TPM.Waiting() {
+		ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(n), tpm.Class(class).String())
+	}
 }
 
 func (d *Daemon) unsignedRecords() float64 {

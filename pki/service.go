@@ -116,7 +116,8 @@ func (s *Service) Authority(ctx context.Context) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: CA key: %w", err)
 	}
-	return NewAuthority(cert, signer, s.cfg.RoleOID)
+	// The CA signs certificates and CRLs: housekeeping, behind clients.
+	return NewAuthority(cert, tpm.SignerWithClass(signer, tpm.ClassHousekeeping), s.cfg.RoleOID)
 }
 
 // CreateCA makes brokerd's CA: a P-256 key in the TPM and its root
