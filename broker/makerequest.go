@@ -2,6 +2,7 @@ package broker
 
 import (
 	"archive/zip"
+	"encoding/binary"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -307,8 +308,31 @@ func latin1Headers(h [][2]string) [][2]string {
 	return out
 }
 
-// maxUnzipped bounds the text taken out of a ZIP answer.
-const maxUnzipped = 32 << 20
+// maxUnzipped bounds the text taken out of a ZIP answer; maxZipEntries
+// the entries of its directory, which a hostile bank could fill with
+// millions that each cost memory to read.
+const (
+	maxUnzipped   = 32 << 20
+	maxZipEntries = 1024
+)
+
+// zipEntries reads the number of entries from a ZIP archive's end of
+// central directory record, before anything else of it is parsed; a ZIP64
+// archive (more than 65,534 entries, or a directory beyond 4 GiB) counts
+// as too many.
+func zipEntries(body []byte) (int, error) {
+	const eocdSize = 22
+	from := max(0, len(body)-eocdSize-0xffff)
+	i := bytes.LastIndex(body[from:], []byte("PK\x05\x06"))
+	if i < 0 || len(body)-(from+i) < eocdSize {
+		return 0, errors.New("no end of central directory record")
+	}
+	n := int(binary.LittleEndian.Uint16(body[from+i+10:]))
+	if n == 0xffff {
+		return 1 << 16, nil
+	}
+	return n, nil
+}
 
 // responseText decodes a bank's body as the reference does: a ZIP sent as
 // application/octet-stream is replaced by its first file; text is decoded
@@ -317,6 +341,13 @@ func responseText(resp *bank.Response) (string, error) {
 	mt, params, _ := mime.ParseMediaType(resp.ContentType)
 	body := resp.Body
 	if mt == "application/octet-stream" && bytes.HasPrefix(body, []byte("PK")) {
+		n, err := zipEntries(body)
+		if err != nil {
+			return "", fmt.Errorf("the bank's application/octet-stream answer is not a valid ZIP archive: %v", err)
+		}
+		if n > maxZipEntries {
+			return "", fmt.Errorf("the bank's ZIP archive has %d entries or more; brokerd reads archives of up to %d", n, maxZipEntries)
+		}
 		zr, err := zip.NewReader(bytes.NewReader(body), int64(len(body)))
 		if err != nil {
 			return "", fmt.Errorf("the bank's application/octet-stream answer is not a valid ZIP archive: %v", err)
