@@ -2,11 +2,11 @@ package broker
 
 import (
 	"archive/zip"
-	"encoding/binary"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
