@@ -217,8 +217,14 @@ func (d *decoder) str(begin int) (string, int, error) {
 		case c < 0x20:
 			return "", 0, &decodeError{"Invalid control character at", i}
 		case c != '\\':
-			b.WriteRune(c)
-			i++
+			// A run of plain characters goes in at once: key ids and
+			// data may be a megabyte long.
+			j := i + 1
+			for j < len(d.s) && d.s[j] != '"' && d.s[j] != '\\' && d.s[j] >= 0x20 {
+				j++
+			}
+			b.WriteString(string(d.s[i:j]))
+			i = j
 			continue
 		}
 		i++ // past the backslash

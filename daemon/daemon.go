@@ -77,6 +77,8 @@ type Daemon struct {
 	ls    *listener.Listeners
 	admL  *net.UnixListener
 	addrs []string
+	// healthAddrs are the plain health listeners' addresses.
+	healthAddrs []string
 
 	metrics  *metrics
 	metricsL []net.Listener
@@ -135,6 +137,9 @@ func (d *Daemon) State() *State { return d.state.Lend() }
 
 // Addrs are the API listeners' addresses.
 func (d *Daemon) Addrs() []string { return d.addrs }
+
+// HealthAddrs are the plain /health listeners' addresses.
+func (d *Daemon) HealthAddrs() []string { return d.healthAddrs }
 
 func (d *Daemon) onClose(fn func()) { d.closers = append(d.closers, fn) }
 
@@ -314,6 +319,9 @@ func (d *Daemon) bindListeners(context.Context) error {
 	d.ls = ls
 	for _, l := range ls.API {
 		d.addrs = append(d.addrs, l.Addr().String())
+	}
+	for _, l := range ls.Health {
+		d.healthAddrs = append(d.healthAddrs, l.Addr().String())
 	}
 	d.onClose(ls.Close)
 	return nil

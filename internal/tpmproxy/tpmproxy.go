@@ -58,6 +58,17 @@ func (p *Proxy) Count(cc uint32) int {
 	return p.counts[cc]
 }
 
+// Total returns how many commands went through.
+func (p *Proxy) Total() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.counts {
+		n += c
+	}
+	return n
+}
+
 // Close stops the proxy and waits for its connections to end.
 func (p *Proxy) Close() error {
 	err := p.l.Close()
