@@ -141,8 +141,11 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, s
 // tpmBusy answers an operation the TPM's queue has no room for.
 var tpmBusy = apiError{status: http.StatusServiceUnavailable, message: "TPM busy", data: "too many operations are waiting for the TPM; retry later", retryAfter: "1"}
 
-// operationError maps an error of a key operation to its answer.
+// operationError maps an error of a key operation to its answer. The key
+// name is echoed within the bounds of an audit field: a client's
+// megabyte-long name does not come back whole.
 func operationError(err error, keyID string) apiError {
+	keyID = audit.Truncate(keyID, audit.MaxField)
 	switch {
 	case errors.Is(err, keys.ErrUnknownKey):
 		return apiError{status: http.StatusNotFound, message: "Unknown key", data: fmt.Sprintf("no key named %q", keyID)}

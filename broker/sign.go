@@ -109,6 +109,7 @@ func (a *API) resolve(name string) (keys.Info, []string, error) {
 }
 
 func forbidden(id policy.Identity, op policy.Op, key string) apiError {
+	key = audit.Truncate(key, audit.MaxField)
 	return apiError{status: http.StatusForbidden, message: "Forbidden",
 		data: fmt.Sprintf("client %s may not use key %q for %s", id.Subject, key, op)}
 }

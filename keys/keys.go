@@ -517,6 +517,9 @@ func (m *Manager) get(name string) (*entry, error) {
 		}
 	}
 	if !ok {
+		if len(name) > 256 { // a client's name, quoted in full, could be a megabyte
+			return nil, fmt.Errorf("keys: %w: %q… (%d bytes)", ErrUnknownKey, name[:64], len(name))
+		}
 		return nil, fmt.Errorf("keys: %w: %q", ErrUnknownKey, name)
 	}
 	return m.entries[id], nil

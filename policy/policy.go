@@ -235,6 +235,9 @@ func (p *Policy) Decide(id Identity, req Request) Decision {
 	if len(req.KeyNames) > 0 {
 		key = req.KeyNames[0]
 	}
+	if len(key) > 256 { // a client's name: reasons stay short
+		key = strings.ToValidUTF8(key[:64], "") + "…"
+	}
 	// Without a grant, explain with the rule that came closest: one that
 	// matched the client, the operation and the key beats one that matched
 	// the client and the operation, which beats one that matched the client.
