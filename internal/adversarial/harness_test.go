@@ -31,7 +31,7 @@ import (
 
 // appliance is a brokerd under attack.
 type appliance struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	cfg    *config.Config
 	d      *daemon.Daemon
@@ -69,7 +69,7 @@ type options struct {
 // certificates from a test CA, keys qwac.key (P-256, a QWAC of the bank's
 // QTSP), any.key (P-256, no certificate), qseal.key (RSA-2048, an eseal
 // certificate), and rules for agg-1 and agg-2.
-func start(t *testing.T, o options) *appliance {
+func start(t testing.TB, o options) *appliance {
 	t.Helper()
 	a := &appliance{t: t, dir: t.TempDir(), sw: swtpmtest.Start(t), ca: testpki.NewCA(t, "Client CA"),
 		bank: mockbank.Start(t, mockbank.Options{}), names: map[string]string{}, logs: &syncBuffer{}}
@@ -226,7 +226,7 @@ func (a *appliance) client(cn string) *http.Client {
 }
 
 // post sends a JSON body and returns the status and the body.
-func post(t *testing.T, c *http.Client, url, body string) (int, string) {
+func post(t testing.TB, c *http.Client, url, body string) (int, string) {
 	t.Helper()
 	resp, err := c.Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
