@@ -218,6 +218,6 @@ func (d *Daemon) status() string {
 	if last, err := d.state.Audit.LastCheckpoint(); err == nil && last != nil {
 		cp = last.Time.Format(time.RFC3339)
 	}
-	return fmt.Sprintf("STATUS=serving the API on %s; %d keys, %d clients; last audit checkpoint %s; %d signatures in the last minute",
+	return fmt.Sprintf("STATUS=serving the API on %s with %d keys and %d clients; last audit checkpoint %s; %d signatures in the last minute",
 		strings.Join(d.addrs, " "), len(infos), len(clients), cp, d.metrics.signed.last(time.Now()))
 }
