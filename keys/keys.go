@@ -691,3 +691,17 @@ func ReadPublic(st *store.Store, id string) (crypto.PublicKey, error) {
 	}
 	return x509.ParsePKIXPublicKey(rec.Public)
 }
+
+// Names returns the id and aliases of the key called name (an id or an
+// alias) from a state file, without a TPM; ErrUnknownKey when there is
+// none, or when name is one of brokerd's own keys.
+func Names(st *store.Store, name string) ([]string, error) {
+	rec, err := st.Key(name)
+	if errors.Is(err, store.ErrNotFound) || err == nil && Reserved(rec.ID) {
+		return nil, fmt.Errorf("keys: %w: %q", ErrUnknownKey, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: names of %q: %w", name, err)
+	}
+	return append([]string{rec.ID}, rec.Aliases...), nil
+}

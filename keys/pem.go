@@ -6,20 +6,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/youmark/pkcs8"
 )
-
-// ErrPassword is returned when an encrypted key's password is missing or
-// wrong.
-var ErrPassword = errors.New("wrong or missing password")
-
-// PasswordFunc supplies the password of an encrypted key. It is called only
-// when the key is encrypted.
-type PasswordFunc func() ([]byte, error)
 
 // ParsePrivateKeyPEM parses the first private key in PEM data: PKCS #1
 // ("RSA PRIVATE KEY"), SEC 1 ("EC PRIVATE KEY"), PKCS #8 ("PRIVATE KEY"),
@@ -87,7 +77,7 @@ func parseKeyBlock(block *pem.Block, password PasswordFunc) (crypto.Signer, erro
 
 func askPassword(password PasswordFunc) ([]byte, error) {
 	if password == nil {
-		return nil, fmt.Errorf("the key is encrypted: %w", ErrPassword)
+		return nil, fmt.Errorf("the key is encrypted: %w", &NoPasswordError{})
 	}
 	pw, err := password()
 	if err != nil {
@@ -97,14 +87,4 @@ func askPassword(password PasswordFunc) ([]byte, error) {
 		return nil, fmt.Errorf("the key is encrypted: %w", ErrPassword)
 	}
 	return pw, nil
-}
-
-var passwordEnvReplacer = regexp.MustCompile(`[-./]`)
-
-// PasswordEnv is the environment variable the reference broker reads an
-// encrypted key's password from: the key file's name with '-', '.' and '/'
-// replaced by '_', upper-cased, plus "_PASSWORD" (qwac.key →
-// QWAC_KEY_PASSWORD).
-func PasswordEnv(keyFile string) string {
-	return strings.ToUpper(passwordEnvReplacer.ReplaceAllString(filepath.Base(keyFile), "_")) + "_PASSWORD"
 }
