@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -42,6 +43,29 @@ func (r Record) Status(now time.Time) string {
 		return "expired"
 	}
 	return "valid"
+}
+
+// Listing is a record as `brokerd client list` shows it: with its status
+// and its certificate in PEM.
+type Listing struct {
+	Record
+	Status string `json:"status"`
+	Cert   []byte `json:"cert,omitempty"` // the record's DER, left out: PEM has it
+	PEM    string `json:"certificate"`
+}
+
+// Listing returns every record (as List orders them) with its status at
+// now.
+func (r *Registry) Listing(now time.Time) ([]Listing, error) {
+	recs, err := r.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Listing, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, Listing{Record: rec, Status: rec.Status(now), PEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rec.Cert}))})
+	}
+	return out, nil
 }
 
 // Registry is the list of client certificates, kept in the state file.
