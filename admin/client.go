@@ -81,6 +81,17 @@ func privateDir(dir string) (uint32, error) {
 	return st.Uid, nil
 }
 
+// Exec runs req in the daemon listening on socket, serving its I/O from
+// l, and returns the command's exit code. ErrNoDaemon: no daemon listens
+// there (the caller may run the command itself).
+func Exec(ctx context.Context, socket string, req Request, l Local) (int, error) {
+	c, err := Dial(ctx, socket)
+	if err != nil {
+		return 0, err
+	}
+	return Call(c, req, l)
+}
+
 // Call runs req in the daemon over c, serving its I/O from l, and returns
 // the command's exit code. A refusal by the daemon is an error wrapping
 // ErrDenied.

@@ -63,6 +63,36 @@ type Grant struct {
 	Access Access
 }
 
+// PathFlag is a flag.Value naming one of the caller's files. When a
+// command runs inside the daemon, the paths its parsed PathFlags name are
+// the only files of the caller's that the daemon may touch (see Allow),
+// with the access each flag declares.
+type PathFlag struct {
+	// Value receives the path.
+	Value *string
+	// Access is what the command does with the file.
+	Access Access
+	// Grants collects one Grant per path set.
+	Grants *[]Grant
+}
+
+// String returns the path.
+func (p PathFlag) String() string {
+	if p.Value == nil {
+		return ""
+	}
+	return *p.Value
+}
+
+// Set sets the path and grants the access to it.
+func (p PathFlag) Set(v string) error {
+	*p.Value = v
+	if v != "" {
+		*p.Grants = append(*p.Grants, Grant{Path: filepath.Clean(v), Access: p.Access})
+	}
+	return nil
+}
+
 // Allow returns a Local.Allow that lets the daemon do only what grants
 // give: the command line's parsed file flags, never anything else of the
 // caller's account.

@@ -34,6 +34,15 @@ func (p Peer) String() string {
 	return fmt.Sprintf("local user %s, pid %d", name, p.PID)
 }
 
+// Self names this process's user for audit records, as Peer.String names
+// a caller of the socket.
+func Self() string {
+	if u, err := user.Current(); err == nil {
+		return fmt.Sprintf("local user %s (uid %s)", u.Username, u.Uid)
+	}
+	return fmt.Sprintf("local user uid %d", os.Getuid())
+}
+
 // Authorizer decides whether a peer may call.
 type Authorizer func(Peer) error
 

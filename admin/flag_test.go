@@ -1,0 +1,53 @@
+package admin_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/brokerd/brokerd/admin"
+)
+
+// TestPathFlag: a parsed path flag grants its access to its path, cleaned,
+// and nothing else; an unset one grants nothing.
+func TestPathFlag(t *testing.T) {
+	var grants []admin.Grant
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	in, out, unset := new(string), new(string), new(string)
+	fs.Var(admin.PathFlag{Value: in, Access: admin.Read, Grants: &grants}, "in", "")
+	fs.Var(admin.PathFlag{Value: out, Access: admin.Write, Grants: &grants}, "out", "")
+	fs.Var(admin.PathFlag{Value: unset, Access: admin.Dir, Grants: &grants}, "dir", "")
+	if err := fs.Parse([]string{"--in", "./a/../k.pem", "--out=o.pem", "--dir", ""}); err != nil {
+		t.Fatal(err)
+	}
+	if *in != "./a/../k.pem" || *out != "o.pem" || len(grants) != 2 {
+		t.Fatalf("values %q %q, grants %v", *in, *out, grants)
+	}
+	allow := admin.Allow(grants)
+	for _, c := range []struct {
+		op, path string
+		ok       bool
+	}{{"read", "k.pem", true}, {"write", "k.pem", false}, {"write", "o.pem", true}, {"read", "o.pem", false}, {"mkdir", ".", false}} {
+		if err := allow(c.op, c.path); (err == nil) != c.ok {
+			t.Errorf("%s %s: %v, want ok=%v", c.op, c.path, err, c.ok)
+		}
+	}
+	if got := (admin.PathFlag{}).String(); got != "" {
+		t.Errorf("zero PathFlag: %q", got)
+	}
+}
+
+func TestExecWithoutDaemon(t *testing.T) {
+	_, err := admin.Exec(context.Background(), filepath.Join(t.TempDir(), "admin.sock"), admin.Request{Args: []string{"key", "list"}}, admin.Local{})
+	if !errors.Is(err, admin.ErrNoDaemon) {
+		t.Fatalf("Exec without a daemon: %v", err)
+	}
+	if self := admin.Self(); !strings.HasPrefix(self, "local user ") || !strings.Contains(self, "uid ") {
+		t.Errorf("Self() = %q", self)
+	}
+}
