@@ -116,7 +116,7 @@ func fileChanged(ctx context.Context, cfg *config.Config, d *Daemon, what watche
 		return fmt.Errorf("the change is made but its audit record is not: %w", err)
 	}
 	defer st.Close()
-	log, err := audit.Open(st)
+	log, err := audit.OpenWith(st, audit.Options{MinFree: cfg.Audit.MinFree})
 	if err != nil {
 		return fmt.Errorf("the change is made but its audit record is not: %w", err)
 	}
