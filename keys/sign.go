@@ -111,7 +111,8 @@ type IncompatibleError struct {
 }
 
 func (e *IncompatibleError) Error() string {
-	return fmt.Sprintf("%v: %s with a %s key", ErrIncompatible, e.Alg, e.KeyType)
+	// "an": every KeyType starts with a vowel sound (RSA, EC, unknown).
+	return fmt.Sprintf("%v: %s with an %s key", ErrIncompatible, e.Alg, e.KeyType)
 }
 
 // Is makes errors.Is(err, ErrIncompatible) hold.
