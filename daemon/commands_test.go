@@ -2,8 +2,10 @@ package daemon_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -130,22 +132,44 @@ func TestChangesWithoutDaemon(t *testing.T) {
 	}
 }
 
-// TestDecidePolicy: a rule naming a key's alias allows the key by its id;
-// names come from the state file.
+// TestDecidePolicy: a rule naming a key's alias allows the key by its id
+// (names come from the state file); a certificate the daemon refuses at
+// the handshake (another CA, revoked on a CRL) is denied whatever the
+// rules say.
 func TestDecidePolicy(t *testing.T) {
 	cfg := offline(t)
-	if _, err := daemon.PutRule(ctx, cfg, nil, "tester", policy.Rule{Name: "agg", CN: "agg", Keys: []string{"qwac.crt"}, Ops: []string{"sign"}}); err != nil {
+	if _, err := daemon.PutRule(ctx, cfg, nil, "tester", policy.Rule{Name: "agg", AnyClient: true, Keys: []string{"qwac.crt"}, Ops: []string{"sign"}}); err != nil {
 		t.Fatal(err)
 	}
-	ca := testpki.NewCA(t, "Client CA")
+	ca, other := testpki.NewCA(t, "Client CA"), testpki.NewCA(t, "Other CA")
+	cfg.API.ClientCA = testpki.WriteFile(t, filepath.Join(cfg.StateDir, "client-ca.pem"), testpki.CertPEM(ca.Cert))
 	leaf, _ := ca.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "agg"}})
-	for key, allow := range map[string]bool{"qwac.key": true, "qwac.crt": true, "other.key": false} {
-		id, req, d, err := daemon.DecidePolicy(cfg, nil, []*x509.Certificate{leaf, ca.Cert}, policy.Request{Op: "sign", KeyNames: []string{key}})
-		if err != nil || d.Allow != allow || id.Subject != "CN=agg" {
-			t.Errorf("%s: %+v %v (names %v)", key, d, err, req.KeyNames)
+	revoked, _ := ca.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "gone"}})
+	stranger, _ := other.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "agg"}})
+	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: revoked.SerialNumber, RevocationTime: time.Now()}}}, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.API.CRLFiles = []string{testpki.WriteFile(t, filepath.Join(cfg.StateDir, "crl.der"), crl)}
+	for _, c := range []struct {
+		cert  *x509.Certificate
+		key   string
+		allow bool
+		why   string
+	}{
+		{leaf, "qwac.key", true, "agg"},
+		{leaf, "qwac.crt", true, "agg"},
+		{leaf, "other.key", false, "does not allow key"},
+		{revoked, "qwac.key", false, "certificate revoked: client certificate (serial "},
+		{stranger, "qwac.key", false, "the daemon refuses this certificate at the handshake: x509: certificate signed by unknown authority"},
+	} {
+		id, req, d, err := daemon.DecidePolicy(cfg, nil, []*x509.Certificate{c.cert}, policy.Request{Op: "sign", KeyNames: []string{c.key}})
+		if err != nil || d.Allow != c.allow || !strings.Contains(d.Reason+d.Rule, c.why) || id.Subject != c.cert.Subject.String() {
+			t.Errorf("%s %s: %+v %v", c.cert.Subject, c.key, d, err)
 		}
-		if allow && !slices.Equal(req.KeyNames, []string{"qwac.key", "qwac.crt"}) {
-			t.Errorf("%s: names %v", key, req.KeyNames)
+		if c.allow && !slices.Equal(req.KeyNames, []string{"qwac.key", "qwac.crt"}) {
+			t.Errorf("%s: names %v", c.key, req.KeyNames)
 		}
 	}
 	os.WriteFile(cfg.Policy.File, []byte("nonsense ="), 0o644)

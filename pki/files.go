@@ -11,18 +11,21 @@ import (
 	"strings"
 )
 
+// ErrNotCSR is returned for data that is no certificate signing request.
+var ErrNotCSR = errors.New("not a certificate signing request (PEM or DER)")
+
 // ParseCSR reads a certificate signing request, PEM or DER, and checks
 // its signature.
 func ParseCSR(data []byte) (*x509.CertificateRequest, error) {
 	if block, _ := pem.Decode(data); block != nil {
 		if block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
-			return nil, fmt.Errorf("PEM block %q is not a certificate request", block.Type)
+			return nil, fmt.Errorf("%w: the PEM holds %s", ErrNotCSR, block.Type)
 		}
 		data = block.Bytes
 	}
 	csr, err := x509.ParseCertificateRequest(data)
 	if err != nil {
-		return nil, fmt.Errorf("not a certificate request: %w", err)
+		return nil, ErrNotCSR // the parser's ASN.1 details tell an operator nothing
 	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, errors.New("the CSR's signature does not verify: it was altered, or not made with the key it carries")

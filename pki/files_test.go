@@ -31,8 +31,9 @@ func TestParseCSR(t *testing.T) {
 		data []byte
 		want string
 	}{
-		"certificate": {pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: csr.Raw}), `"CERTIFICATE" is not a certificate request`},
-		"text":        {[]byte("hello\n"), "not a certificate request"},
+		"certificate": {pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: csr.Raw}), "not a certificate signing request (PEM or DER): the PEM holds CERTIFICATE"},
+		"text":        {[]byte("hello\n"), "not a certificate signing request (PEM or DER)"},
+		"broken PEM":  {pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte{0x30, 1, 2}}), "not a certificate signing request (PEM or DER)"},
 		"altered":     {altered, "signature does not verify"},
 	} {
 		if _, err := pki.ParseCSR(c.data); err == nil || !strings.Contains(err.Error(), c.want) {

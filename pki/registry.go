@@ -131,33 +131,46 @@ func (r *Registry) Add(cert *x509.Certificate, c Client) (Record, error) {
 	return rec, nil
 }
 
+// ErrAlreadyRevoked is returned when the certificate to revoke is revoked.
+var ErrAlreadyRevoked = errors.New("already revoked")
+
 // Revoke marks the certificate named by which revoked at now: a serial
 // number (hex, any case, as `client list` shows it) or a client name,
-// which must then have exactly one valid certificate.
+// which must then have exactly one valid certificate. A client whose
+// certificate is revoked already (or expired) is told so.
 func (r *Registry) Revoke(which string, now time.Time) (Record, error) {
 	recs, err := r.List()
 	if err != nil {
 		return Record{}, err
 	}
-	var hits []Record
+	var hits, named []Record
 	serial := normalSerial(which)
 	for _, rec := range recs {
 		if serial != "" && serial == rec.Serial {
-			hits = []Record{rec}
+			hits, named = []Record{rec}, nil
 			break
 		}
-		if rec.Name == which && rec.Status(now) == "valid" {
-			hits = append(hits, rec)
+		if rec.Name == which {
+			named = append(named, rec) // List orders them by issue time
+			if rec.Status(now) == "valid" {
+				hits = append(hits, rec)
+			}
 		}
+	}
+	if len(hits) == 0 && len(named) > 0 {
+		hits = named[len(named)-1:] // the latest, revoked or expired
 	}
 	switch {
 	case len(hits) == 0:
-		return Record{}, fmt.Errorf("pki: no valid client certificate named %q, and none with that serial: %w", which, store.ErrNotFound)
+		return Record{}, fmt.Errorf("pki: no client certificate named %q, and none with that serial: %w", which, store.ErrNotFound)
 	case len(hits) > 1:
 		return Record{}, fmt.Errorf("pki: client %q has %d valid certificates: give the serial number", which, len(hits))
 	case hits[0].Revoked != nil:
-		return Record{}, fmt.Errorf("pki: certificate %s of client %q was revoked on %s", hits[0].Serial, hits[0].Name,
-			hits[0].Revoked.UTC().Format(time.RFC3339))
+		at := hits[0].Revoked.UTC().Format(time.RFC3339)
+		return Record{}, fmt.Errorf("pki: client %q (serial %s) is %w (it was revoked on %s)", hits[0].Name, hits[0].Serial, ErrAlreadyRevoked, at)
+	case len(named) > 0 && hits[0].Status(now) == "expired":
+		return Record{}, fmt.Errorf("pki: client %q has no valid certificate: the last one (serial %s) expired on %s", which,
+			hits[0].Serial, hits[0].NotAfter.UTC().Format(time.RFC3339))
 	}
 	rec := hits[0]
 	at := now.UTC().Truncate(time.Second)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -129,7 +130,8 @@ type testReport struct {
 func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 	fs := e.flags("policy test", "--cert FILE --op OP --key ID [--origin URL] [--json]",
 		"Show what the policy decides for a client certificate (PEM, leaf first, its CA chain\n"+
-			"may follow): allow or deny, and the rule that made the decision.")
+			"may follow): allow or deny, and the rule that made the decision. A certificate the\n"+
+			"daemon refuses at the handshake (another CA, revoked) is denied. Exits 1 on deny.")
 	certFile := e.path(fs, "cert", admin.Read, "client certificate `file`")
 	op := fs.String("op", "", "`operation`: sign or makeRequest")
 	key := fs.String("key", "", "key `id` or alias")
@@ -157,17 +159,17 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, testReport{Client: id, Op: *op, Key: *key, KeyNames: req.KeyNames, Origin: *originFlag, Decision: d})
-	}
-	verdict := "deny"
-	if d.Allow {
-		verdict = "allow"
-	}
-	fmt.Fprintf(e.stdout, "%s: %s\nclient: %s\n", verdict, d.Reason, id)
-	for _, kv := range [][2]string{{"roles", strings.Join(id.Roles, " ")}, {"psd2 roles", strings.Join(id.PSD2Roles, " ")}, {"nca id", id.NCAID}} {
-		if kv[1] != "" {
-			fmt.Fprintf(e.stdout, "%s: %s\n", kv[0], kv[1])
+		err = writeJSON(e.stdout, testReport{Client: id, Op: *op, Key: *key, KeyNames: req.KeyNames, Origin: *originFlag, Decision: d})
+	} else {
+		fmt.Fprintf(e.stdout, "%s: %s\nclient: %s\n", map[bool]string{true: "allow", false: "deny"}[d.Allow], d.Reason, id)
+		for _, kv := range [][2]string{{"roles", strings.Join(id.Roles, " ")}, {"psd2 roles", strings.Join(id.PSD2Roles, " ")}, {"nca id", id.NCAID}} {
+			if kv[1] != "" {
+				fmt.Fprintf(e.stdout, "%s: %s\n", kv[0], kv[1])
+			}
 		}
 	}
-	return nil
+	if err == nil && !d.Allow {
+		return errors.New("denied") // exit status 1: scripts test the decision
+	}
+	return err
 }
