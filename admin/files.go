@@ -18,6 +18,9 @@ type FS interface {
 	// CreateFile writes a file that must not exist (private keys).
 	CreateFile(path string, data []byte, perm os.FileMode) error
 	MkdirAll(path string, perm os.FileMode) error
+	// Writable checks, without writing, that WriteFile can write path
+	// (see files.Writable).
+	Writable(path string) error
 }
 
 var (
@@ -43,6 +46,9 @@ func (LocalFS) CreateFile(path string, data []byte, perm os.FileMode) error {
 
 // MkdirAll creates path and its parents.
 func (LocalFS) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
+
+// Writable checks that WriteFile can write path.
+func (LocalFS) Writable(path string) error { return files.Writable(path) }
 
 // Access is what a command may do with one of the caller's paths.
 type Access int

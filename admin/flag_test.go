@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -49,5 +50,31 @@ func TestExecWithoutDaemon(t *testing.T) {
 	}
 	if self := admin.Self(); !strings.HasPrefix(self, "local user ") || !strings.Contains(self, "uid ") {
 		t.Errorf("Self() = %q", self)
+	}
+}
+
+// TestWritableAndNoPrompt: the daemon asks whether a caller's file can be
+// written before it acts, within the grants; a caller without a terminal
+// answers a prompt with ErrNoPrompt.
+func TestWritableAndNoPrompt(t *testing.T) {
+	dir := t.TempDir()
+	var answers []string
+	path := serve(t, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
+		for _, p := range s.Request.Args {
+			answers = append(answers, fmt.Sprint(s.Writable(p)))
+		}
+		if _, err := s.Prompt("password: "); !errors.Is(err, admin.ErrNoPrompt) {
+			answers = append(answers, "prompt: "+fmt.Sprint(err))
+		}
+		return 0
+	})
+	ok, missing, denied := filepath.Join(dir, "ok.crt"), filepath.Join(dir, "none", "x.crt"), filepath.Join(dir, "other.crt")
+	grants := []admin.Grant{{Path: ok, Access: admin.Write}, {Path: missing, Access: admin.Write}}
+	code, err := call(t, path, admin.Request{Args: []string{ok, missing, denied}}, admin.Local{Stdout: io.Discard, Stderr: io.Discard, Allow: admin.Allow(grants)})
+	if err != nil || code != 0 || len(answers) != 3 {
+		t.Fatalf("call: %d %v %q", code, err, answers)
+	}
+	if answers[0] != "<nil>" || !strings.Contains(answers[1], "does not exist") || !strings.Contains(answers[2], "does not name") {
+		t.Errorf("answers %q", answers)
 	}
 }

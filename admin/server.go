@@ -190,9 +190,20 @@ func (s *Session) MkdirAll(path string, perm os.FileMode) error {
 	return err
 }
 
-// Prompt asks the caller's user question on their terminal, without echo.
+// Writable checks, without writing, that WriteFile can write the
+// caller's path.
+func (s *Session) Writable(path string) error {
+	_, err := s.exchange(message{Kind: kindCheck, Path: path}, true)
+	return err
+}
+
+// Prompt asks the caller's user question on their terminal, without echo;
+// ErrNoPrompt when the caller has no terminal to ask on.
 func (s *Session) Prompt(question string) ([]byte, error) {
 	m, err := s.exchange(message{Kind: kindPrompt, Data: []byte(question)}, true)
+	if err != nil && err.Error() == noPrompt {
+		return nil, ErrNoPrompt
+	}
 	return m.Data, err
 }
 

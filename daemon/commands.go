@@ -39,8 +39,15 @@ func notWritten(rec pki.Record, err error) error {
 }
 
 // IssueClientCert certifies req.CSR and writes the certificate (PEM) to
-// out through fsys (the caller's files).
+// out through fsys (the caller's files). Nothing is issued unless out can
+// be written: no certificate nobody receives.
 func (s *State) IssueClientCert(ctx context.Context, actor string, req pki.ClientRequest, out string, fsys admin.FS) (pki.Record, error) {
+	req.Before = func() error {
+		if err := fsys.Writable(out); err != nil {
+			return fmt.Errorf("%w (no certificate issued)", err)
+		}
+		return nil
+	}
 	cert, rec, err := s.IssueClient(ctx, actor, req)
 	if err != nil {
 		return pki.Record{}, err

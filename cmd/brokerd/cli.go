@@ -120,7 +120,7 @@ func run(ctx context.Context, args []string, e *env) int {
 	global.BoolVar(help, "h", false, "")
 	showVersion := global.Bool("version", false, "")
 	if err := global.Parse(args); err != nil {
-		fmt.Fprintf(e.stderr, "brokerd: %v (see brokerd --help)\n", err)
+		fmt.Fprintf(e.stderr, "brokerd: %s (see brokerd --help)\n", flagError(err))
 		return 2
 	}
 	args = global.Args()

@@ -51,6 +51,11 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 			return usagef("%v", err)
 		}
 	}
+	if *csrOut != "" {
+		if err := e.fs().Writable(*csrOut); err != nil {
+			return err
+		}
+	}
 	s, err := e.openState()
 	if err != nil {
 		return err
@@ -74,13 +79,13 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 
 func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("key import", "--id ID (--key FILE | --blob FILE) [flags]",
-		"Import a key. A PEM key (PKCS #1, PKCS #8, SEC 1, encrypted PKCS #8) is wrapped under the\n"+
-			"TPM's storage root key, or sealed by the TPM when the TPM cannot hold it (RSA-4096).\n"+
+		"Import a key. A PEM or DER key (PKCS #1, PKCS #8, SEC 1, encrypted PKCS #8) is wrapped under\n"+
+			"the TPM's storage root key, or sealed by the TPM when the TPM cannot hold it (RSA-4096).\n"+
 			"A blob made by `brokerd key wrap` for this TPM's endorsement key is imported as is.\n"+
 			"An encrypted key's password comes from --password-file, else from the variable\n"+
 			"<KEY_FILE_NAME>_PASSWORD (qwac.key: QWAC_KEY_PASSWORD), else from a prompt.")
 	id := fs.String("id", "", "key `id`, the name clients use (key_id, tls.key_path)")
-	keyFile := e.path(fs, "key", admin.Read, "PEM private key `file`")
+	keyFile := e.path(fs, "key", admin.Read, "private key `file` (PEM or DER)")
 	blobFile := e.path(fs, "blob", admin.Read, "wrapped key `file` made by brokerd key wrap")
 	certFile := e.path(fs, "cert", admin.Read, "certificate `file` (PEM; may hold the chain); its base name becomes an alias")
 	chainFile := e.path(fs, "chain", admin.Read, "intermediate certificates `file` (PEM)")

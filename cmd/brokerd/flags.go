@@ -54,11 +54,7 @@ func (e *env) parseArgs(fs *flag.FlagSet, args []string, n int, required ...stri
 		return nil, err
 	}
 	if err != nil {
-		msg := err.Error()
-		if f, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-			msg = "unknown flag --" + f
-		}
-		return nil, usageError{msg}
+		return nil, usageError{flagError(err)}
 	}
 	switch {
 	case fs.NArg() != n && n == 0:
@@ -77,6 +73,14 @@ func (e *env) parseArgs(fs *flag.FlagSet, args []string, n int, required ...stri
 		return nil, errProbed
 	}
 	return fs.Args(), nil
+}
+
+// flagError words a flag package error in the command line's terms.
+func flagError(err error) string {
+	if f, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+		return "unknown flag --" + f
+	}
+	return err.Error()
 }
 
 // multiFlag collects a repeatable string flag.

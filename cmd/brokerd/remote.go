@@ -41,6 +41,9 @@ func readAs[T any](e *env, path string, parse func([]byte) (T, error)) (T, error
 func (e *env) askPassword(question string) (pw []byte, ok bool, err error) {
 	if e.prompt != nil {
 		pw, err = e.prompt(question)
+		if errors.Is(err, admin.ErrNoPrompt) {
+			return nil, false, nil
+		}
 		return pw, err == nil, err
 	}
 	f, isFile := e.stdin.(*os.File)
