@@ -40,6 +40,7 @@ const (
 	kindRead   = "read"   // daemon → tool: send me file Path
 	kindWrite  = "write"  // daemon → tool: write Data to file Path with Perm (Excl: a new file only)
 	kindMkdir  = "mkdir"  // daemon → tool: create directory Path (and parents) with Perm
+	kindCheck  = "check"  // daemon → tool: may file Path be written? (files.Writable)
 	kindStdin  = "stdin"  // daemon → tool: send me standard input, at most Size bytes
 	kindPrompt = "prompt" // daemon → tool: ask the user Data (echo off), send the answer
 	kindExit   = "exit"   // daemon → tool: the command ended with Code

@@ -19,6 +19,13 @@ var ErrNoDaemon = errors.New("admin: the daemon is not running")
 // ErrDenied is returned when the socket refuses the caller.
 var ErrDenied = errors.New("admin: permission denied")
 
+// ErrNoPrompt is returned by Session.Prompt when the caller cannot ask
+// (Local.Prompt is nil: no terminal, or not this command).
+var ErrNoPrompt = errors.New(noPrompt)
+
+// noPrompt is the reply to a prompt that the caller cannot ask.
+const noPrompt = "this command asks for no password"
+
 // Local is the caller's side of a call: what the command's I/O reaches,
 // and how far. The daemon is trusted with the TPM, not with the caller's
 // account: it may touch only what Allow lets it, and ask for a password
@@ -81,6 +88,17 @@ func privateDir(dir string) (uint32, error) {
 	return st.Uid, nil
 }
 
+// Exec runs req in the daemon listening on socket, serving its I/O from
+// l, and returns the command's exit code. ErrNoDaemon: no daemon listens
+// there (the caller may run the command itself).
+func Exec(ctx context.Context, socket string, req Request, l Local) (int, error) {
+	c, err := Dial(ctx, socket)
+	if err != nil {
+		return 0, err
+	}
+	return Call(c, req, l)
+}
+
 // Call runs req in the daemon over c, serving its I/O from l, and returns
 // the command's exit code. A refusal by the daemon is an error wrapping
 // ErrDenied.
@@ -128,18 +146,6 @@ func Call(c net.Conn, req Request, l Local) (int, error) {
 		case kindStderr:
 			l.Stderr.Write(m.Data)
 			continue
-		case kindRead:
-			if reply.Err = errText(l.allow("read", m.Path)); reply.Err == "" {
-				reply.Data, reply.Err = fileResult(os.ReadFile(m.Path))
-			}
-		case kindWrite:
-			if reply.Err = errText(l.allow("write", m.Path)); reply.Err == "" {
-				reply.Err = errText(files.Write(m.Path, m.Data, os.FileMode(m.Perm).Perm(), m.Excl))
-			}
-		case kindMkdir:
-			if reply.Err = errText(l.allow("mkdir", m.Path)); reply.Err == "" {
-				reply.Err = errText(os.MkdirAll(m.Path, os.FileMode(m.Perm).Perm()))
-			}
 		case kindStdin:
 			read := make(chan message, 1)
 			go func() { read <- readStdin(l.Stdin, m.Size) }()
@@ -148,12 +154,8 @@ func Call(c net.Conn, req Request, l Local) (int, error) {
 			case err := <-ended:
 				return 0, fmt.Errorf("admin: the daemon ended the call: %w", err)
 			}
-		case kindPrompt:
-			if l.Prompt == nil {
-				reply.Err = "this command asks for no password"
-			} else {
-				reply.Data, reply.Err = fileResult(l.Prompt(string(m.Data)))
-			}
+		case kindRead, kindWrite, kindMkdir, kindCheck, kindPrompt:
+			reply = l.answer(m)
 		default:
 			return 0, fmt.Errorf("admin: unknown message %q from the daemon", m.Kind)
 		}
@@ -162,6 +164,36 @@ func Call(c net.Conn, req Request, l Local) (int, error) {
 			return 0, fmt.Errorf("admin: send: %w", err)
 		}
 	}
+}
+
+// answer does what the daemon asks of the caller's files or terminal, as
+// far as l allows it.
+func (l Local) answer(m message) (reply message) {
+	switch m.Kind {
+	case kindRead:
+		if reply.Err = errText(l.allow("read", m.Path)); reply.Err == "" {
+			reply.Data, reply.Err = fileResult(os.ReadFile(m.Path))
+		}
+	case kindWrite:
+		if reply.Err = errText(l.allow("write", m.Path)); reply.Err == "" {
+			reply.Err = errText(files.Write(m.Path, m.Data, os.FileMode(m.Perm).Perm(), m.Excl))
+		}
+	case kindCheck:
+		if reply.Err = errText(l.allow("write", m.Path)); reply.Err == "" {
+			reply.Err = errText(files.Writable(m.Path))
+		}
+	case kindMkdir:
+		if reply.Err = errText(l.allow("mkdir", m.Path)); reply.Err == "" {
+			reply.Err = errText(os.MkdirAll(m.Path, os.FileMode(m.Perm).Perm()))
+		}
+	case kindPrompt:
+		if l.Prompt == nil {
+			reply.Err = noPrompt
+		} else {
+			reply.Data, reply.Err = fileResult(l.Prompt(string(m.Data)))
+		}
+	}
+	return reply
 }
 
 func (l Local) allow(op, path string) error {

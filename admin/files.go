@@ -18,6 +18,9 @@ type FS interface {
 	// CreateFile writes a file that must not exist (private keys).
 	CreateFile(path string, data []byte, perm os.FileMode) error
 	MkdirAll(path string, perm os.FileMode) error
+	// Writable checks, without writing, that WriteFile can write path
+	// (see files.Writable).
+	Writable(path string) error
 }
 
 var (
@@ -44,6 +47,9 @@ func (LocalFS) CreateFile(path string, data []byte, perm os.FileMode) error {
 // MkdirAll creates path and its parents.
 func (LocalFS) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
 
+// Writable checks that WriteFile can write path.
+func (LocalFS) Writable(path string) error { return files.Writable(path) }
+
 // Access is what a command may do with one of the caller's paths.
 type Access int
 
@@ -61,6 +67,36 @@ const (
 type Grant struct {
 	Path   string
 	Access Access
+}
+
+// PathFlag is a flag.Value naming one of the caller's files. When a
+// command runs inside the daemon, the paths its parsed PathFlags name are
+// the only files of the caller's that the daemon may touch (see Allow),
+// with the access each flag declares.
+type PathFlag struct {
+	// Value receives the path.
+	Value *string
+	// Access is what the command does with the file.
+	Access Access
+	// Grants collects one Grant per path set.
+	Grants *[]Grant
+}
+
+// String returns the path.
+func (p PathFlag) String() string {
+	if p.Value == nil {
+		return ""
+	}
+	return *p.Value
+}
+
+// Set sets the path and grants the access to it.
+func (p PathFlag) Set(v string) error {
+	*p.Value = v
+	if v != "" {
+		*p.Grants = append(*p.Grants, Grant{Path: filepath.Clean(v), Access: p.Access})
+	}
+	return nil
 }
 
 // Allow returns a Local.Allow that lets the daemon do only what grants

@@ -34,6 +34,15 @@ func (p Peer) String() string {
 	return fmt.Sprintf("local user %s, pid %d", name, p.PID)
 }
 
+// Self names this process's user for audit records, as Peer.String names
+// a caller of the socket.
+func Self() string {
+	if u, err := user.Current(); err == nil {
+		return fmt.Sprintf("local user %s (uid %s)", u.Username, u.Uid)
+	}
+	return fmt.Sprintf("local user uid %d", os.Getuid())
+}
+
 // Authorizer decides whether a peer may call.
 type Authorizer func(Peer) error
 
@@ -181,9 +190,20 @@ func (s *Session) MkdirAll(path string, perm os.FileMode) error {
 	return err
 }
 
-// Prompt asks the caller's user question on their terminal, without echo.
+// Writable checks, without writing, that WriteFile can write the
+// caller's path.
+func (s *Session) Writable(path string) error {
+	_, err := s.exchange(message{Kind: kindCheck, Path: path}, true)
+	return err
+}
+
+// Prompt asks the caller's user question on their terminal, without echo;
+// ErrNoPrompt when the caller has no terminal to ask on.
 func (s *Session) Prompt(question string) ([]byte, error) {
 	m, err := s.exchange(message{Kind: kindPrompt, Data: []byte(question)}, true)
+	if err != nil && err.Error() == noPrompt {
+		return nil, ErrNoPrompt
+	}
 	return m.Data, err
 }
 

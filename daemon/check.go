@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"log/slog"
 
+	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/keys"
 )
 
@@ -38,4 +41,64 @@ func (s *State) CheckKeys(ctx context.Context) ([]KeyCheck, error) {
 		out = append(out, kc)
 	}
 	return out, nil
+}
+
+// CheckReport is what Check found.
+type CheckReport struct {
+	Config   string     `json:"config"`
+	TPM      string     `json:"tpm"`
+	State    string     `json:"state"`
+	Keys     []KeyCheck `json:"keys"`
+	Problems []string   `json:"problems"`
+}
+
+// Check validates the configuration file at path, reaches the TPM, opens
+// the state and test-signs with every key, and names every problem it
+// finds. With d, the running daemon, it checks the daemon's configuration
+// and state, and the file as well (it may have changed since the daemon
+// started).
+func Check(ctx context.Context, path string, d *Daemon, log *slog.Logger) CheckReport {
+	rep := CheckReport{Config: path, Keys: []KeyCheck{}, Problems: []string{}}
+	var cfg *config.Config
+	if d != nil {
+		cfg = d.Config()
+		rep.Config = cfg.File()
+	}
+	loaded, err := config.Load(rep.Config)
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			rep.Problems = append(rep.Problems, ce.Problems...)
+		} else {
+			rep.Problems = append(rep.Problems, err.Error())
+		}
+		if d != nil {
+			rep.Problems = append(rep.Problems, "the daemon runs with the configuration it started with")
+		}
+	}
+	if d == nil {
+		if cfg = loaded; cfg == nil {
+			return rep
+		}
+	}
+	var s *State
+	if d != nil {
+		s = d.State()
+	} else if s, err = OpenState(cfg, log); err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+		return rep
+	}
+	defer s.Close()
+	rep.TPM, rep.State = cfg.TPM.Address, cfg.StatePath()
+	checks, err := s.CheckKeys(ctx)
+	if err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+	}
+	for _, k := range checks {
+		if k.Error != "" {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("key %q: %s", k.ID, k.Error))
+		}
+	}
+	rep.Keys = append(rep.Keys, checks...)
+	return rep
 }

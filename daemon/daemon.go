@@ -132,8 +132,13 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*Daemon, error) {
 // Config is the configuration the daemon runs with.
 func (d *Daemon) Config() *config.Config { return d.cfg }
 
-// State lends the daemon's state (its Close does nothing).
-func (d *Daemon) State() *State { return d.state.Lend() }
+// State lends the daemon's state (its Close does nothing); the changes
+// made through it are put in force at once.
+func (d *Daemon) State() *State {
+	l := d.state.Lend()
+	l.daemon = d
+	return l
+}
 
 // Addrs are the API listeners' addresses.
 func (d *Daemon) Addrs() []string { return d.addrs }

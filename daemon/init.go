@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/brokerd/brokerd/config"
@@ -54,6 +56,68 @@ func ReadTLSFiles(certFile, keyFile, caFile string, pw keys.PasswordFunc) (*TLSF
 		return nil, err
 	}
 	return &TLSFiles{Chain: chain, Key: key, ClientCAs: cas}, nil
+}
+
+// InitOptions are the choices of `brokerd init`; zero fields take the
+// defaults.
+type InitOptions struct {
+	// Dir is the configuration directory: brokerd.toml is written there.
+	Dir string
+	// TPM is the TPM's address (default tpm.DefaultAddress).
+	TPM string
+	// StateDir is the state directory (default Dir/state).
+	StateDir string
+	// Listen, when set, replaces the default API listen addresses.
+	Listen []string
+	// HealthListen are plain-HTTP /health listen addresses.
+	HealthListen []string
+	// AdminSocket is the admin socket's path (default the configuration's).
+	AdminSocket string
+	// ServerNames are the names of the server certificate of brokerd's own
+	// CA (default: this host's name, localhost, 127.0.0.1); OwnCA only.
+	ServerNames []string
+	// OwnCA: brokerd makes its own CA (no TLS files of the operator's).
+	OwnCA bool
+}
+
+// InitConfig returns the configuration Init writes for o, and where: the
+// absolute path of DIR/brokerd.toml.
+func InitConfig(o InitOptions) (string, *config.Config, error) {
+	cfgPath, err := filepath.Abs(filepath.Join(o.Dir, "brokerd.toml"))
+	if err != nil {
+		return "", nil, fmt.Errorf("init: %w", err)
+	}
+	cfg := config.Default()
+	if o.TPM != "" {
+		cfg.TPM.Address = o.TPM
+	}
+	cfg.StateDir = cmp.Or(o.StateDir, filepath.Join(filepath.Dir(cfgPath), "state"))
+	if len(o.Listen) > 0 {
+		cfg.API.Listen = o.Listen
+	}
+	cfg.Health.Listen = append(cfg.Health.Listen, o.HealthListen...)
+	cfg.Admin.Socket = cmp.Or(o.AdminSocket, cfg.Admin.Socket)
+	for _, p := range []*string{&cfg.StateDir, &cfg.Admin.Socket} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return "", nil, fmt.Errorf("init: %w", err)
+		}
+	}
+	if o.OwnCA {
+		cfg.PKI.ServerNames = o.ServerNames
+		if len(o.ServerNames) == 0 {
+			cfg.PKI.ServerNames = defaultServerNames()
+		}
+	}
+	return cfgPath, cfg, nil
+}
+
+// defaultServerNames are this host's name, localhost and 127.0.0.1.
+func defaultServerNames() []string {
+	names := []string{"localhost", "127.0.0.1"}
+	if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+		names = append([]string{strings.ToLower(h)}, names...)
+	}
+	return names
 }
 
 // Init writes a new configuration at cfgPath and a state bound to the TPM:

@@ -32,6 +32,9 @@ type State struct {
 	PKI    *pki.Service
 	// lent is set on the copy Lend returns: its Close does nothing.
 	lent bool
+	// daemon is set on the copy the running daemon lends: the changes
+	// made through it are put in force at once.
+	daemon *Daemon
 }
 
 // OpenState opens the state file, its audit log and the TPM, and loads the

@@ -681,7 +681,29 @@ func (m *Manager) LoadAll(ctx context.Context) error {
 // ReadPublic reads the public key of key id from a state file, without a
 // TPM (for verifying the audit log offline, say).
 func ReadPublic(st *store.Store, id string) (crypto.PublicKey, error) {
+	rec, err := readRecord(st, id)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParsePKIXPublicKey(rec.Public)
+}
+
+// ReadChain reads the certificate chain of key id (leaf first; none
+// attached: empty) from a state file, without a TPM; ErrUnknownKey when
+// there is no such key.
+func ReadChain(st *store.Store, id string) ([]*x509.Certificate, error) {
+	rec, err := readRecord(st, id)
+	if err != nil {
+		return nil, err
+	}
+	return parseChain(rec.Chain)
+}
+
+func readRecord(st *store.Store, id string) (*record, error) {
 	sr, err := st.Key(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("keys: %w: %q", ErrUnknownKey, id)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("keys: %w", err)
 	}
@@ -689,5 +711,19 @@ func ReadPublic(st *store.Store, id string) (crypto.PublicKey, error) {
 	if err := json.Unmarshal(sr.Data, &rec); err != nil {
 		return nil, fmt.Errorf("keys: key %q: corrupt record: %w", id, err)
 	}
-	return x509.ParsePKIXPublicKey(rec.Public)
+	return &rec, nil
+}
+
+// Names returns the id and aliases of the key called name (an id or an
+// alias) from a state file, without a TPM; ErrUnknownKey when there is
+// none, or when name is one of brokerd's own keys.
+func Names(st *store.Store, name string) ([]string, error) {
+	rec, err := st.Key(name)
+	if errors.Is(err, store.ErrNotFound) || err == nil && Reserved(rec.ID) {
+		return nil, fmt.Errorf("keys: %w: %q", ErrUnknownKey, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: names of %q: %w", name, err)
+	}
+	return append([]string{rec.ID}, rec.Aliases...), nil
 }

@@ -24,6 +24,27 @@ const (
 	ES SignAlg = "ES"
 )
 
+// ParseSignAlg parses a signature algorithm as the command line and
+// crypto_algorithm spell it: RS, PS, ES, or "" (chosen by key type).
+func ParseSignAlg(s string) (SignAlg, error) {
+	switch a := SignAlg(s); a {
+	case "", RS, PS, ES:
+		return a, nil
+	}
+	return "", fmt.Errorf("signature algorithm %q: want RS, PS or ES", s)
+}
+
+// ParseHash parses a hash as hash_algorithm spells it: SHA256 or SHA512.
+func ParseHash(s string) (crypto.Hash, error) {
+	switch s {
+	case "SHA256":
+		return crypto.SHA256, nil
+	case "SHA512":
+		return crypto.SHA512, nil
+	}
+	return 0, fmt.Errorf("hash %q: want SHA256 or SHA512", s)
+}
+
 // contextSigner is implemented by tpm.Signer: it lets a request's context
 // bound the wait for the TPM.
 type contextSigner interface {
@@ -90,7 +111,8 @@ type IncompatibleError struct {
 }
 
 func (e *IncompatibleError) Error() string {
-	return fmt.Sprintf("%v: %s with a %s key", ErrIncompatible, e.Alg, e.KeyType)
+	// "an": every KeyType starts with a vowel sound (RSA, EC, unknown).
+	return fmt.Sprintf("%v: %s with an %s key", ErrIncompatible, e.Alg, e.KeyType)
 }
 
 // Is makes errors.Is(err, ErrIncompatible) hold.

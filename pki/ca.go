@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/tpm"
 )
 
 // backdate is how far before now a certificate's validity starts, for
@@ -196,7 +197,7 @@ func checkClientKey(pub crypto.PublicKey) error {
 		}
 	case ed25519.PublicKey:
 	default:
-		return fmt.Errorf("pki: %T keys are not accepted", pub)
+		return fmt.Errorf("pki: %s keys are not accepted (RSA 2048 bits or more, EC P-256/384/521, Ed25519)", tpm.KeyType(pub))
 	}
 	return nil
 }

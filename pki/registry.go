@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -42,6 +43,29 @@ func (r Record) Status(now time.Time) string {
 		return "expired"
 	}
 	return "valid"
+}
+
+// Listing is a record as `brokerd client list` shows it: with its status
+// and its certificate in PEM.
+type Listing struct {
+	Record
+	Status string `json:"status"`
+	Cert   []byte `json:"cert,omitempty"` // the record's DER, left out: PEM has it
+	PEM    string `json:"certificate"`
+}
+
+// Listing returns every record (as List orders them) with its status at
+// now.
+func (r *Registry) Listing(now time.Time) ([]Listing, error) {
+	recs, err := r.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Listing, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, Listing{Record: rec, Status: rec.Status(now), PEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rec.Cert}))})
+	}
+	return out, nil
 }
 
 // Registry is the list of client certificates, kept in the state file.
@@ -107,33 +131,46 @@ func (r *Registry) Add(cert *x509.Certificate, c Client) (Record, error) {
 	return rec, nil
 }
 
+// ErrAlreadyRevoked is returned when the certificate to revoke is revoked.
+var ErrAlreadyRevoked = errors.New("already revoked")
+
 // Revoke marks the certificate named by which revoked at now: a serial
 // number (hex, any case, as `client list` shows it) or a client name,
-// which must then have exactly one valid certificate.
+// which must then have exactly one valid certificate. A client whose
+// certificate is revoked already (or expired) is told so.
 func (r *Registry) Revoke(which string, now time.Time) (Record, error) {
 	recs, err := r.List()
 	if err != nil {
 		return Record{}, err
 	}
-	var hits []Record
+	var hits, named []Record
 	serial := normalSerial(which)
 	for _, rec := range recs {
 		if serial != "" && serial == rec.Serial {
-			hits = []Record{rec}
+			hits, named = []Record{rec}, nil
 			break
 		}
-		if rec.Name == which && rec.Status(now) == "valid" {
-			hits = append(hits, rec)
+		if rec.Name == which {
+			named = append(named, rec) // List orders them by issue time
+			if rec.Status(now) == "valid" {
+				hits = append(hits, rec)
+			}
 		}
+	}
+	if len(hits) == 0 && len(named) > 0 {
+		hits = named[len(named)-1:] // the latest, revoked or expired
 	}
 	switch {
 	case len(hits) == 0:
-		return Record{}, fmt.Errorf("pki: no valid client certificate named %q, and none with that serial: %w", which, store.ErrNotFound)
+		return Record{}, fmt.Errorf("pki: no client certificate named %q, and none with that serial: %w", which, store.ErrNotFound)
 	case len(hits) > 1:
 		return Record{}, fmt.Errorf("pki: client %q has %d valid certificates: give the serial number", which, len(hits))
 	case hits[0].Revoked != nil:
-		return Record{}, fmt.Errorf("pki: certificate %s of client %q was revoked on %s", hits[0].Serial, hits[0].Name,
-			hits[0].Revoked.UTC().Format(time.RFC3339))
+		at := hits[0].Revoked.UTC().Format(time.RFC3339)
+		return Record{}, fmt.Errorf("pki: client %q (serial %s) is %w (it was revoked on %s)", hits[0].Name, hits[0].Serial, ErrAlreadyRevoked, at)
+	case len(named) > 0 && hits[0].Status(now) == "expired":
+		return Record{}, fmt.Errorf("pki: client %q has no valid certificate: the last one (serial %s) expired on %s", which,
+			hits[0].Serial, hits[0].NotAfter.UTC().Format(time.RFC3339))
 	}
 	rec := hits[0]
 	at := now.UTC().Truncate(time.Second)

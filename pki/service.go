@@ -212,6 +212,29 @@ func (s *Service) ApplyOwn(rev *Revocations) error {
 	return nil
 }
 
+// ApplyOwnFrom puts brokerd's CA's revocations in force in rev from a
+// state file alone, as ApplyOwn does from a running service: the CA
+// certificate recorded with its key, and the registry. Without a CA of its
+// own it does nothing.
+func ApplyOwnFrom(st *store.Store, rev *Revocations) error {
+	chain, err := keys.ReadChain(st, CAKeyID)
+	if errors.Is(err, keys.ErrUnknownKey) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(chain) == 0 {
+		return fmt.Errorf("pki: the CA key %s has no certificate", CAKeyID)
+	}
+	serials, err := NewRegistry(st).RevokedSerials()
+	if err != nil {
+		return err
+	}
+	rev.SetOwn(chain[0], serials)
+	return nil
+}
+
 // TLSServer is what renewal needs of the API listener.
 type TLSServer interface {
 	Reload() error

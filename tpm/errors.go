@@ -6,21 +6,23 @@ import (
 	"github.com/google/go-tpm/tpm2"
 )
 
+// The sentinels' messages have no "tpm:" prefix: they follow one (or a
+// caller's operation) when wrapped.
 var (
 	// ErrBusy is returned when the command queue is full or a command waited
 	// longer than the configured budget to reach the TPM. Callers may retry.
-	ErrBusy = errors.New("tpm: busy")
+	ErrBusy = errors.New("TPM busy")
 	// ErrUnavailable is returned when the TPM cannot be reached or did not
 	// answer within the command deadline.
-	ErrUnavailable = errors.New("tpm: unavailable")
+	ErrUnavailable = errors.New("TPM unavailable")
 	// ErrClosed is returned by operations on a closed Device.
-	ErrClosed = errors.New("tpm: device closed")
+	ErrClosed = errors.New("TPM device closed")
 	// ErrUnsupported is returned for algorithms or key sizes the TPM cannot
 	// hold.
-	ErrUnsupported = errors.New("tpm: not supported by this TPM")
+	ErrUnsupported = errors.New("not supported by this TPM")
 	// ErrWrongTPM is returned when a key blob or a parent belongs to another
 	// TPM: it cannot be loaded or imported here.
-	ErrWrongTPM = errors.New("tpm: key material belongs to a different TPM")
+	ErrWrongTPM = errors.New("key material belongs to a different TPM")
 )
 
 // isStateLost reports whether err says that a handle the device cached no

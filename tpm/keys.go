@@ -174,7 +174,7 @@ func (d *Device) createChild(tmpl tpm2.TPMTPublic, sens tpm2.TPMSSensitiveCreate
 // private part never leaves the TPM unencrypted.
 func (d *Device) CreateKey(ctx context.Context, alg Algorithm) (*Key, error) {
 	if !d.Supports(alg) {
-		return nil, fmt.Errorf("%w: %s", ErrUnsupported, alg)
+		return nil, fmt.Errorf("tpm: create key: %s %w", alg, ErrUnsupported)
 	}
 	tmpl, err := keyTemplate(alg, true)
 	if err != nil {
@@ -209,7 +209,7 @@ func (d *Device) ImportKey(ctx context.Context, priv crypto.PrivateKey) (*Key, e
 	}
 	alg, _ := AlgorithmOf(priv.(crypto.Signer).Public())
 	if !d.Supports(alg) {
-		return nil, fmt.Errorf("tpm: import key: %w: %s", ErrUnsupported, alg)
+		return nil, fmt.Errorf("tpm: import key: %s %w", alg, ErrUnsupported)
 	}
 	w, err := wrap(d.srkPub, ParentSRK, pub, sens)
 	if err != nil {
@@ -278,11 +278,14 @@ type WrappedKey struct {
 	Seed       []byte `json:"seed"`      // encrypted seed
 }
 
+// ErrNotWrappedKey is returned for a file that is no wrapped key at all.
+var ErrNotWrappedKey = errors.New("not a wrapped key made by brokerd key wrap")
+
 // ParseWrappedKey reads a wrapped-key file.
 func ParseWrappedKey(data []byte) (*WrappedKey, error) {
 	var w WrappedKey
-	if err := json.Unmarshal(data, &w); err != nil {
-		return nil, fmt.Errorf("tpm: wrapped key: %w", err)
+	if err := json.Unmarshal(data, &w); err != nil || w.Format == "" {
+		return nil, ErrNotWrappedKey
 	}
 	if w.Format != WrappedKeyFormat {
 		return nil, fmt.Errorf("tpm: wrapped key: format %q, want %q", w.Format, WrappedKeyFormat)
@@ -311,7 +314,7 @@ func WrapKey(ekPub crypto.PublicKey, priv crypto.PrivateKey) (*WrappedKey, error
 	}
 	signer, ok := priv.(crypto.Signer)
 	if !ok {
-		return nil, fmt.Errorf("tpm: wrap key: unsupported private key type %T", priv)
+		return nil, fmt.Errorf("tpm: wrap key: %w", &UnsupportedKeyError{Type: KeyType(priv)})
 	}
 	switch alg, err := AlgorithmOf(signer.Public()); {
 	case err != nil:

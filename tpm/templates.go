@@ -2,7 +2,9 @@ package tpm
 
 import (
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"fmt"
@@ -64,7 +66,44 @@ func (a Algorithm) curve() (tpm2.TPMECCCurve, elliptic.Curve) {
 	return 0, nil
 }
 
-// AlgorithmOf returns the algorithm of a public key.
+// SupportedKeys names the key types brokerd holds, for messages.
+const SupportedKeys = "RSA 2048/3072/4096, P-256/384/521"
+
+// UnsupportedKeyError says that brokerd holds no key of its type.
+type UnsupportedKeyError struct {
+	// Type names the key's type: "RSA-1024", "EC P-224", "Ed25519", ...
+	Type string
+}
+
+func (e *UnsupportedKeyError) Error() string {
+	return "unsupported key type " + e.Type + ": supported: " + SupportedKeys
+}
+
+// KeyType names the type of a public or private key for messages, in the
+// words of cryptographers rather than of Go: "RSA-2048", "EC P-256",
+// "Ed25519", "X25519", ...
+func KeyType(key any) string {
+	if s, ok := key.(interface{ Public() crypto.PublicKey }); ok {
+		key = s.Public()
+	}
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "EC " + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	case *ecdh.PublicKey:
+		if k.Curve() == ecdh.X25519() {
+			return "X25519"
+		}
+		return fmt.Sprintf("ECDH %v", k.Curve())
+	}
+	return "unknown"
+}
+
+// AlgorithmOf returns the algorithm of a public key; an
+// *UnsupportedKeyError for a key brokerd does not hold.
 func AlgorithmOf(pub crypto.PublicKey) (Algorithm, error) {
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
@@ -76,7 +115,6 @@ func AlgorithmOf(pub crypto.PublicKey) (Algorithm, error) {
 		case 4096:
 			return RSA4096, nil
 		}
-		return "", fmt.Errorf("RSA-%d keys are not supported (want 2048, 3072 or 4096 bits)", k.N.BitLen())
 	case *ecdsa.PublicKey:
 		switch k.Curve {
 		case elliptic.P256():
@@ -86,9 +124,8 @@ func AlgorithmOf(pub crypto.PublicKey) (Algorithm, error) {
 		case elliptic.P521():
 			return P521, nil
 		}
-		return "", fmt.Errorf("elliptic curve %s is not supported (want P-256, P-384 or P-521)", k.Curve.Params().Name)
 	}
-	return "", fmt.Errorf("unsupported key type %T (want RSA or ECDSA)", pub)
+	return "", &UnsupportedKeyError{Type: KeyType(pub)}
 }
 
 // keyTemplate is the public area of a signing key of algorithm alg. RSA
@@ -190,7 +227,7 @@ func importable(priv crypto.PrivateKey, auth []byte) (tpm2.TPMTPublic, tpm2.TPMT
 		}
 		return pub, sens, nil
 	}
-	return tpm2.TPMTPublic{}, tpm2.TPMTSensitive{}, fmt.Errorf("unsupported private key type %T (want RSA or ECDSA)", priv)
+	return tpm2.TPMTPublic{}, tpm2.TPMTSensitive{}, &UnsupportedKeyError{Type: KeyType(priv)}
 }
 
 // ekTemplate returns the TCG default (low range) EK template for p.
@@ -227,7 +264,7 @@ func ekPublicArea(pub crypto.PublicKey) (Parent, tpm2.TPMTPublic, error) {
 		t.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, point)
 		return ParentECCEK, t, nil
 	}
-	return "", tpm2.TPMTPublic{}, fmt.Errorf("unsupported endorsement key type %T", pub)
+	return "", tpm2.TPMTPublic{}, fmt.Errorf("%s is not an endorsement key type (want EC P-256 or RSA-2048)", KeyType(pub))
 }
 
 // eccPoint returns the TPM form of an ECDSA public point.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"os"
-	"os/user"
 	"sort"
 	"strings"
 
@@ -35,6 +34,9 @@ type env struct {
 	prompt func(question string) ([]byte, error)
 	caller string
 	daemon *daemon.Daemon
+
+	// state is the state a command opened (openState); run closes it.
+	state *daemon.State
 
 	// grants collects the caller's files that the command's flags name
 	// (pathFlag), as they are parsed: all that the daemon may touch.
@@ -118,7 +120,7 @@ func run(ctx context.Context, args []string, e *env) int {
 	global.BoolVar(help, "h", false, "")
 	showVersion := global.Bool("version", false, "")
 	if err := global.Parse(args); err != nil {
-		fmt.Fprintf(e.stderr, "brokerd: %v (see brokerd --help)\n", err)
+		fmt.Fprintf(e.stderr, "brokerd: %s (see brokerd --help)\n", flagError(err))
 		return 2
 	}
 	args = global.Args()
@@ -142,7 +144,11 @@ func run(ctx context.Context, args []string, e *env) int {
 			return code
 		}
 	}
-	return exitCode(e, name, cmd.run(ctx, e, rest))
+	err := cmd.run(ctx, e, rest)
+	if e.state != nil {
+		e.state.Close()
+	}
+	return exitCode(e, name, err)
 }
 
 // lookup finds the command args name; cmd is nil when there is none, and
@@ -239,28 +245,26 @@ func (e *env) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// openState opens the TPM and the state file, or lends the daemon's.
+// openState opens the TPM and the state file, or lends the daemon's,
+// once per command: run closes it after the command.
 func (e *env) openState() (*daemon.State, error) {
+	if e.state != nil {
+		return e.state, nil
+	}
 	if e.daemon != nil {
-		return e.daemon.State(), nil
+		e.state = e.daemon.State()
+		return e.state, nil
 	}
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return nil, err
 	}
-	return daemon.OpenState(cfg, e.logger())
+	e.state, err = daemon.OpenState(cfg, e.logger())
+	return e.state, err
 }
 
 // actor names who runs the command, for the audit log.
-func (e *env) actor() string {
-	if e.caller != "" {
-		return e.caller
-	}
-	if u, err := user.Current(); err == nil {
-		return fmt.Sprintf("local user %s (uid %s)", u.Username, u.Uid)
-	}
-	return fmt.Sprintf("local user uid %d", os.Getuid())
-}
+func (e *env) actor() string { return cmp.Or(e.caller, admin.Self()) }
 
 // writeJSON prints v as indented JSON.
 func writeJSON(w io.Writer, v any) error {

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
@@ -13,60 +11,10 @@ import (
 	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/daemon"
+	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/store"
 )
-
-// record audits an administrative change made from the command line.
-func (e *env) record(ctx context.Context, s *daemon.State, op, keyID, detail string) error {
-	return s.Record(ctx, e.actor(), op, keyID, detail)
-}
-
-// watched names the files the daemon watches that commands change.
-type watched int
-
-const (
-	policyFile watched = iota
-	trustDir
-)
-
-// fileChanged audits a change to a file the daemon watches (the policy,
-// the bank CAs) and, inside the daemon, puts it in force at once. Without
-// a daemon the record goes into the state file here; a state file held by
-// another process (a daemon without its admin socket) records the reload
-// itself when it sees the change.
-func (e *env) fileChanged(ctx context.Context, what watched, op, detail string) error {
-	if e.daemon != nil {
-		if err := e.record(ctx, e.daemon.State(), op, "", detail); err != nil {
-			return err
-		}
-		if what == policyFile {
-			return e.daemon.ReloadPolicy()
-		}
-		return e.daemon.ReloadTrust()
-	}
-	cfg, err := e.loadConfig()
-	if err != nil {
-		return err
-	}
-	st, err := store.Open(cfg.StatePath(), store.Options{})
-	if errors.Is(err, store.ErrLocked) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("the change is made but its audit record is not: %w", err)
-	}
-	defer st.Close()
-	log, err := audit.OpenWith(st, audit.Options{MinFree: cfg.Audit.MinFree})
-	if err != nil {
-		return fmt.Errorf("the change is made but its audit record is not: %w", err)
-	}
-	defer log.Close()
-	if _, err := log.Append(ctx, audit.Record{Op: op, Client: e.actor(), Detail: detail, Status: 200}); err != nil {
-		return fmt.Errorf("the change is made but its audit record is not: %w", err)
-	}
-	return nil
-}
 
 func cmdAuditPubkey(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("audit pubkey", "[--out FILE]",
@@ -80,7 +28,6 @@ func cmdAuditPubkey(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
 	signer, err := s.AuditKey(ctx)
 	if err != nil {
 		return err
@@ -102,25 +49,13 @@ func (e *env) auditDB(db string) (string, error) {
 }
 
 // openReadOnly opens the audit log of a state file read-only, or lends
-// the daemon's when the command runs inside it; release gives it back. A
-// file another process holds is not waited for: the error says what to do.
+// the daemon's when the command runs inside it; release gives it back.
 func (e *env) openReadOnly(path string) (l *audit.Log, st *store.Store, release func(), err error) {
 	if e.daemon != nil && path == e.daemon.Config().StatePath() {
 		s := e.daemon.State()
 		return s.Audit, s.Store, func() {}, nil
 	}
-	st, err = store.Open(path, store.Options{ReadOnly: true, Timeout: 2 * time.Second})
-	if errors.Is(err, store.ErrLocked) {
-		return nil, nil, nil, fmt.Errorf("%s is held by another process (a daemon without its admin socket?): stop it, copy the file, and give the copy with --db", path)
-	}
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if l, err = audit.Open(st); err != nil {
-		st.Close()
-		return nil, nil, nil, err
-	}
-	return l, st, func() { l.Close(); st.Close() }, nil
+	return audit.OpenFile(path, 2*time.Second)
 }
 
 func cmdAuditVerify(_ context.Context, e *env, args []string) error {
@@ -141,7 +76,7 @@ func cmdAuditVerify(_ context.Context, e *env, args []string) error {
 	}
 	var pub crypto.PublicKey
 	if *pubFile != "" {
-		if pub, err = e.readPublicKey(*pubFile); err != nil {
+		if pub, err = readAs(e, *pubFile, certs.ParsePublicKey); err != nil {
 			return err
 		}
 	}
@@ -194,33 +129,6 @@ func printReport(e *env, rep *audit.Report) {
 	fmt.Fprintln(e.stdout, "ok")
 }
 
-func (e *env) readPublicKey(path string) (crypto.PublicKey, error) {
-	data, err := e.fs().ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("%s: no PEM public key", path)
-	}
-	return x509.ParsePKIXPublicKey(block.Bytes)
-}
-
-// parseTime reads RFC 3339 or a date (midnight UTC).
-func parseTime(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	t, err := time.Parse(time.DateOnly, s)
-	if err != nil {
-		return time.Time{}, usagef("time %q: want 2026-03-01 or 2026-03-01T12:00:00Z", s)
-	}
-	return t, nil
-}
-
 func cmdAuditExport(_ context.Context, e *env, args []string) error {
 	fs := e.flags("audit export", "[--since T] [--until T] [--format jsonl] [--db FILE]",
 		"Print audit records, one JSON object per line, exactly as stored (so their hashes can\n"+
@@ -235,13 +143,13 @@ func cmdAuditExport(_ context.Context, e *env, args []string) error {
 	if *format != "jsonl" {
 		return usagef("--format %q: only jsonl", *format)
 	}
-	from, err := parseTime(*since)
+	from, err := audit.ParseTime(*since)
 	if err != nil {
-		return err
+		return usagef("--since: %v", err)
 	}
-	to, err := parseTime(*until)
+	to, err := audit.ParseTime(*until)
 	if err != nil {
-		return err
+		return usagef("--until: %v", err)
 	}
 	path, err := e.auditDB(*db)
 	if err != nil {

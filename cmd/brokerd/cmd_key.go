@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -9,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/admin"
+	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/dn"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/tpm"
@@ -39,10 +38,7 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 	csrOut := e.path(fs, "csr-out", admin.Write, "write the CSR (PEM) to this `file` instead of standard output")
 	var aliases multiFlag
 	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if err := required(fs, "id", "alg"); err != nil {
+	if err := e.parse(fs, args, "id", "alg"); err != nil {
 		return err
 	}
 	a, err := tpm.ParseAlgorithm(*alg)
@@ -55,16 +51,17 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 			return usagef("%v", err)
 		}
 	}
+	if *csrOut != "" {
+		if err := e.fs().Writable(*csrOut); err != nil {
+			return err
+		}
+	}
 	s, err := e.openState()
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	info, csr, err := s.Keys.Create(ctx, *id, a, keys.CreateOptions{Aliases: aliases, CSR: &x509.CertificateRequest{Subject: name}})
+	info, csr, err := s.CreateKey(ctx, e.actor(), *id, a, keys.CreateOptions{Aliases: aliases, CSR: &x509.CertificateRequest{Subject: name}})
 	if err != nil {
-		return err
-	}
-	if err := e.record(ctx, s, "admin.key.create", info.ID, string(info.Kind)+" "+string(info.Algorithm)); err != nil {
 		return err
 	}
 	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})
@@ -82,29 +79,29 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 
 func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("key import", "--id ID (--key FILE | --blob FILE) [flags]",
-		"Import a key. A PEM key (PKCS #1, PKCS #8, SEC 1, encrypted PKCS #8) is wrapped under the\n"+
-			"TPM's storage root key, or sealed by the TPM when the TPM cannot hold it (RSA-4096).\n"+
+		"Import a key. A PEM or DER key (PKCS #1, PKCS #8, SEC 1, encrypted PKCS #8) is wrapped under\n"+
+			"the TPM's storage root key, or sealed by the TPM when the TPM cannot hold it (RSA-4096).\n"+
 			"A blob made by `brokerd key wrap` for this TPM's endorsement key is imported as is.\n"+
 			"An encrypted key's password comes from --password-file, else from the variable\n"+
 			"<KEY_FILE_NAME>_PASSWORD (qwac.key: QWAC_KEY_PASSWORD), else from a prompt.")
 	id := fs.String("id", "", "key `id`, the name clients use (key_id, tls.key_path)")
-	keyFile := e.path(fs, "key", admin.Read, "PEM private key `file`")
+	keyFile := e.path(fs, "key", admin.Read, "private key `file` (PEM or DER)")
 	blobFile := e.path(fs, "blob", admin.Read, "wrapped key `file` made by brokerd key wrap")
 	certFile := e.path(fs, "cert", admin.Read, "certificate `file` (PEM; may hold the chain); its base name becomes an alias")
 	chainFile := e.path(fs, "chain", admin.Read, "intermediate certificates `file` (PEM)")
 	pwFile := e.path(fs, "password-file", admin.Read, "`file` holding the key's password")
 	var aliases multiFlag
 	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if err := required(fs, "id"); err != nil {
+	if err := e.parse(fs, args, "id"); err != nil {
 		return err
 	}
 	if (*keyFile == "") == (*blobFile == "") {
 		return usagef("give exactly one of --key and --blob")
 	}
-	chain, err := e.readChain(*certFile, *chainFile)
+	if *chainFile != "" && *certFile == "" {
+		return usagef("--chain needs --cert")
+	}
+	chain, err := certs.ReadFiles(e.fs().ReadFile, *certFile, *chainFile)
 	if err != nil {
 		return err
 	}
@@ -112,49 +109,34 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 		aliases = append(aliases, filepath.Base(*certFile))
 	}
 	opts := keys.ImportOptions{Aliases: aliases, Chain: chain}
-
-	var (
-		priv crypto.Signer
-		w    *tpm.WrappedKey
-	)
-	if *keyFile != "" {
-		data, err := e.fs().ReadFile(*keyFile)
-		if err != nil {
-			return err
-		}
-		priv, err = keys.ParsePrivateKeyPEM(data, e.password(*keyFile, *pwFile))
-		clear(data)
-		if err != nil {
-			return fmt.Errorf("%s: %w", *keyFile, err)
-		}
-	} else {
-		data, err := e.fs().ReadFile(*blobFile)
-		if err != nil {
-			return err
-		}
-		if w, err = tpm.ParseWrappedKey(data); err != nil {
-			return fmt.Errorf("%s: %w", *blobFile, err)
-		}
+	priv, w, err := e.readKey(*keyFile, *blobFile, *pwFile)
+	if err != nil {
+		return err
 	}
 	s, err := e.openState()
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	var info keys.Info
-	if priv != nil {
-		info, err = s.Keys.Import(ctx, *id, priv, opts)
-	} else {
-		info, err = s.Keys.ImportWrapped(ctx, *id, w, opts)
-	}
+	info, err := s.ImportKey(ctx, e.actor(), *id, priv, w, opts)
 	if err != nil {
-		return err
-	}
-	if err := e.record(ctx, s, "admin.key.import", info.ID, string(info.Kind)+" "+string(info.Algorithm)); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "imported key %s (%s, %s)%s\n", info.ID, info.Kind, info.Algorithm, aliasNote(info.Aliases))
 	return nil
+}
+
+// readKey reads the private key in keyFile, or else the wrapped key in
+// blobFile.
+func (e *env) readKey(keyFile, blobFile, pwFile string) (crypto.Signer, *tpm.WrappedKey, error) {
+	if keyFile == "" {
+		w, err := readAs(e, blobFile, tpm.ParseWrappedKey)
+		return nil, w, err
+	}
+	priv, err := readAs(e, keyFile, func(data []byte) (crypto.Signer, error) {
+		defer clear(data) // the key's own copy is all that stays in memory
+		return keys.ParsePrivateKeyPEM(data, e.password(keyFile, pwFile, ""))
+	})
+	return priv, nil, err
 }
 
 func aliasNote(aliases []string) string {
@@ -164,46 +146,12 @@ func aliasNote(aliases []string) string {
 	return ", also known as " + strings.Join(aliases, ", ")
 }
 
-// password returns the PasswordFunc for an encrypted key file: the
+// password returns the PasswordFunc of an encrypted key file: the
 // password file, else <KEY_FILE_NAME>_PASSWORD, else a terminal prompt.
-func (e *env) password(keyFile, pwFile string) keys.PasswordFunc {
-	return func() ([]byte, error) {
-		if pwFile != "" {
-			data, err := e.fs().ReadFile(pwFile)
-			if err != nil {
-				return nil, err
-			}
-			return bytes.TrimRight(data, "\r\n"), nil
-		}
-		env := keys.PasswordEnv(keyFile)
-		if v := e.getenv(env); v != "" {
-			return []byte(v), nil
-		}
-		if pw, asked, err := e.askPassword(fmt.Sprintf("password for %s: ", keyFile)); asked || err != nil {
-			return pw, err
-		}
-		return nil, fmt.Errorf("%w: give --password-file or set %s", keys.ErrPassword, env)
-	}
-}
-
-// readChain reads a certificate file (leaf first, maybe with its chain) and
-// an optional file of intermediates.
-func (e *env) readChain(certFile, chainFile string) ([]*x509.Certificate, error) {
-	if chainFile != "" && certFile == "" {
-		return nil, usagef("--chain needs --cert")
-	}
-	var chain []*x509.Certificate
-	for _, f := range []string{certFile, chainFile} {
-		if f == "" {
-			continue
-		}
-		cs, err := e.readCerts(f)
-		if err != nil {
-			return nil, err
-		}
-		chain = append(chain, cs...)
-	}
-	return chain, nil
+// fileFlag names the password file's flag (default --password-file).
+func (e *env) password(keyFile, pwFile, fileFlag string) keys.PasswordFunc {
+	return keys.PasswordSource{KeyFile: keyFile, File: pwFile, FileFlag: fileFlag, ReadFile: e.fs().ReadFile,
+		Getenv: e.getenv, Ask: e.askPassword}.Func()
 }
 
 func cmdKeyWrap(_ context.Context, e *env, args []string) error {
@@ -217,28 +165,16 @@ func cmdKeyWrap(_ context.Context, e *env, args []string) error {
 	keyFile := fs.String("key", "", "PEM private key `file`")
 	out := fs.String("out", "", "wrapped key `file` to write")
 	pwFile := fs.String("password-file", "", "`file` holding the key's password")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parse(fs, args, "ek", "key", "out"); err != nil {
 		return err
 	}
-	if err := required(fs, "ek", "key", "out"); err != nil {
-		return err
-	}
-	ekData, err := os.ReadFile(*ekFile)
+	ek, err := readAs(e, *ekFile, certs.ParsePublicKey)
 	if err != nil {
 		return err
 	}
-	ek, err := parseEKPEM(ekData)
-	if err != nil {
-		return fmt.Errorf("%s: %w", *ekFile, err)
-	}
-	data, err := os.ReadFile(*keyFile)
+	priv, _, err := e.readKey(*keyFile, "", *pwFile)
 	if err != nil {
 		return err
-	}
-	priv, err := keys.ParsePrivateKeyPEM(data, e.password(*keyFile, *pwFile))
-	clear(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", *keyFile, err)
 	}
 	w, err := tpm.WrapKey(ek, priv)
 	if err != nil {
@@ -255,27 +191,6 @@ func cmdKeyWrap(_ context.Context, e *env, args []string) error {
 	return nil
 }
 
-// parseEKPEM reads the first public key or certificate in PEM data.
-func parseEKPEM(data []byte) (crypto.PublicKey, error) {
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, errors.New("no PEM public key or certificate found")
-		}
-		switch block.Type {
-		case "PUBLIC KEY":
-			return x509.ParsePKIXPublicKey(block.Bytes)
-		case "CERTIFICATE":
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return nil, err
-			}
-			return c.PublicKey, nil
-		}
-	}
-}
-
 func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("key cert", "--id ID --cert FILE [--chain FILE]",
 		"Attach the certificate your QTSP issued for a key (replacing any earlier one). Its\n"+
@@ -286,13 +201,10 @@ func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 	chainFile := e.path(fs, "chain", admin.Read, "intermediate certificates `file` (PEM)")
 	var aliases multiFlag
 	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parse(fs, args, "id", "cert"); err != nil {
 		return err
 	}
-	if err := required(fs, "id", "cert"); err != nil {
-		return err
-	}
-	chain, err := e.readChain(*certFile, *chainFile)
+	chain, err := certs.ReadFiles(e.fs().ReadFile, *certFile, *chainFile)
 	if err != nil {
 		return err
 	}
@@ -300,12 +212,8 @@ func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	info, err := s.Keys.AttachCert(*id, chain, append(aliases, filepath.Base(*certFile)))
+	info, err := s.AttachCert(ctx, e.actor(), *id, chain, append(aliases, filepath.Base(*certFile)))
 	if err != nil {
-		return err
-	}
-	if err := e.record(ctx, s, "admin.key.cert", info.ID, info.Subject+" x5t#S256 "+info.X5tS256); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "key %s: certificate %s, valid until %s%s\n", info.ID, info.Subject, info.NotAfter.Format(time.DateOnly), aliasNote(info.Aliases))
@@ -323,7 +231,6 @@ func cmdKeyList(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
 	infos, err := s.Keys.List()
 	if err != nil {
 		return err
@@ -354,22 +261,16 @@ func cmdKeySign(ctx context.Context, e *env, args []string) error {
 	id := fs.String("id", "", "key `id` or alias")
 	alg := fs.String("alg", "", "signature `algorithm`: RS, PS or ES")
 	hash := fs.String("hash", "SHA256", "`hash`: SHA256 or SHA512")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parse(fs, args, "id"); err != nil {
 		return err
 	}
-	if err := required(fs, "id"); err != nil {
-		return err
+	a, err := keys.ParseSignAlg(*alg)
+	if err != nil {
+		return usagef("--alg: %v", err)
 	}
-	var a keys.SignAlg
-	switch *alg {
-	case "", "RS", "PS", "ES":
-		a = keys.SignAlg(*alg)
-	default:
-		return usagef("--alg %q: want RS, PS or ES", *alg)
-	}
-	h := map[string]crypto.Hash{"SHA256": crypto.SHA256, "SHA512": crypto.SHA512}[*hash]
-	if h == 0 {
-		return usagef("--hash %q: want SHA256 or SHA512", *hash)
+	h, err := keys.ParseHash(*hash)
+	if err != nil {
+		return usagef("--hash: %v", err)
 	}
 	data, err := io.ReadAll(io.LimitReader(e.stdin, maxSignInput+1))
 	if err != nil {
@@ -382,7 +283,6 @@ func cmdKeySign(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
 	sig, _, err := s.Keys.Sign(ctx, *id, data, a, h)
 	if err != nil {
 		return err
@@ -394,21 +294,14 @@ func cmdKeySign(ctx context.Context, e *env, args []string) error {
 func cmdKeyDelete(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("key delete", "--id ID", "Delete a key and its aliases. A key generated in the TPM is gone for good.")
 	id := fs.String("id", "", "key `id`")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if err := required(fs, "id"); err != nil {
+	if err := e.parse(fs, args, "id"); err != nil {
 		return err
 	}
 	s, err := e.openState()
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	if err := s.Keys.Delete(ctx, *id); err != nil {
-		return err
-	}
-	if err := e.record(ctx, s, "admin.key.delete", *id, ""); err != nil {
+	if err := s.DeleteKey(ctx, e.actor(), *id); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "deleted key %s\n", *id)
@@ -423,22 +316,15 @@ func cmdKeyOrigins(ctx context.Context, e *env, args []string) error {
 	id := fs.String("id", "", "key `id`")
 	var origins multiFlag
 	fs.Var(&origins, "origin", "bank `origin` scheme://host[:port]; host may start with *. (repeatable)")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if err := required(fs, "id"); err != nil {
+	if err := e.parse(fs, args, "id"); err != nil {
 		return err
 	}
 	s, err := e.openState()
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	info, err := s.Keys.SetOrigins(*id, origins)
+	info, err := s.SetKeyOrigins(ctx, e.actor(), *id, origins)
 	if err != nil {
-		return err
-	}
-	if err := e.record(ctx, s, "admin.key.origins", info.ID, strings.Join(info.Origins, " ")); err != nil {
 		return err
 	}
 	if len(info.Origins) == 0 {

@@ -2,15 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/brokerd/brokerd/admin"
-	"github.com/brokerd/brokerd/config"
+	"github.com/brokerd/brokerd/daemon"
+	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/origin"
-	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/policy"
 )
 
@@ -35,36 +35,23 @@ func cmdPolicyAllow(ctx context.Context, e *env, args []string) error {
 	var origins multiFlag
 	fs.Var(&origins, "origin", "bank `origin` scheme://host[:port] for makeRequest; host may start with *. (repeatable)")
 	fs.BoolVar(&r.AllowPrivate, "allow-private", false, "let makeRequest reach loopback/private addresses of these origins' literal hosts")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if err := required(fs, "name", "keys", "ops"); err != nil {
+	if err := e.parse(fs, args, "name", "keys", "ops"); err != nil {
 		return err
 	}
 	r.Keys, r.Ops, r.Origins = splitList(*keyList), splitList(*opList), origins
-	cfg, p, err := e.loadPolicy()
+	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	if err := p.Put(r); err != nil {
-		return err
-	}
-	if err := p.Save(cfg.Policy.File); err != nil {
+	unknown, err := daemon.PutRule(ctx, cfg, e.daemon, e.actor(), r)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "rule %s saved in %s\n", r.Name, cfg.Policy.File)
-	rule, _ := json.Marshal(r)
-	return e.fileChanged(ctx, policyFile, "admin.policy.allow", string(rule))
-}
-
-// loadPolicy reads the configuration and the policy file it names.
-func (e *env) loadPolicy() (*config.Config, *policy.Policy, error) {
-	cfg, err := e.loadConfig()
-	if err != nil {
-		return nil, nil, err
+	for _, k := range unknown {
+		fmt.Fprintf(e.stderr, "warning: no key is called %q (yet): brokerd key list shows the keys\n", k)
 	}
-	p, err := policy.Load(cfg.Policy.File)
-	return cfg, p, err
+	return nil
 }
 
 func splitList(s string) []string {
@@ -83,7 +70,11 @@ func cmdPolicyList(_ context.Context, e *env, args []string) error {
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
-	_, p, err := e.loadPolicy()
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
+	p, err := policy.Load(cfg.Policy.File)
 	if err != nil {
 		return err
 	}
@@ -112,24 +103,18 @@ func cmdPolicyList(_ context.Context, e *env, args []string) error {
 func cmdPolicyRemove(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("policy remove", "--name RULE", "Remove rule RULE.")
 	name := fs.String("name", "", "rule `name`")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parse(fs, args, "name"); err != nil {
 		return err
 	}
-	if err := required(fs, "name"); err != nil {
-		return err
-	}
-	cfg, p, err := e.loadPolicy()
+	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	if err := p.Remove(*name); err != nil {
-		return err
-	}
-	if err := p.Save(cfg.Policy.File); err != nil {
+	if err := daemon.RemoveRule(ctx, cfg, e.daemon, e.actor(), *name); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "rule %s removed\n", *name)
-	return e.fileChanged(ctx, policyFile, "admin.policy.remove", "rule "+*name)
+	return nil
 }
 
 // testReport is what `policy test --json` prints.
@@ -145,19 +130,17 @@ type testReport struct {
 func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 	fs := e.flags("policy test", "--cert FILE --op OP --key ID [--origin URL] [--json]",
 		"Show what the policy decides for a client certificate (PEM, leaf first, its CA chain\n"+
-			"may follow): allow or deny, and the rule that made the decision.")
+			"may follow): allow or deny, and the rule that made the decision. A certificate the\n"+
+			"daemon refuses at the handshake (another CA, revoked) is denied. Exits 1 on deny.")
 	certFile := e.path(fs, "cert", admin.Read, "client certificate `file`")
 	op := fs.String("op", "", "`operation`: sign or makeRequest")
 	key := fs.String("key", "", "key `id` or alias")
 	originFlag := fs.String("origin", "", "bank `origin` (makeRequest)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parse(fs, args, "cert", "op", "key"); err != nil {
 		return err
 	}
-	if err := required(fs, "cert", "op", "key"); err != nil {
-		return err
-	}
-	chain, err := e.readCerts(*certFile)
+	chain, err := certs.ReadFiles(e.fs().ReadFile, *certFile)
 	if err != nil {
 		return err
 	}
@@ -167,40 +150,26 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 			return usagef("%v", err)
 		}
 	}
-	cfg, p, err := e.loadPolicy()
+	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	req.KeyNames = e.keyNames(cfg.StatePath(), *key)
-	id := policy.IdentityOptions{RoleOID: cfg.RoleOID()}.Of(chain)
-	d := p.Decide(id, req)
+	id, req, d, err := daemon.DecidePolicy(cfg, e.daemon, chain, req)
+	if err != nil {
+		return err
+	}
 	if *asJSON {
-		return writeJSON(e.stdout, testReport{Client: id, Op: *op, Key: *key, KeyNames: req.KeyNames, Origin: *originFlag, Decision: d})
-	}
-	verdict := "deny"
-	if d.Allow {
-		verdict = "allow"
-	}
-	fmt.Fprintf(e.stdout, "%s: %s\nclient: %s\n", verdict, d.Reason, id)
-	for _, kv := range [][2]string{{"roles", strings.Join(id.Roles, " ")}, {"psd2 roles", strings.Join(id.PSD2Roles, " ")}, {"nca id", id.NCAID}} {
-		if kv[1] != "" {
-			fmt.Fprintf(e.stdout, "%s: %s\n", kv[0], kv[1])
+		err = writeJSON(e.stdout, testReport{Client: id, Op: *op, Key: *key, KeyNames: req.KeyNames, Origin: *originFlag, Decision: d})
+	} else {
+		fmt.Fprintf(e.stdout, "%s: %s\nclient: %s\n", map[bool]string{true: "allow", false: "deny"}[d.Allow], d.Reason, id)
+		for _, kv := range [][2]string{{"roles", strings.Join(id.Roles, " ")}, {"psd2 roles", strings.Join(id.PSD2Roles, " ")}, {"nca id", id.NCAID}} {
+			if kv[1] != "" {
+				fmt.Fprintf(e.stdout, "%s: %s\n", kv[0], kv[1])
+			}
 		}
 	}
-	return nil
-}
-
-// keyNames returns the id and aliases of the key called name, from the
-// daemon's registry or the state file, else just name.
-func (e *env) keyNames(statePath, name string) []string {
-	_, st, release, err := e.openReadOnly(statePath)
-	if err != nil {
-		return []string{name}
+	if err == nil && !d.Allow {
+		return errors.New("denied") // exit status 1: scripts test the decision
 	}
-	defer release()
-	rec, err := st.Key(name)
-	if err != nil || keys.Reserved(rec.ID) {
-		return []string{name}
-	}
-	return append([]string{rec.ID}, rec.Aliases...)
+	return err
 }

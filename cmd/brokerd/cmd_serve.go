@@ -35,17 +35,10 @@ func serve(ctx context.Context, cfg *config.Config, deps daemon.Deps) error {
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	done := make(chan struct{})
-	defer close(done)
+	defer func() { signal.Stop(hup); close(hup) }() // once stopped, hup gets no more signals
 	go func() {
-		for {
-			select {
-			case <-hup:
-				d.Reload()
-			case <-done:
-				return
-			}
+		for range hup {
+			d.Reload()
 		}
 	}()
 	return d.Run(ctx)

@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
-
-	"github.com/brokerd/brokerd/pki"
 )
 
 func cmdTLSRenew(ctx context.Context, e *env, args []string) error {
@@ -20,22 +17,8 @@ func cmdTLSRenew(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	ca, err := s.PKI.Authority(ctx)
+	detail, err := s.RenewServerCert(ctx, e.actor())
 	if err != nil {
-		return err
-	}
-	cert, err := s.PKI.IssueServerCert(ctx, ca, time.Now())
-	if err != nil {
-		return err
-	}
-	if e.daemon != nil {
-		if err := e.daemon.ReloadTLS(); err != nil {
-			return fmt.Errorf("issued serial %s, but the daemon cannot load it: %w", pki.SerialHex(cert), err)
-		}
-	}
-	detail := fmt.Sprintf("server certificate serial %s for %v until %s", pki.SerialHex(cert), s.Config.PKI.ServerNames, cert.NotAfter.UTC().Format(time.RFC3339))
-	if err := e.record(ctx, s, "admin.tls.renew", s.Config.API.TLSKey, detail); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "wrote %s: %s\n", s.Config.API.TLSCert, detail)

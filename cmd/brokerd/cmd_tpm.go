@@ -28,7 +28,6 @@ func cmdTPMEK(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
 	pub, err := s.TPM.EndorsementKey(ctx, parent)
 	if err != nil {
 		return err

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
 	"github.com/brokerd/brokerd/admin"
+	"github.com/brokerd/brokerd/daemon"
+	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/netstack/bank"
 )
@@ -18,13 +21,10 @@ func cmdTrustAdd(ctx context.Context, e *env, args []string) error {
 			"needs no restart.")
 	caFile := e.path(fs, "ca", admin.Read, "CA certificate `file` (PEM; more certificates may follow)")
 	originFlag := fs.String("origin", "", "trust it only for this bank `origin` scheme://host[:port]")
-	if err := e.parse(fs, args); err != nil {
+	if err := e.parse(fs, args, "ca"); err != nil {
 		return err
 	}
-	if err := required(fs, "ca"); err != nil {
-		return err
-	}
-	cs, err := e.readCerts(*caFile)
+	cs, err := certs.ReadFiles(e.fs().ReadFile, *caFile)
 	if err != nil {
 		return err
 	}
@@ -40,16 +40,12 @@ func cmdTrustAdd(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fp, err := bank.AddTrust(cfg.Bank.TrustDir, cs, scope)
+	fp, err := daemon.AddTrust(ctx, cfg, e.daemon, e.actor(), cs, scope)
 	if err != nil {
 		return err
 	}
-	where := "every bank"
-	if scope != "" {
-		where = scope
-	}
-	fmt.Fprintf(e.stdout, "trusted %s (sha256 %s) for %s\n", cs[0].Subject, fp, where)
-	return e.fileChanged(ctx, trustDir, "admin.trust.add", fmt.Sprintf("%s sha256 %s for %s", cs[0].Subject, fp, where))
+	fmt.Fprintf(e.stdout, "trusted %s (sha256 %s) for %s\n", cs[0].Subject, fp, cmp.Or(scope, "every bank"))
+	return nil
 }
 
 func cmdTrustList(_ context.Context, e *env, args []string) error {
@@ -87,20 +83,17 @@ func cmdTrustList(_ context.Context, e *env, args []string) error {
 func cmdTrustRemove(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("trust remove", "--ca FINGERPRINT", "Stop trusting a CA added with trust add (by its SHA-256, or a unique prefix of 8 digits or more).")
 	fp := fs.String("ca", "", "the CA's SHA-256 `fingerprint`")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if err := required(fs, "ca"); err != nil {
+	if err := e.parse(fs, args, "ca"); err != nil {
 		return err
 	}
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
 	}
-	removed, err := bank.RemoveTrust(cfg.Bank.TrustDir, *fp)
+	removed, err := daemon.RemoveTrust(ctx, cfg, e.daemon, e.actor(), *fp)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed CA %s\n", removed)
-	return e.fileChanged(ctx, trustDir, "admin.trust.remove", "sha256 "+removed)
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 
 	"github.com/brokerd/brokerd/admin"
@@ -34,16 +33,17 @@ func (e *env) flags(name, args, about string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args, turning flag errors into usage errors and refusing
-// stray arguments.
-func (e *env) parse(fs *flag.FlagSet, args []string) error {
-	_, err := e.parseArgs(fs, args, 0)
+// parse parses args, turning flag errors into usage errors, refusing
+// stray arguments and checking that the string flags named required are
+// set.
+func (e *env) parse(fs *flag.FlagSet, args []string, required ...string) error {
+	_, err := e.parseArgs(fs, args, 0, required...)
 	return err
 }
 
 // parseArgs parses args that end in exactly n operands, and returns them.
 // While probing it returns errProbed once they parse.
-func (e *env) parseArgs(fs *flag.FlagSet, args []string, n int) ([]string, error) {
+func (e *env) parseArgs(fs *flag.FlagSet, args []string, n int, required ...string) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	usage := fs.Usage
 	fs.Usage = func() {} // a mistake gets one line, not the whole usage
@@ -54,31 +54,33 @@ func (e *env) parseArgs(fs *flag.FlagSet, args []string, n int) ([]string, error
 		return nil, err
 	}
 	if err != nil {
-		msg := err.Error()
-		if f, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-			msg = "unknown flag --" + f
-		}
-		return nil, usageError{msg}
+		return nil, usageError{flagError(err)}
 	}
 	switch {
 	case fs.NArg() != n && n == 0:
 		return nil, usagef("unexpected argument %q", fs.Arg(0))
+	case fs.NArg() != n && n == 1:
+		return nil, usagef("want one argument after the flags, got %d", fs.NArg())
 	case fs.NArg() != n:
-		return nil, usagef("want %d argument(s) after the flags, got %d", n, fs.NArg())
-	case e.probe:
+		return nil, usagef("want %d arguments after the flags, got %d", n, fs.NArg())
+	}
+	for _, name := range required {
+		if fs.Lookup(name).Value.String() == "" {
+			return nil, usagef("--%s is required", name)
+		}
+	}
+	if e.probe {
 		return nil, errProbed
 	}
 	return fs.Args(), nil
 }
 
-// required checks that the named string flags are set.
-func required(fs *flag.FlagSet, names ...string) error {
-	for _, n := range names {
-		if fs.Lookup(n).Value.String() == "" {
-			return usagef("--%s is required", n)
-		}
+// flagError words a flag package error in the command line's terms.
+func flagError(err error) string {
+	if f, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+		return "unknown flag --" + f
 	}
-	return nil
+	return err.Error()
 }
 
 // multiFlag collects a repeatable string flag.
@@ -87,34 +89,10 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// pathFlag is a flag naming one of the caller's files: when the command
-// runs inside the daemon, the parsed path flags are the only files of the
-// caller's that the daemon may touch, with the access the flag declares.
-type pathFlag struct {
-	value  *string
-	access admin.Access
-	e      *env
-}
-
-func (p pathFlag) String() string {
-	if p.value == nil {
-		return ""
-	}
-	return *p.value
-}
-
-func (p pathFlag) Set(v string) error {
-	*p.value = v
-	if v != "" {
-		p.e.grants = append(p.e.grants, admin.Grant{Path: filepath.Clean(v), Access: p.access})
-	}
-	return nil
-}
-
 // path defines a flag naming a file of the caller's that the command
 // reads (admin.Read), writes (admin.Write) or creates files in (admin.Dir).
 func (e *env) path(fs *flag.FlagSet, name string, access admin.Access, usage string) *string {
 	v := new(string)
-	fs.Var(pathFlag{value: v, access: access, e: e}, name, usage)
+	fs.Var(admin.PathFlag{Value: v, Access: access, Grants: &e.grants}, name, usage)
 	return v
 }

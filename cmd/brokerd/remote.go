@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/daemon"
-	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/keys"
 )
 
@@ -24,17 +22,18 @@ func (e *env) fs() admin.FS {
 	return admin.LocalFS{}
 }
 
-// readCerts reads a PEM certificate file.
-func (e *env) readCerts(path string) ([]*x509.Certificate, error) {
+// readAs reads the caller's file path and parses it; a parse error names
+// the file. What parse returns may keep data (x509's Raw fields do).
+func readAs[T any](e *env, path string, parse func([]byte) (T, error)) (T, error) {
+	var v T
 	data, err := e.fs().ReadFile(path)
 	if err != nil {
-		return nil, err
+		return v, err
 	}
-	cs, err := certs.ParsePEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if v, err = parse(data); err != nil {
+		return v, fmt.Errorf("%s: %w", path, err)
 	}
-	return cs, nil
+	return v, nil
 }
 
 // askPassword asks the user on their terminal; ok is false when there is
@@ -42,6 +41,9 @@ func (e *env) readCerts(path string) ([]*x509.Certificate, error) {
 func (e *env) askPassword(question string) (pw []byte, ok bool, err error) {
 	if e.prompt != nil {
 		pw, err = e.prompt(question)
+		if errors.Is(err, admin.ErrNoPrompt) {
+			return nil, false, nil
+		}
 		return pw, err == nil, err
 	}
 	f, isFile := e.stdin.(*os.File)
@@ -66,14 +68,6 @@ func (e *env) callDaemon(ctx context.Context, name string, cmd command, args []s
 	if err != nil {
 		return 0, false // the command reports it
 	}
-	c, err := admin.Dial(ctx, cfg.Admin.Socket)
-	if errors.Is(err, admin.ErrNoDaemon) {
-		return 0, false
-	}
-	if err != nil {
-		fmt.Fprintf(e.stderr, "brokerd %s: the daemon is running and %v\n", name, err)
-		return 1, true
-	}
 	req := admin.Request{Args: append(strings.Fields(name), args...), Env: map[string]string{}}
 	// Only the password variables of the files the command line reads
 	// (qwac.key → QWAC_KEY_PASSWORD) travel.
@@ -89,8 +83,11 @@ func (e *env) callDaemon(ctx context.Context, name string, cmd command, args []s
 			return pw, err
 		}
 	}
-	code, err = admin.Call(c, req, local)
-	if err != nil {
+	code, err = admin.Exec(ctx, cfg.Admin.Socket, req, local)
+	switch {
+	case errors.Is(err, admin.ErrNoDaemon):
+		return 0, false
+	case err != nil:
 		fmt.Fprintf(e.stderr, "brokerd %s: %v\n", name, err)
 		return max(code, 1), true
 	}

@@ -15,6 +15,29 @@ import (
 	"syscall"
 )
 
+// Writable checks, without writing, that Write can write path: that its
+// directory exists and this process may create files in it, and that path
+// is no directory. Its errors say which of these fails.
+func Writable(path string) error {
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("cannot write %s: directory %s does not exist", path, dir)
+	case err != nil:
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	case !fi.IsDir():
+		return fmt.Errorf("cannot write %s: %s is not a directory", path, dir)
+	}
+	if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+		return fmt.Errorf("cannot write %s: directory %s: %w", path, dir, err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("cannot write %s: it is a directory", path)
+	}
+	return nil
+}
+
 // Write writes data to path with mode perm. With exclusive, an existing
 // path is an error (for private keys: two names must not share a file,
 // and an old key is not silently replaced).

@@ -217,43 +217,8 @@ func (b *Bank) routes() http.Handler {
 		rawRequest(r)
 		http.Redirect(w, r, "/loop", http.StatusFound)
 	})
-	mux.HandleFunc("/encoded", func(w http.ResponseWriter, r *http.Request) {
-		rawRequest(r)
-		text := []byte(`{"transactions":[{"amount":"12.50","currency":"EUR"}]}`)
-		var buf bytes.Buffer
-		switch enc := r.URL.Query().Get("enc"); enc {
-		case "gzip":
-			zw := gzip.NewWriter(&buf)
-			zw.Write(text)
-			zw.Close()
-		case "deflate":
-			zw := zlib.NewWriter(&buf)
-			zw.Write(text)
-			zw.Close()
-		case "deflate-raw":
-			zw, _ := flate.NewWriter(&buf, flate.DefaultCompression)
-			zw.Write(text)
-			zw.Close()
-			enc = "deflate"
-		case "br":
-			buf.Write(text)
-		}
-		w.Header().Set("Content-Encoding", strings.TrimSuffix(r.URL.Query().Get("enc"), "-raw"))
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(buf.Bytes())
-	})
-	mux.HandleFunc("/zip", func(w http.ResponseWriter, r *http.Request) {
-		rawRequest(r)
-		var buf bytes.Buffer
-		zw := zip.NewWriter(&buf)
-		f, _ := zw.Create("statement.xml")
-		f.Write([]byte("<statement>first</statement>"))
-		f, _ = zw.Create("other.xml")
-		f.Write([]byte("<statement>second</statement>"))
-		zw.Close()
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Write(buf.Bytes())
-	})
+	mux.HandleFunc("/encoded", serveEncoded)
+	mux.HandleFunc("/zip", serveZip)
 	mux.HandleFunc("/latin1", func(w http.ResponseWriter, r *http.Request) {
 		rawRequest(r)
 		w.Header().Set("Content-Type", "text/plain; charset=iso-8859-1")
@@ -271,19 +236,7 @@ func (b *Bank) routes() http.Handler {
 		w.WriteHeader(code)
 		fmt.Fprintf(w, `{"tppMessages":[{"category":"ERROR","code":"STATUS_%d"}]}`, code)
 	})
-	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
-		rawRequest(r)
-		// Written raw: net/http would sort and canonicalise the names.
-		conn, bufrw, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		body := `{"ok":true}`
-		fmt.Fprintf(bufrw, "HTTP/1.1 200 OK\r\nx-request-id: abc\r\nSet-Cookie: a=1; Path=/\r\nContent-Type: application/json\r\n"+
-			"Set-Cookie: b=2; Path=/\r\nX-Mixed-CASE: V\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-		bufrw.Flush()
-	})
+	mux.HandleFunc("/headers", serveRawHeaders)
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		rawRequest(r)
 		d, _ := time.ParseDuration(r.URL.Query().Get("for"))
@@ -308,6 +261,62 @@ func (b *Bank) routes() http.Handler {
 		io.WriteString(w, "ok")
 	})
 	return mux
+}
+
+// serveEncoded answers with a body in the Content-Encoding that ?enc= names.
+func serveEncoded(w http.ResponseWriter, r *http.Request) {
+	rawRequest(r)
+	text := []byte(`{"transactions":[{"amount":"12.50","currency":"EUR"}]}`)
+	var buf bytes.Buffer
+	switch enc := r.URL.Query().Get("enc"); enc {
+	case "gzip":
+		zw := gzip.NewWriter(&buf)
+		zw.Write(text)
+		zw.Close()
+	case "deflate":
+		zw := zlib.NewWriter(&buf)
+		zw.Write(text)
+		zw.Close()
+	case "deflate-raw":
+		zw, _ := flate.NewWriter(&buf, flate.DefaultCompression)
+		zw.Write(text)
+		zw.Close()
+		enc = "deflate"
+	case "br":
+		buf.Write(text)
+	}
+	w.Header().Set("Content-Encoding", strings.TrimSuffix(r.URL.Query().Get("enc"), "-raw"))
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(buf.Bytes())
+}
+
+// serveZip answers with a zip archive of two statements.
+func serveZip(w http.ResponseWriter, r *http.Request) {
+	rawRequest(r)
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	f, _ := zw.Create("statement.xml")
+	f.Write([]byte("<statement>first</statement>"))
+	f, _ = zw.Create("other.xml")
+	f.Write([]byte("<statement>second</statement>"))
+	zw.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(buf.Bytes())
+}
+
+// serveRawHeaders writes its response raw: repeated, mixed-case header names.
+func serveRawHeaders(w http.ResponseWriter, r *http.Request) {
+	rawRequest(r)
+	// Written raw: net/http would sort and canonicalise the names.
+	conn, bufrw, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	body := `{"ok":true}`
+	fmt.Fprintf(bufrw, "HTTP/1.1 200 OK\r\nx-request-id: abc\r\nSet-Cookie: a=1; Path=/\r\nContent-Type: application/json\r\n"+
+		"Set-Cookie: b=2; Path=/\r\nX-Mixed-CASE: V\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	bufrw.Flush()
 }
 
 // latin1 reads header bytes as ISO-8859-1, HTTP's historical charset, so
