@@ -17,7 +17,8 @@ import (
 )
 
 // Stamp identifies the versions of a set of files: each path's inode, size
-// and modification time; a directory stands for the files in it. A file
+// and modification time; a directory stands for the files in it (but
+// hidden ones, such as the temporary file of an atomic replace). A file
 // replaced by rename with the same size and time still changes its stamp.
 type Stamp string
 
@@ -40,8 +41,11 @@ func StampOf(paths ...string) Stamp {
 			fmt.Fprintf(&b, "%s unreadable;", p)
 			continue
 		}
-		writeInfo(&b, p, fi)
+		fmt.Fprintf(&b, "%s dir;", p) // its own time changes with every temporary file: the entries tell
 		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".") {
+				continue // a file being written (files.Replace's temporary), or hidden
+			}
 			if efi, err := e.Info(); err == nil {
 				writeInfo(&b, filepath.Join(p, e.Name()), efi)
 			}
