@@ -60,21 +60,13 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 	a.reply(w, r, rec, success(append(b, `"}`...)))
 }
 
-// tls13Context starts the content a TLS 1.3 CertificateVerify signs
-// (RFC 8446 4.4.3): 64 spaces, then "TLS 1.3, client CertificateVerify"
-// or "TLS 1.3, server CertificateVerify".
-var tls13Context = strings.Repeat(" ", 64) + "TLS 1.3, "
-
-// signable refuses what /sign must not sign with a key: anything with a
-// QWAC, and data that is a TLS 1.3 CertificateVerify with any key (a
-// client could authenticate as the fintech to a bank with it, outside
-// makeRequest's policy and audit).
+// signable refuses what /sign must not sign (keys.Signable).
 func signable(info keys.Info, data string) *apiError {
-	if !info.Purpose.AllowsSign() {
+	switch err := keys.Signable(info, []byte(data)); {
+	case errors.Is(err, keys.ErrNotForSigning):
 		return &apiError{status: http.StatusForbidden, message: "Key not for signing",
 			data: fmt.Sprintf("key %q is a QWAC (purpose qwac): it authenticates brokerd to banks in makeRequest and signs no data", info.ID)}
-	}
-	if strings.HasPrefix(data, tls13Context) {
+	case err != nil:
 		return &apiError{status: http.StatusForbidden, message: "Data refused",
 			data: "the data is a TLS 1.3 CertificateVerify content: brokerd signs TLS handshakes only inside makeRequest"}
 	}

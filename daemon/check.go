@@ -10,14 +10,17 @@ import (
 
 	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/policy"
+	"github.com/brokerd/brokerd/tpm"
 )
 
 // KeyCheck is the outcome of test-signing with one key.
 type KeyCheck struct {
-	ID    string `json:"id"`
-	Kind  string `json:"kind"`
-	Alg   string `json:"algorithm"`
-	Error string `json:"error,omitempty"`
+	ID      string `json:"id"`
+	Kind    string `json:"kind"`
+	Alg     string `json:"algorithm"`
+	Purpose string `json:"purpose"`
+	Error   string `json:"error,omitempty"`
 }
 
 // CheckKeys signs a test digest with every key and reports each outcome;
@@ -28,9 +31,10 @@ func (s *State) CheckKeys(ctx context.Context) ([]KeyCheck, error) {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
 	digest := sha256.Sum256([]byte("brokerd config check"))
+	ctx = tpm.WithClass(ctx, tpm.ClassHousekeeping) // clients' operations first
 	out := make([]KeyCheck, 0, len(infos))
 	for _, i := range infos {
-		kc := KeyCheck{ID: i.ID, Kind: string(i.Kind), Alg: string(i.Algorithm)}
+		kc := KeyCheck{ID: i.ID, Kind: string(i.Kind), Alg: string(i.Algorithm), Purpose: string(i.Purpose)}
 		signer, err := s.Keys.Signer(ctx, i.ID)
 		if err == nil {
 			_, _, err = keys.SignDigest(ctx, signer, digest[:], "", crypto.SHA256)
@@ -50,6 +54,10 @@ type CheckReport struct {
 	State    string     `json:"state"`
 	Keys     []KeyCheck `json:"keys"`
 	Problems []string   `json:"problems"`
+	// Warnings are not problems, but an operator should know them: keys
+	// whose purpose no certificate says, rules any of several CAs can
+	// satisfy.
+	Warnings []string `json:"warnings"`
 }
 
 // Check validates the configuration file at path, reaches the TPM, opens
@@ -58,7 +66,7 @@ type CheckReport struct {
 // and state, and the file as well (it may have changed since the daemon
 // started).
 func Check(ctx context.Context, path string, d *Daemon, log *slog.Logger) CheckReport {
-	rep := CheckReport{Config: path, Keys: []KeyCheck{}, Problems: []string{}}
+	rep := CheckReport{Config: path, Keys: []KeyCheck{}, Problems: []string{}, Warnings: []string{}}
 	var cfg *config.Config
 	if d != nil {
 		cfg = d.Config()
@@ -98,7 +106,14 @@ func Check(ctx context.Context, path string, d *Daemon, log *slog.Logger) CheckR
 		if k.Error != "" {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("key %q: %s", k.ID, k.Error))
 		}
+		if k.Purpose == string(keys.PurposeAny) && !keys.Reserved(k.ID) {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("key %q has purpose any (no certificate says what it is): it both signs data and authenticates TLS; "+
+				"attach its certificate (brokerd key cert) or set --purpose", k.ID))
+		}
 	}
 	rep.Keys = append(rep.Keys, checks...)
+	if p, err := policy.Load(cfg.Policy.File); err == nil {
+		rep.Warnings = append(rep.Warnings, RuleWarnings(cfg, p.Rules)...)
+	}
 	return rep
 }

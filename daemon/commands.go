@@ -3,13 +3,16 @@ package daemon
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/brokerd/brokerd/admin"
+	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/pki"
@@ -177,9 +180,58 @@ func (s *State) ImportKey(ctx context.Context, actor, id string, priv crypto.Sig
 	return info, s.Record(ctx, actor, "admin.key.import", info.ID, string(info.Kind)+" "+string(info.Algorithm))
 }
 
+// operatorKey refuses brokerd's own keys (brokerd:*, by id or alias) to an
+// operator: the CA, the server's TLS key and the audit key sign, change
+// and go only as brokerd itself decides.
+func (s *State) operatorKey(name string) error {
+	if keys.Reserved(name) {
+		return fmt.Errorf("%q is %w: it is used only by brokerd itself", name, keys.ErrReserved)
+	}
+	if info, err := s.Keys.Info(name); err == nil && keys.Reserved(info.ID) {
+		return fmt.Errorf("%q names %q, %w: it is used only by brokerd itself", name, info.ID, keys.ErrReserved)
+	}
+	return nil
+}
+
+// SignData signs data with key id for an operator (brokerd key sign) as
+// /sign would: never with brokerd's own keys or a QWAC, never a TLS 1.3
+// CertificateVerify content. The signature is returned only once its
+// audit record (who, which key, the data's SHA-256) is durable; a refusal
+// is recorded too.
+func (s *State) SignData(ctx context.Context, actor, id string, data []byte, alg keys.SignAlg, h crypto.Hash) ([]byte, error) {
+	sum := sha256.Sum256(data)
+	rec := audit.Record{Op: "admin.key.sign", Client: actor, KeyID: id, DataSHA256: hex.EncodeToString(sum[:]), Status: 200}
+	sig, used, err := s.signData(ctx, id, data, alg, h)
+	rec.Alg = string(used) + "/" + strings.ReplaceAll(h.String(), "-", "") // as /sign records it: ES/SHA256
+	if err != nil {
+		rec.Status, rec.Error = 403, err.Error()
+	}
+	if _, aerr := s.Audit.Append(ctx, rec); aerr != nil {
+		return nil, fmt.Errorf("no signature: its audit record cannot be written: %w", aerr)
+	}
+	return sig, err
+}
+
+func (s *State) signData(ctx context.Context, id string, data []byte, alg keys.SignAlg, h crypto.Hash) ([]byte, keys.SignAlg, error) {
+	if err := s.operatorKey(id); err != nil {
+		return nil, alg, err
+	}
+	info, err := s.Keys.Info(id)
+	if err != nil {
+		return nil, alg, err
+	}
+	if err := keys.Signable(info, data); err != nil {
+		return nil, alg, err
+	}
+	return s.Keys.Sign(ctx, info.ID, data, alg, h)
+}
+
 // AttachCert sets the certificate chain of key id and adds aliases, and
 // audits it.
 func (s *State) AttachCert(ctx context.Context, actor, id string, chain []*x509.Certificate, aliases []string) (keys.Info, error) {
+	if err := s.operatorKey(id); err != nil {
+		return keys.Info{}, err
+	}
 	info, err := s.Keys.AttachCert(id, chain, aliases)
 	if err != nil {
 		return keys.Info{}, err
@@ -190,6 +242,9 @@ func (s *State) AttachCert(ctx context.Context, actor, id string, chain []*x509.
 // SetKeyOrigins binds key id to bank origins (none: no binding), and
 // audits it.
 func (s *State) SetKeyOrigins(ctx context.Context, actor, id string, origins []string) (keys.Info, error) {
+	if err := s.operatorKey(id); err != nil {
+		return keys.Info{}, err
+	}
 	info, err := s.Keys.SetOrigins(id, origins)
 	if err != nil {
 		return keys.Info{}, err
@@ -197,8 +252,24 @@ func (s *State) SetKeyOrigins(ctx context.Context, actor, id string, origins []s
 	return info, s.Record(ctx, actor, "admin.key.origins", info.ID, strings.Join(info.Origins, " "))
 }
 
+// SetKeyPurpose fixes what key id is for ("" lets its certificate say),
+// and audits it.
+func (s *State) SetKeyPurpose(ctx context.Context, actor, id string, p keys.Purpose) (keys.Info, error) {
+	if err := s.operatorKey(id); err != nil {
+		return keys.Info{}, err
+	}
+	info, err := s.Keys.SetPurpose(id, p)
+	if err != nil {
+		return keys.Info{}, err
+	}
+	return info, s.Record(ctx, actor, "admin.key.purpose", info.ID, string(info.Purpose))
+}
+
 // DeleteKey deletes key id and audits it.
 func (s *State) DeleteKey(ctx context.Context, actor, id string) error {
+	if err := s.operatorKey(id); err != nil {
+		return err
+	}
 	if err := s.Keys.Delete(ctx, id); err != nil {
 		return err
 	}

@@ -91,9 +91,9 @@ func records(t *testing.T, cfg *config.Config) []string {
 func TestChangesWithoutDaemon(t *testing.T) {
 	cfg := offline(t)
 	r := policy.Rule{Name: "agg", CN: "agg", Keys: []string{"qwac.crt", "nosuch.key", "*"}, Ops: []string{"sign"}}
-	unknown, err := daemon.PutRule(ctx, cfg, nil, "tester", r)
-	if err != nil || !slices.Equal(unknown, []string{"nosuch.key"}) {
-		t.Fatalf("PutRule: %v, %v", unknown, err)
+	warnings, err := daemon.PutRule(ctx, cfg, nil, "tester", r)
+	if err != nil || !slices.Equal(warnings, []string{`no key is called "nosuch.key" (yet): brokerd key list shows the keys`}) {
+		t.Fatalf("PutRule: %v, %v", warnings, err)
 	}
 	if p, err := policy.Load(cfg.Policy.File); err != nil || len(p.Rules) != 1 {
 		t.Fatalf("policy file: %v, %v", p, err)

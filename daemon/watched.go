@@ -9,6 +9,7 @@ import (
 
 	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/config"
+	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/netstack/bank"
 	"github.com/brokerd/brokerd/policy"
@@ -20,10 +21,11 @@ import (
 // with d, the running daemon, put in force at once; with d nil (no daemon
 // runs) it is recorded in cfg's state file.
 
-// PutRule adds or replaces rule r in the policy file. It returns the keys
-// the rule names that no key is called (yet): the rule is saved all the
-// same.
-func PutRule(ctx context.Context, cfg *config.Config, d *Daemon, actor string, r policy.Rule) (unknownKeys []string, err error) {
+// PutRule adds or replaces rule r in the policy file. It returns
+// warnings: the keys the rule names that no key is called (yet), and a
+// rule that anyone of several client CAs could match (see RuleWarnings);
+// the rule is saved all the same.
+func PutRule(ctx context.Context, cfg *config.Config, d *Daemon, actor string, r policy.Rule) (warnings []string, err error) {
 	p, err := policy.Load(cfg.Policy.File)
 	if err != nil {
 		return nil, err
@@ -37,12 +39,33 @@ func PutRule(ctx context.Context, cfg *config.Config, d *Daemon, actor string, r
 	withState(cfg, d, func(st *store.Store) {
 		for _, k := range r.Keys {
 			if _, err := keys.Names(st, k); k != "*" && errors.Is(err, keys.ErrUnknownKey) {
-				unknownKeys = append(unknownKeys, k)
+				warnings = append(warnings, fmt.Sprintf("no key is called %q (yet): brokerd key list shows the keys", k))
 			}
 		}
 	})
+	warnings = append(warnings, RuleWarnings(cfg, []policy.Rule{r})...)
 	rule, _ := json.Marshal(r)
-	return unknownKeys, fileChanged(ctx, cfg, d, policyFile, actor, "admin.policy.allow", string(rule))
+	return warnings, fileChanged(ctx, cfg, d, policyFile, actor, "admin.policy.allow", string(rule))
+}
+
+// RuleWarnings names the rules that match clients by what any CA can put
+// in a certificate (common name, organisational unit, SANs, role URLs,
+// PSD2 roles) without pinning the issuer or the certificate, while the
+// client CA file holds more than one CA: then each of them can mint a
+// certificate the rule lets in.
+func RuleWarnings(cfg *config.Config, rules []policy.Rule) []string {
+	cas, err := certs.ReadFile(cfg.API.ClientCA)
+	if err != nil || len(cas) < 2 {
+		return nil
+	}
+	var out []string
+	for _, r := range rules {
+		if r.Fingerprint == "" && r.Issuer == "" && !r.AnyClient {
+			out = append(out, fmt.Sprintf("rule %q matches clients by %s alone while %s holds %d CAs: any of them can issue such a certificate; pin the issuer with --issuer",
+				r.Name, r.Matchers(), cfg.API.ClientCA, len(cas)))
+		}
+	}
+	return out
 }
 
 // RemoveRule removes rule name from the policy file.

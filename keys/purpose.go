@@ -1,10 +1,13 @@
 package keys
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/store"
@@ -36,6 +39,15 @@ func ParsePurpose(s string) (Purpose, error) {
 	return "", fmt.Errorf("purpose %q: want qwac, qseal or any", s)
 }
 
+// String is the purpose's name (flag.Value).
+func (p *Purpose) String() string { return string(*p) }
+
+// Set reads a purpose (flag.Value: --purpose).
+func (p *Purpose) Set(s string) (err error) {
+	*p, err = ParsePurpose(s)
+	return err
+}
+
 // InferPurpose says what a key with this certificate (leaf; nil for none)
 // is for: the QcType statement first (web: a QWAC; eseal or esign: a
 // QSealC), else a clientAuth extended key usage makes a QWAC and its
@@ -54,6 +66,36 @@ func InferPurpose(leaf *x509.Certificate) Purpose {
 		return PurposeQWAC
 	}
 	return PurposeQSeal
+}
+
+var (
+	// ErrNotForSigning is returned for data signing with a QWAC.
+	ErrNotForSigning = errors.New("a QWAC signs no data")
+	// ErrHandshakeData is returned for data that is a TLS 1.3
+	// CertificateVerify content.
+	ErrHandshakeData = errors.New("the data is a TLS 1.3 CertificateVerify content")
+	// ErrReserved is returned when an operator names one of brokerd's own
+	// keys for a use that is brokerd's alone.
+	ErrReserved = errors.New("brokerd's own key")
+)
+
+// tls13Context starts the content a TLS 1.3 CertificateVerify signs (RFC
+// 8446 4.4.3): 64 spaces, then "TLS 1.3, client CertificateVerify" or
+// "TLS 1.3, server CertificateVerify".
+var tls13Context = []byte(strings.Repeat(" ", 64) + "TLS 1.3, ")
+
+// Signable refuses what signing data (/sign, brokerd key sign) must never
+// do with a key: anything with a QWAC, and a TLS 1.3 CertificateVerify
+// content with any key — with such a signature one could authenticate as
+// the fintech to a bank, outside makeRequest's policy and audit.
+func Signable(info Info, data []byte) error {
+	if !info.Purpose.AllowsSign() {
+		return fmt.Errorf("key %q is a QWAC (purpose qwac): %w", info.ID, ErrNotForSigning)
+	}
+	if bytes.HasPrefix(data, tls13Context) {
+		return ErrHandshakeData
+	}
+	return nil
 }
 
 // AllowsSign reports whether /sign may use a key of this purpose.

@@ -107,7 +107,22 @@ func (c *cli) checkThroughDaemon(files map[string]string) {
 		{name: "daemon: unknown key in a rule", args: []string{"policy", "allow", "--name", "r2", "--cn", "ok", "--keys", "other.key", "--ops", "sign"},
 			stdout: "rule r2 saved", stderr: `warning: no key is called "other.key" (yet)`},
 		{name: "daemon: no blob", args: []string{"key", "import", "--id", "b", "--blob", files["text"]}, code: 1, stderr: "not a wrapped key made by brokerd key wrap"},
+		{name: "daemon: sign with the CA key", args: []string{"key", "sign", "--id", "brokerd:ca"}, code: 1,
+			stderr: `brokerd key sign: "brokerd:ca" is brokerd's own key: it is used only by brokerd itself`},
+		{name: "daemon: delete the audit key", args: []string{"key", "delete", "--id", "brokerd:audit"}, code: 1, stderr: `"brokerd:audit" is brokerd's own key`},
+		{name: "daemon: replace the server certificate", args: []string{"key", "cert", "--id", "brokerd:tls-server", "--cert", files["cert"]}, code: 1,
+			stderr: `"brokerd:tls-server" is brokerd's own key`},
+		{name: "daemon: sign", args: []string{"key", "sign", "--id", "der.key"}},
 	})
+	// An operator's signature is on record like a client's, and so is the
+	// refused one with the CA key.
+	export := c.must("audit", "export")
+	for _, want := range []string{`"op":"admin.key.sign","client":"local user`, `"key_id":"der.key","alg":"ES/SHA256","data_sha256":"e3b0c442`,
+		`"key_id":"brokerd:ca"`} {
+		if !strings.Contains(export, want) {
+			c.t.Errorf("the audit log lacks %s:\n%s", want, export)
+		}
+	}
 	// They ran in the daemon: its record of rule r2 names the caller's
 	// process, as the admin socket's peer.
 	lines := strings.Split(c.must("audit", "export"), "\n")

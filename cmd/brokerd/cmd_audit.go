@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto"
 	"errors"
@@ -12,8 +11,6 @@ import (
 	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/daemon"
 	"github.com/brokerd/brokerd/internal/certs"
-	"github.com/brokerd/brokerd/keys"
-	"github.com/brokerd/brokerd/store"
 )
 
 func cmdAuditPubkey(ctx context.Context, e *env, args []string) error {
@@ -48,16 +45,6 @@ func (e *env) auditDB(db string) (string, error) {
 	return cfg.StatePath(), nil
 }
 
-// openReadOnly opens the audit log of a state file read-only, or lends
-// the daemon's when the command runs inside it; release gives it back.
-func (e *env) openReadOnly(path string) (l *audit.Log, st *store.Store, release func(), err error) {
-	if e.daemon != nil && path == e.daemon.Config().StatePath() {
-		s := e.daemon.State()
-		return s.Audit, s.Store, func() {}, nil
-	}
-	return audit.OpenFile(path, 2*time.Second)
-}
-
 func cmdAuditVerify(_ context.Context, e *env, args []string) error {
 	fs := e.flags("audit verify", "[--pub FILE] [--db FILE] [--json]",
 		"Verify the audit log: every record's link to the one before, the sequence, the\n"+
@@ -80,20 +67,12 @@ func cmdAuditVerify(_ context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	l, st, release, err := e.openReadOnly(path)
+	rep, fromFile, err := daemon.VerifyAudit(path, pub, e.daemon)
 	if err != nil {
 		return err
 	}
-	defer release()
-	if pub == nil {
-		if pub, err = keys.ReadPublic(st, daemon.AuditKeyID); err != nil {
-			return fmt.Errorf("no audit key in %s (give --pub): %w", path, err)
-		}
+	if fromFile {
 		fmt.Fprintln(e.stderr, "note: using the audit key recorded in the file itself; an auditor should give --pub")
-	}
-	rep, err := l.Verify(pub)
-	if err != nil {
-		return err
 	}
 	if *asJSON {
 		if err := writeJSON(e.stdout, rep); err != nil {
@@ -155,18 +134,5 @@ func cmdAuditExport(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, _, release, err := e.openReadOnly(path)
-	if err != nil {
-		return err
-	}
-	defer release()
-	w := bufio.NewWriter(e.stdout)
-	err = l.Records(from, to, func(_ audit.Record, raw []byte) error {
-		w.Write(raw)
-		return w.WriteByte('\n')
-	})
-	if err != nil {
-		return err
-	}
-	return w.Flush()
+	return daemon.ExportAudit(e.stdout, path, from, to, e.daemon)
 }

@@ -112,7 +112,10 @@ func printCheck(e *env, rep daemon.CheckReport) {
 		if k.Error != "" {
 			status = "FAILED: " + k.Error
 		}
-		fmt.Fprintf(e.stdout, "key %s (%s, %s): %s\n", k.ID, k.Kind, k.Alg, status)
+		fmt.Fprintf(e.stdout, "key %s (%s, %s, purpose %s): %s\n", k.ID, k.Kind, k.Alg, k.Purpose, status)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(e.stdout, "warning: %s\n", w)
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintf(e.stdout, "problem: %s\n", p)

@@ -36,6 +36,7 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 	alg := fs.String("alg", "", "key `algorithm`: rsa2048, rsa3072, p256 or p384")
 	subject := fs.String("subject", "", "CSR subject `DN`, e.g. \"CN=qseal,O=Example Oy,C=FI\" (default CN=ID)")
 	csrOut := e.path(fs, "csr-out", admin.Write, "write the CSR (PEM) to this `file` instead of standard output")
+	use := purpose(fs)
 	var aliases multiFlag
 	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
 	if err := e.parse(fs, args, "id", "alg"); err != nil {
@@ -60,7 +61,7 @@ func cmdKeyCreate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	info, csr, err := s.CreateKey(ctx, e.actor(), *id, a, keys.CreateOptions{Aliases: aliases, CSR: &x509.CertificateRequest{Subject: name}})
+	info, csr, err := s.CreateKey(ctx, e.actor(), *id, a, keys.CreateOptions{Aliases: aliases, CSR: &x509.CertificateRequest{Subject: name}, Purpose: *use})
 	if err != nil {
 		return err
 	}
@@ -90,6 +91,7 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 	certFile := e.path(fs, "cert", admin.Read, "certificate `file` (PEM; may hold the chain); its base name becomes an alias")
 	chainFile := e.path(fs, "chain", admin.Read, "intermediate certificates `file` (PEM)")
 	pwFile := e.path(fs, "password-file", admin.Read, "`file` holding the key's password")
+	use := purpose(fs)
 	var aliases multiFlag
 	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
 	if err := e.parse(fs, args, "id"); err != nil {
@@ -108,7 +110,7 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 	if *certFile != "" {
 		aliases = append(aliases, filepath.Base(*certFile))
 	}
-	opts := keys.ImportOptions{Aliases: aliases, Chain: chain}
+	opts := keys.ImportOptions{Aliases: aliases, Chain: chain, Purpose: *use}
 	priv, w, err := e.readKey(*keyFile, *blobFile, *pwFile)
 	if err != nil {
 		return err
@@ -199,6 +201,7 @@ func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 	id := fs.String("id", "", "key `id`")
 	certFile := e.path(fs, "cert", admin.Read, "certificate `file` (PEM; may hold the chain)")
 	chainFile := e.path(fs, "chain", admin.Read, "intermediate certificates `file` (PEM)")
+	use := purpose(fs)
 	var aliases multiFlag
 	fs.Var(&aliases, "alias", "another `name` for the key (repeatable)")
 	if err := e.parse(fs, args, "id", "cert"); err != nil {
@@ -213,6 +216,9 @@ func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	info, err := s.AttachCert(ctx, e.actor(), *id, chain, append(aliases, filepath.Base(*certFile)))
+	if err == nil && *use != "" {
+		info, err = s.SetKeyPurpose(ctx, e.actor(), *id, *use)
+	}
 	if err != nil {
 		return err
 	}
@@ -242,13 +248,17 @@ func cmdKeyList(_ context.Context, e *env, args []string) error {
 		return writeJSON(e.stdout, infos)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKIND\tALGORITHM\tSUBJECT\tNOT AFTER\tX5T#S256\tALIASES")
+	fmt.Fprintln(tw, "ID\tKIND\tALGORITHM\tPURPOSE\tSUBJECT\tNOT AFTER\tX5T#S256\tALIASES")
 	for _, i := range infos {
 		notAfter := "-"
 		if i.NotAfter != nil {
 			notAfter = i.NotAfter.Format(time.DateOnly)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Kind, i.Algorithm, dash(i.Subject), notAfter, dash(i.X5tS256), dash(strings.Join(i.Aliases, ",")))
+		use := string(i.Purpose)
+		if i.Purpose == keys.PurposeAny && i.ChainLen == 0 {
+			use = "any!" // no certificate says what it is: config check explains
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Kind, i.Algorithm, use, dash(i.Subject), notAfter, dash(i.X5tS256), dash(strings.Join(i.Aliases, ",")))
 	}
 	return tw.Flush()
 }
@@ -283,7 +293,7 @@ func cmdKeySign(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	sig, _, err := s.Keys.Sign(ctx, *id, data, a, h)
+	sig, err := s.SignData(ctx, e.actor(), *id, data, a, h)
 	if err != nil {
 		return err
 	}

@@ -43,13 +43,13 @@ func cmdPolicyAllow(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	unknown, err := daemon.PutRule(ctx, cfg, e.daemon, e.actor(), r)
+	warnings, err := daemon.PutRule(ctx, cfg, e.daemon, e.actor(), r)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "rule %s saved in %s\n", r.Name, cfg.Policy.File)
-	for _, k := range unknown {
-		fmt.Fprintf(e.stderr, "warning: no key is called %q (yet): brokerd key list shows the keys\n", k)
+	for _, w := range warnings {
+		fmt.Fprintln(e.stderr, "warning: "+w)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/config"
+	"github.com/brokerd/brokerd/keys"
 )
 
 // errProbed ends a command whose flags were only parsed (env.probe).
@@ -95,4 +96,11 @@ func (e *env) path(fs *flag.FlagSet, name string, access admin.Access, usage str
 	v := new(string)
 	fs.Var(admin.PathFlag{Value: v, Access: access, Grants: &e.grants}, name, usage)
 	return v
+}
+
+// purpose defines --purpose on fs.
+func purpose(fs *flag.FlagSet) *keys.Purpose {
+	p := new(keys.Purpose)
+	fs.Var(p, "purpose", "what the key is for: `qwac`, qseal or any (default: what its certificate says; any without one)")
+	return p
 }
