@@ -108,9 +108,12 @@ func (s *State) IssueClientFiles(ctx context.Context, actor string, req pki.Clie
 // or a serial, as pki.Registry.Revoke takes it), signs the CRL again and
 // audits it. The revocation is in force once stored: an error after that
 // says so.
+//
+// Revocation needs only the CA certificate and the registry: whatever
+// happened to the CA key (a TPM that does not answer), the revocation is
+// stored and in force; only the CRL file then waits.
 func (s *State) RevokeClient(ctx context.Context, actor, which string) (pki.Record, error) {
-	ca, err := s.PKI.Authority(ctx)
-	if err != nil {
+	if _, err := s.PKI.CACert(); err != nil {
 		return pki.Record{}, err
 	}
 	rec, err := s.PKI.Registry().Revoke(which, time.Now())
@@ -120,7 +123,10 @@ func (s *State) RevokeClient(ctx context.Context, actor, which string) (pki.Reco
 	if s.daemon != nil {
 		s.daemon.ApplyRevocations()
 	}
-	crlErr := s.PKI.WriteCRL(ca, time.Now())
+	ca, crlErr := s.PKI.Authority(ctx)
+	if crlErr == nil {
+		crlErr = s.PKI.WriteCRL(ca, time.Now())
+	}
 	if err := s.Record(ctx, actor, "admin.client.revoke", "", fmt.Sprintf("client %q serial %s sha256 %s", rec.Name, rec.Serial, rec.Fingerprint)); err != nil {
 		return rec, fmt.Errorf("revoked %s (in force), but: %w", rec.Serial, err)
 	}
