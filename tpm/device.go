@@ -130,6 +130,8 @@ type Device struct {
 	// Owned by the token holder.
 	objs  objectCache
 	dirty bool
+
+	crypto cryptoState
 }
 
 // Open connects to the TPM, flushes transient objects and sessions left
@@ -220,6 +222,7 @@ func (d *Device) Close() error {
 		d.idle.Stop()
 		if !d.dirty {
 			d.objs.each(func(o *object) { d.flushHandle(o.handle) })
+			d.dropSession()
 		}
 		err = d.tr.Close()
 	})
@@ -251,12 +254,14 @@ func (d *Device) TransientHandles(ctx context.Context) ([]uint32, error) {
 	return out, err
 }
 
-// Flush unloads every object the device keeps loaded; they load again on
-// demand. It frees the TPM's slots for another client.
+// Flush unloads every object the device keeps loaded, and its signing
+// session; they load again on demand. It frees the TPM's slots for
+// another client.
 func (d *Device) Flush(ctx context.Context) error {
 	return d.do(ctx, func() error {
 		d.objs.each(func(o *object) { d.flushHandle(o.handle) })
 		d.objs.clear()
+		d.dropSession()
 		return nil
 	})
 }
@@ -370,6 +375,7 @@ func (d *Device) exec(fn func() error) error {
 // sessions from the TPM, starting it up first if it was just powered on.
 func (d *Device) reset() error {
 	d.objs.clear()
+	d.forgetSession() // flushAll flushes it
 	d.dirty = true
 	err := d.flushAll()
 	if errors.Is(err, tpm2.TPMRCInitialize) {

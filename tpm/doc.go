@@ -40,6 +40,16 @@
 // gives the same bytes on every TPM. Each key has its own random auth value,
 // so only brokerd can use a key as a raw RSA oracle.
 //
+// # Keys off the bus
+//
+// No auth value crosses the bus to the TPM in clear, where a probe on a
+// discrete chip's bus could read it. Signatures are authorised through
+// one HMAC session salted to the storage root key, kept open across
+// signatures (so a signature is still one TPM command), with the first
+// command parameter encrypted; auth values and secrets sent to the TPM
+// (TPM2_Create, TPM2_ObjectChangeAuth) travel encrypted in salted
+// sessions, and sealed secrets come back encrypted.
+//
 // This package knows nothing of key names, HTTP or persistence: key blobs go
 // in and out as values the caller stores.
 package tpm

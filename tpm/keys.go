@@ -412,8 +412,10 @@ func (d *Device) ImportWrapped(ctx context.Context, w *WrappedKey) (*Key, error)
 			return err
 		}
 		defer d.forget(imported)
+		// The new auth value is the command's first parameter: it travels
+		// encrypted, in a session salted to the EK.
 		rsp, err := tpm2.ObjectChangeAuth{
-			ObjectHandle: tpm2.AuthHandle{Handle: o.handle, Name: o.name, Auth: tpm2.PasswordAuth(nil)},
+			ObjectHandle: tpm2.AuthHandle{Handle: o.handle, Name: o.name, Auth: saltedAuth(ek, nil)},
 			ParentHandle: tpm2.NamedHandle{Handle: ek.handle, Name: ek.name},
 			NewAuth:      tpm2.TPM2BAuth{Buffer: newAuthValue},
 		}.Execute(d.tr)

@@ -1,0 +1,27 @@
+package tpm
+
+import "context"
+
+// Test hooks. They exist only in this package's tests.
+
+// UsePasswordSessions makes d's signing commands authorise keys with
+// password sessions (the auth value in clear on the bus), as brokerd did
+// before salted sessions, or (on == false) in the salted session again:
+// the benchmark measures what the salted session costs, and a test
+// reaches the RSA self-check behind it.
+func UsePasswordSessions(d *Device, on bool) {
+	d.do(context.Background(), func() error { d.crypto.passwordAuth = on; return nil })
+}
+
+// DropSession makes d forget (and flush) its signing session: the next
+// signature starts a new one.
+func DropSession(d *Device) {
+	d.do(context.Background(), func() error { d.dropSession(); return nil })
+}
+
+// SessionsStarted returns how many salted sessions d has started.
+func SessionsStarted(d *Device) int {
+	var n int
+	d.do(context.Background(), func() error { n = d.crypto.sessionsStarted; return nil })
+	return n
+}
