@@ -125,7 +125,6 @@ type Device struct {
 	// Set in Open, read-only afterwards.
 	srkPub  tpm2.TPMTPublic
 	srkName tpm2.TPM2BName
-	support map[Algorithm]bool
 
 	// Owned by the token holder.
 	objs  objectCache
@@ -175,18 +174,10 @@ func (d *Device) setup() error {
 	}
 	srk, err := d.srk()
 	if err != nil {
-		return err
+		return d.failure(err)
 	}
 	d.srkPub, d.srkName = *srk.pub, srk.name
-	d.support = map[Algorithm]bool{}
-	for _, alg := range Algorithms {
-		_, err := tpm2.TestParms{Parameters: testParms(alg)}.Execute(d.tr)
-		if err != nil && errors.Is(err, ErrUnavailable) {
-			return err
-		}
-		d.support[alg] = err == nil
-	}
-	return nil
+	return d.probe()
 }
 
 // Address returns the address the device was opened with.
@@ -195,9 +186,6 @@ func (d *Device) Address() Address { return d.addr }
 // SRKName returns the Name of the storage root key: it identifies the TPM
 // (and its owner seed), so state made on one TPM can be recognised on another.
 func (d *Device) SRKName() []byte { return append([]byte(nil), d.srkName.Buffer...) }
-
-// Supports reports whether the TPM can hold keys of the given algorithm.
-func (d *Device) Supports(alg Algorithm) bool { return d.support[alg] }
 
 // Close waits for the operation in flight, fails waiting ones with
 // ErrClosed, flushes loaded objects and closes the transport.

@@ -17,12 +17,19 @@ var (
 	ErrUnavailable = errors.New("TPM unavailable")
 	// ErrClosed is returned by operations on a closed Device.
 	ErrClosed = errors.New("TPM device closed")
-	// ErrUnsupported is returned for algorithms or key sizes the TPM cannot
-	// hold.
-	ErrUnsupported = errors.New("not supported by this TPM")
+	// ErrUnsupported is returned for algorithms, key sizes and hashes the
+	// TPM does not implement.
+	ErrUnsupported = errors.New("unsupported by this TPM")
 	// ErrWrongTPM is returned when a key blob or a parent belongs to another
 	// TPM: it cannot be loaded or imported here.
 	ErrWrongTPM = errors.New("key material belongs to a different TPM")
+	// ErrCorruptBlob is returned when a key blob made for this TPM does not
+	// load or import: its bytes were altered or damaged.
+	ErrCorruptBlob = errors.New("key blob is damaged")
+	// ErrFailureMode is returned when the TPM is in failure mode: its
+	// self-test failed, and it refuses every command but a few status
+	// queries until it is reset (a reboot).
+	ErrFailureMode = errors.New("the TPM is in failure mode")
 )
 
 // isStateLost reports whether err says that a handle the device cached no
@@ -31,33 +38,6 @@ var (
 func isStateLost(err error) bool {
 	for _, rc := range []tpm2.TPMRC{tpm2.TPMRCReferenceH0, tpm2.TPMRCReferenceH1,
 		tpm2.TPMRCReferenceH2, tpm2.TPMRCHandle, tpm2.TPMRCInitialize} {
-		if errors.Is(err, rc) {
-			return true
-		}
-	}
-	return false
-}
-
-// isWrongTPM reports whether a Load or Import failed because the blob was
-// wrapped for another TPM (or was altered).
-func isWrongTPM(err error) bool {
-	for _, rc := range []tpm2.TPMRC{tpm2.TPMRCIntegrity, tpm2.TPMRCBinding} {
-		if errors.Is(err, rc) {
-			return true
-		}
-	}
-	return false
-}
-
-// isUnwrapFailure reports whether TPM2_Import failed because the blob's
-// seed or integrity does not check out under the parent: it was wrapped for
-// another TPM or altered. libtpms answers a seed that does not decrypt under
-// an RSA parent with TPM_RC_FAILURE, and keeps working.
-func isUnwrapFailure(err error) bool {
-	if isWrongTPM(err) {
-		return true
-	}
-	for _, rc := range []tpm2.TPMRC{tpm2.TPMRCValue, tpm2.TPMRCSize, tpm2.TPMRCFailure, tpm2.TPMRCECCPoint, tpm2.TPMRCNoResult} {
 		if errors.Is(err, rc) {
 			return true
 		}

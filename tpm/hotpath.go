@@ -181,3 +181,21 @@ func (d *Device) ecdsaSign(o *object, auth, digest []byte, hash tpm2.TPMIAlgHash
 	}
 	return r, s, nil
 }
+
+// rsaSign runs TPM2_Sign with RSASSA or RSAPSS on a loaded key (FIPS-mode
+// TPMs, which refuse raw RSA) and returns the signature. Token holder
+// only.
+func (d *Device) rsaSign(o *object, auth, digest []byte, scheme tpm2.TPMIAlgSigScheme, hash tpm2.TPMIAlgHash) ([]byte, error) {
+	params, err := d.call(tpm2.TPMCCSign, o, auth, signParams(digest, scheme, hash))
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	if len(params) < 4 || tpm2.TPMAlgID(binary.BigEndian.Uint16(params)) != scheme {
+		return nil, errors.New("sign: not a signature of the scheme asked for")
+	}
+	sig, _, err := read2B(params[4:])
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	return sig, nil
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -35,11 +36,16 @@ const authSize = 32
 // private area encrypted by the TPM under Parent, and its auth value. It can
 // be stored anywhere; only the TPM that made it can load it.
 type KeyBlob struct {
-	Parent  Parent `json:"parent"`
-	Public  []byte `json:"public"`  // TPMT_PUBLIC
-	Private []byte `json:"private"` // TPM2B_PRIVATE contents
-	Auth    []byte `json:"auth"`
-	PCRs    []int  `json:"pcrs,omitempty"` // sealed objects bound to SHA-256 PCRs
+	Parent Parent `json:"parent"`
+	// ParentName is the Name of the parent the blob was made under (empty
+	// in blobs made before it was kept): a blob under another TPM's
+	// parent is refused as such, one under this TPM's that does not load
+	// is damaged.
+	ParentName []byte `json:"parent_name,omitempty"`
+	Public     []byte `json:"public"`  // TPMT_PUBLIC
+	Private    []byte `json:"private"` // TPM2B_PRIVATE contents
+	Auth       []byte `json:"auth"`
+	PCRs       []int  `json:"pcrs,omitempty"` // sealed objects bound to SHA-256 PCRs
 }
 
 // Key is a KeyBlob parsed and ready to load.
@@ -61,11 +67,11 @@ func ParseKeyBlob(b KeyBlob) (*Key, error) {
 	}
 	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](b.Public)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: key blob: public area: %w", err)
+		return nil, fmt.Errorf("tpm: key blob: %w: public area: %w", ErrCorruptBlob, err)
 	}
 	name, err := tpm2.ObjectName(pub)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: key blob: name: %w", err)
+		return nil, fmt.Errorf("tpm: key blob: %w: name: %w", ErrCorruptBlob, err)
 	}
 	// The same key imported twice has one Name but two private blobs with
 	// different auth values: the cache tells loaded objects apart by blob.
@@ -73,7 +79,7 @@ func ParseKeyBlob(b KeyBlob) (*Key, error) {
 	k := &Key{blob: b, pub: *pub, name: *name, cacheID: string(b.Parent) + ":" + hex.EncodeToString(sum[:])}
 	if pub.Type != tpm2.TPMAlgKeyedHash {
 		if k.public, err = tpm2.Pub(*pub); err != nil {
-			return nil, fmt.Errorf("tpm: key blob: public key: %w", err)
+			return nil, fmt.Errorf("tpm: key blob: %w: public key: %w", ErrCorruptBlob, err)
 		}
 		if k.alg, err = AlgorithmOf(k.public); err != nil {
 			return nil, fmt.Errorf("tpm: key blob: %w", err)
@@ -164,17 +170,19 @@ func (d *Device) createChild(tmpl tpm2.TPMTPublic, sens tpm2.TPMSSensitiveCreate
 		if err != nil {
 			return err
 		}
-		blob = KeyBlob{Parent: ParentSRK, Public: tpm2.Marshal(pub), Private: rsp.OutPrivate.Buffer, Auth: sens.UserAuth.Buffer}
+		blob = KeyBlob{Parent: ParentSRK, ParentName: srk.name.Buffer, Public: tpm2.Marshal(pub), Private: rsp.OutPrivate.Buffer, Auth: sens.UserAuth.Buffer}
 		return nil
 	})
 	return blob, err
 }
 
 // CreateKey generates a key inside the TPM under the storage root key. Its
-// private part never leaves the TPM unencrypted.
+// private part never leaves the TPM unencrypted. The key has made a
+// signature that verifies before it is returned. It fails with an error
+// matching ErrUnsupported when the TPM does not hold such keys.
 func (d *Device) CreateKey(ctx context.Context, alg Algorithm) (*Key, error) {
-	if !d.Supports(alg) {
-		return nil, fmt.Errorf("tpm: create key: %s %w", alg, ErrUnsupported)
+	if err := d.CheckSupport(ctx, alg); err != nil {
+		return nil, fmt.Errorf("tpm: create key: %w", err)
 	}
 	tmpl, err := keyTemplate(alg, true)
 	if err != nil {
@@ -185,14 +193,14 @@ func (d *Device) CreateKey(ctx context.Context, alg Algorithm) (*Key, error) {
 		return nil, err
 	}
 	var blob KeyBlob
-	err = d.do(ctx, func() error {
+	err = d.doChecked(ctx, ClassAPI, func() error {
 		blob, err = d.createChild(tmpl, tpm2.TPMSSensitiveCreate{UserAuth: tpm2.TPM2BAuth{Buffer: auth}})
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tpm: create %s key: %w", alg, err)
 	}
-	return ParseKeyBlob(blob)
+	return d.tested(ctx, "create "+string(alg)+" key", blob)
 }
 
 // ImportKey wraps a software key for this TPM's storage root key (in Go, so
@@ -208,34 +216,68 @@ func (d *Device) ImportKey(ctx context.Context, priv crypto.PrivateKey) (*Key, e
 		return nil, fmt.Errorf("tpm: import key: %w", err)
 	}
 	alg, _ := AlgorithmOf(priv.(crypto.Signer).Public())
-	if !d.Supports(alg) {
-		return nil, fmt.Errorf("tpm: import key: %s %w", alg, ErrUnsupported)
+	if err := d.CheckSupport(ctx, alg); err != nil {
+		return nil, fmt.Errorf("tpm: import key: %w", err)
 	}
 	w, err := wrap(d.srkPub, ParentSRK, pub, sens)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: import key: %w", err)
 	}
 	var blob KeyBlob
-	err = d.do(ctx, func() error {
+	err = d.doChecked(ctx, ClassAPI, func() error {
 		srk, auth, err := d.parent(ParentSRK)
 		if err != nil {
 			return err
 		}
-		private, err := d.importUnder(srk, auth, w)
+		// brokerd wrapped it for this SRK a moment ago.
+		private, err := d.importUnder(srk, auth, w, true)
 		if err != nil {
 			return err
 		}
-		blob = KeyBlob{Parent: ParentSRK, Public: w.Public, Private: private, Auth: sens.AuthValue.Buffer}
+		blob = KeyBlob{Parent: ParentSRK, ParentName: srk.name.Buffer, Public: w.Public, Private: private, Auth: sens.AuthValue.Buffer}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tpm: import key: %w", err)
 	}
-	return ParseKeyBlob(blob)
+	return d.tested(ctx, "import key", blob)
 }
 
-// importUnder runs TPM2_Import of w under the loaded parent.
-func (d *Device) importUnder(parent *object, auth tpm2.AuthHandle, w *WrappedKey) ([]byte, error) {
+// tested parses a new key's blob and has the key sign a random digest,
+// checking the signature, before the key is reported made: a key that
+// cannot sign is never stored. On failure the key is flushed. op names
+// the operation in errors.
+func (d *Device) tested(ctx context.Context, op string, blob KeyBlob) (*Key, error) {
+	k, err := ParseKeyBlob(blob)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: %s: %w", op, err)
+	}
+	s, err := d.Signer(k)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: %s: %w", op, err)
+	}
+	digest := make([]byte, sha256.Size)
+	if _, err := rand.Read(digest); err != nil {
+		return nil, fmt.Errorf("tpm: %s: %w", op, err)
+	}
+	// Signer checks RSA signatures itself.
+	sig, err := s.SignContext(ctx, digest, crypto.SHA256)
+	if pub, ok := k.public.(*ecdsa.PublicKey); ok && err == nil && !ecdsa.VerifyASN1(pub, digest, sig) {
+		err = errors.New("the TPM returned a signature that does not verify")
+	}
+	if err != nil {
+		if ferr := d.Forget(context.WithoutCancel(ctx), k); ferr != nil {
+			d.log.Warn("tpm: flush a key that failed its test signature", "key", k.String(), "err", ferr)
+		}
+		return nil, fmt.Errorf("tpm: %s: test signature: %w", op, err)
+	}
+	return k, nil
+}
+
+// importUnder runs TPM2_Import of w under the loaded parent. parentKnown
+// says w was made for this parent (its Name was checked), so that a blob
+// that does not unwrap is known to be altered rather than another TPM's.
+func (d *Device) importUnder(parent *object, auth tpm2.AuthHandle, w *WrappedKey, parentKnown bool) ([]byte, error) {
 	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](w.Public)
 	if err != nil {
 		return nil, fmt.Errorf("public area: %w", err)
@@ -257,10 +299,10 @@ func (d *Device) importUnder(parent *object, auth tpm2.AuthHandle, w *WrappedKey
 		private = rsp.OutPrivate.Buffer
 		return nil
 	})
-	if err != nil && isUnwrapFailure(err) {
-		return nil, fmt.Errorf("%w: the TPM cannot unwrap the key (%w)", ErrWrongTPM, err)
+	if err != nil {
+		return nil, d.importError(err, parentKnown)
 	}
-	return private, err
+	return private, nil
 }
 
 // WrappedKeyFormat identifies brokerd's wrapped-key files.
@@ -386,12 +428,22 @@ func (d *Device) EndorsementKey(ctx context.Context, p Parent) (crypto.PublicKey
 // the EK and a PolicySecret session); its auth value is replaced by a fresh
 // random one, so the wrapped file alone does not authorise its use.
 func (d *Device) ImportWrapped(ctx context.Context, w *WrappedKey) (*Key, error) {
+	if err := checkImportedPublic(w.Public); err != nil {
+		return nil, fmt.Errorf("tpm: import wrapped key: %w: %w", ErrCorruptBlob, err)
+	}
+	alg, err := publicAlgorithm(w.Public)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: import wrapped key: %w", err)
+	}
+	if err := d.CheckSupport(ctx, alg); err != nil {
+		return nil, fmt.Errorf("tpm: import wrapped key: %w", err)
+	}
 	newAuthValue, err := newAuth()
 	if err != nil {
 		return nil, err
 	}
 	var blob KeyBlob
-	err = d.do(ctx, func() error {
+	err = d.doChecked(ctx, ClassAPI, func() error {
 		ek, auth, err := d.parent(w.Parent)
 		if err != nil {
 			return err
@@ -399,11 +451,11 @@ func (d *Device) ImportWrapped(ctx context.Context, w *WrappedKey) (*Key, error)
 		if nameHex(ek.name) != nameHex(tpm2.TPM2BName{Buffer: w.ParentName}) {
 			return fmt.Errorf("%w: the key was wrapped for another TPM's endorsement key", ErrWrongTPM)
 		}
-		private, err := d.importUnder(ek, auth, w)
+		private, err := d.importUnder(ek, auth, w, true)
 		if err != nil {
 			return err
 		}
-		imported, err := ParseKeyBlob(KeyBlob{Parent: w.Parent, Public: w.Public, Private: private})
+		imported, err := ParseKeyBlob(KeyBlob{Parent: w.Parent, ParentName: ek.name.Buffer, Public: w.Public, Private: private})
 		if err != nil {
 			return err
 		}
@@ -422,13 +474,13 @@ func (d *Device) ImportWrapped(ctx context.Context, w *WrappedKey) (*Key, error)
 		if err != nil {
 			return fmt.Errorf("change auth value: %w", err)
 		}
-		blob = KeyBlob{Parent: w.Parent, Public: w.Public, Private: rsp.OutPrivate.Buffer, Auth: newAuthValue}
+		blob = KeyBlob{Parent: w.Parent, ParentName: ek.name.Buffer, Public: w.Public, Private: rsp.OutPrivate.Buffer, Auth: newAuthValue}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tpm: import wrapped key: %w", err)
 	}
-	return ParseKeyBlob(blob)
+	return d.tested(ctx, "import wrapped key", blob)
 }
 
 // Forget flushes k from the TPM if it is loaded (after the key is deleted).
@@ -436,22 +488,28 @@ func (d *Device) Forget(ctx context.Context, k *Key) error {
 	return d.do(ctx, func() error { d.forget(k); return nil })
 }
 
+// publicAlgorithm returns the algorithm of the key in a TPMT_PUBLIC.
+func publicAlgorithm(public []byte) (Algorithm, error) {
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
+	if err != nil {
+		return "", fmt.Errorf("public area: %w", err)
+	}
+	k, err := tpm2.Pub(*pub)
+	if err != nil {
+		return "", fmt.Errorf("public key: %w", err)
+	}
+	return AlgorithmOf(k)
+}
+
 // checkImportedPublic accepts only the public areas brokerd itself gives
 // imported keys, so a wrapped file cannot smuggle in a key with other
 // attributes (say, one that a policy lets others use).
 func checkImportedPublic(public []byte) error {
-	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](public)
-	if err != nil {
-		return fmt.Errorf("public area: %w", err)
-	}
-	k, err := tpm2.Pub(*pub)
-	if err != nil {
-		return fmt.Errorf("public key: %w", err)
-	}
-	alg, err := AlgorithmOf(k)
+	alg, err := publicAlgorithm(public)
 	if err != nil {
 		return err
 	}
+	pub, _ := tpm2.Unmarshal[tpm2.TPMTPublic](public)
 	want, err := keyTemplate(alg, false)
 	if err != nil {
 		return err

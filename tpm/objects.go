@@ -200,6 +200,9 @@ func (d *Device) load(k *Key) (*object, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(k.blob.ParentName) > 0 && !bytes.Equal(k.blob.ParentName, par.name.Buffer) {
+		return nil, fmt.Errorf("tpm: load key %s: %w: it was made under another %s", k, ErrWrongTPM, k.blob.Parent)
+	}
 	par.pinned = true
 	defer func() { par.pinned = false }()
 	var o *object
@@ -216,10 +219,7 @@ func (d *Device) load(k *Key) (*object, error) {
 		return nil
 	})
 	if err != nil {
-		if isWrongTPM(err) {
-			return nil, fmt.Errorf("tpm: load key %s: %w (%w)", k, ErrWrongTPM, err)
-		}
-		return nil, fmt.Errorf("tpm: load key %s: %w", k, err)
+		return nil, fmt.Errorf("tpm: load key %s: %w", k, d.loadError(k, err))
 	}
 	d.objs.put(k.cacheID, o)
 	return o, nil

@@ -203,21 +203,42 @@ func TestEKWrappedImport(t *testing.T) {
 					t.Fatalf("import on another TPM: %v, want ErrWrongTPM", err)
 				}
 				// Even when the blob claims the other TPM's EK, the TPM
-				// itself refuses it: it cannot recover the seed.
+				// itself refuses it: it cannot recover the seed. The file
+				// was altered (its parent's name), and says so.
 				forOther, err := tpm.WrapKey(otherEK, priv)
 				if err != nil {
 					t.Fatal(err)
 				}
 				forged := *w
 				forged.ParentName = forOther.ParentName
-				if _, err := other.ImportWrapped(ctx, &forged); !errors.Is(err, tpm.ErrWrongTPM) {
-					t.Fatalf("forged parent name: %v, want ErrWrongTPM", err)
+				if _, err := other.ImportWrapped(ctx, &forged); !errors.Is(err, tpm.ErrCorruptBlob) || errors.Is(err, tpm.ErrWrongTPM) {
+					t.Fatalf("forged parent name: %v, want ErrCorruptBlob", err)
 				}
+				checkDamagedWrappedKey(t, appliance, w)
 			})
 		}
 	}
 	checkNoLeaks(t, appliance)
 	checkNoLeaks(t, other)
+}
+
+// checkDamagedWrappedKey: a blob for this TPM with a byte changed in its
+// duplicate or its seed is damaged, not another TPM's.
+func checkDamagedWrappedKey(t *testing.T, d *tpm.Device, w *tpm.WrappedKey) {
+	t.Helper()
+	for _, field := range []string{"duplicate", "seed"} {
+		damaged := *w
+		damaged.Duplicate = append([]byte(nil), w.Duplicate...)
+		damaged.Seed = append([]byte(nil), w.Seed...)
+		b := damaged.Seed
+		if field == "duplicate" {
+			b = damaged.Duplicate
+		}
+		b[len(b)/2] ^= 1
+		if _, err := d.ImportWrapped(context.Background(), &damaged); !errors.Is(err, tpm.ErrCorruptBlob) {
+			t.Fatalf("damaged %s: %v, want ErrCorruptBlob", field, err)
+		}
+	}
 }
 
 func TestWrapKeyRefusesWhatTheTPMCannotHold(t *testing.T) {

@@ -83,44 +83,87 @@ func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 // waits in the signer's class.
 func (s *Signer) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	h := opts.HashFunc()
-	alg, err := hashAlg(h)
-	if err != nil {
+	if _, err := hashAlg(h); err != nil {
 		return nil, fmt.Errorf("tpm: sign with %s: %w", s.k, err)
 	}
 	if len(digest) != h.Size() {
 		return nil, fmt.Errorf("tpm: sign with %s: digest is %d bytes, want %d for %v", s.k, len(digest), h.Size(), h)
 	}
-	switch pub := s.k.public.(type) {
-	case *rsa.PublicKey:
-		return s.signRSA(ctx, pub, digest, opts)
-	case *ecdsa.PublicKey:
-		return s.signECDSA(ctx, digest, alg)
-	}
-	return nil, fmt.Errorf("tpm: sign with %s: unsupported key type %T", s.k, s.k.public)
-}
-
-func (s *Signer) signRSA(ctx context.Context, pub *rsa.PublicKey, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	h := opts.HashFunc()
-	k := pub.Size()
 	var (
-		em  []byte
+		sig []byte
 		err error
 	)
-	pss, isPSS := opts.(*rsa.PSSOptions)
-	if isPSS {
-		saltLen := pss.SaltLength
-		if saltLen == rsa.PSSSaltLengthAuto || saltLen == rsa.PSSSaltLengthEqualsHash {
-			saltLen = h.Size()
-		}
-		em, err = emsaPSS(h, digest, saltLen, pub.N.BitLen(), k)
-	} else {
-		em, err = emsaPKCS1v15(h, digest, k)
+	switch pub := s.k.public.(type) {
+	case *rsa.PublicKey:
+		sig, err = s.signRSA(ctx, pub, digest, opts)
+	case *ecdsa.PublicKey:
+		sig, err = s.signECDSA(ctx, pub, digest)
+	default:
+		err = fmt.Errorf("unsupported key type %T", s.k.public)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tpm: sign with %s: %w", s.k, err)
 	}
+	return sig, nil
+}
+
+// signRSA signs PKCS #1 v1.5, or PSS when opts is *rsa.PSSOptions, and
+// checks the signature before it returns it: with the PSS salt length it
+// asked for, so a chip's other choice never reaches a client.
+func (s *Signer) signRSA(ctx context.Context, pub *rsa.PublicKey, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	h := opts.HashFunc()
+	pss, isPSS := opts.(*rsa.PSSOptions)
+	saltLen := 0
+	if isPSS {
+		saltLen = pss.SaltLength
+		if saltLen == rsa.PSSSaltLengthAuto || saltLen == rsa.PSSSaltLengthEqualsHash {
+			saltLen = h.Size()
+		}
+	}
+	var (
+		sig []byte
+		err error
+	)
+	if s.d.FIPS() {
+		sig, err = s.signRSAWithSign(ctx, digest, h, isPSS, saltLen)
+	} else {
+		sig, err = s.signRSARaw(ctx, pub, digest, h, isPSS, saltLen)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k := pub.Size()
+	if len(sig) < k {
+		sig = append(make([]byte, k-len(sig)), sig...)
+	}
+	if isPSS {
+		err = rsa.VerifyPSS(pub, h, digest, sig, &rsa.PSSOptions{SaltLength: saltLen})
+	} else {
+		err = rsa.VerifyPKCS1v15(pub, h, digest, sig)
+	}
+	if err != nil {
+		return nil, errors.New("the TPM returned a signature that does not verify")
+	}
+	return sig, nil
+}
+
+// signRSARaw builds the encoding in Go and has the TPM apply the private
+// key (TPM2_RSA_Decrypt with scheme NULL): the same bytes on every TPM.
+func (s *Signer) signRSARaw(ctx context.Context, pub *rsa.PublicKey, digest []byte, h crypto.Hash, isPSS bool, saltLen int) ([]byte, error) {
+	var (
+		em  []byte
+		err error
+	)
+	if isPSS {
+		em, err = emsaPSS(h, digest, saltLen, pub.N.BitLen(), pub.Size())
+	} else {
+		em, err = emsaPKCS1v15(h, digest, pub.Size())
+	}
+	if err != nil {
+		return nil, err
+	}
 	var sig []byte
-	err = s.d.doAs(ctx, s.class, func() error {
+	err = s.d.doChecked(ctx, s.class, func() error {
 		o, err := s.d.load(s.k)
 		if err != nil {
 			return err
@@ -128,41 +171,61 @@ func (s *Signer) signRSA(ctx context.Context, pub *rsa.PublicKey, digest []byte,
 		sig, err = s.d.rsaDecrypt(o, s.k.blob.Auth, em)
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("tpm: sign with %s: %w", s.k, err)
-	}
-	if len(sig) < k {
-		sig = append(make([]byte, k-len(sig)), sig...)
-	}
-	if isPSS {
-		err = rsa.VerifyPSS(pub, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
-	} else {
-		err = rsa.VerifyPKCS1v15(pub, h, digest, sig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("tpm: sign with %s: the TPM returned a signature that does not verify", s.k)
-	}
-	return sig, nil
+	return sig, err
 }
 
-func (s *Signer) signECDSA(ctx context.Context, digest []byte, alg tpm2.TPMIAlgHash) ([]byte, error) {
-	var r, sv []byte
-	err := s.d.doAs(ctx, s.class, func() error {
+// signRSAWithSign signs with TPM2_Sign (RSASSA or RSAPSS), for a TPM in
+// FIPS 140-2 mode, which refuses raw RSA. Such a TPM's PSS salt is the
+// hash length (FIPS 186 allows no more), the only one brokerd signs
+// with; the hash must be one the TPM has.
+func (s *Signer) signRSAWithSign(ctx context.Context, digest []byte, h crypto.Hash, isPSS bool, saltLen int) ([]byte, error) {
+	hash, _ := hashAlg(h)
+	if !s.d.HasHash(hash) {
+		return nil, fmt.Errorf("the TPM is in FIPS mode and lacks %s: RSA signatures with it are %w", hashName(hash), ErrUnsupported)
+	}
+	scheme := tpm2.TPMAlgRSASSA
+	if isPSS {
+		if saltLen != h.Size() {
+			return nil, fmt.Errorf("the TPM is in FIPS mode: PSS salts are the hash length (%d), not %d", h.Size(), saltLen)
+		}
+		scheme = tpm2.TPMAlgRSAPSS
+	}
+	var sig []byte
+	err := s.d.doChecked(ctx, s.class, func() error {
 		o, err := s.d.load(s.k)
 		if err != nil {
 			return err
 		}
-		r, sv, err = s.d.ecdsaSign(o, s.k.blob.Auth, digest, alg)
+		sig, err = s.d.rsaSign(o, s.k.blob.Auth, digest, scheme, hash)
+		return err
+	})
+	return sig, err
+}
+
+// signECDSA signs with TPM2_Sign, giving the TPM a digest of the curve's
+// size whatever hash digest is of (see ecdsa.go), and returns ASN.1 DER.
+func (s *Signer) signECDSA(ctx context.Context, pub *ecdsa.PublicKey, digest []byte) ([]byte, error) {
+	hash, ok := ecdsaHash(s.k.alg)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%s keys cannot sign in a TPM", s.k.alg)
+	case !s.d.HasHash(hash):
+		return nil, fmt.Errorf("%s signatures are %w: it lacks %s", s.k.alg, ErrUnsupported, hashName(hash))
+	}
+	input := ecdsaInput(digest, (pub.Curve.Params().BitSize+7)/8)
+	var r, sv []byte
+	err := s.d.doChecked(ctx, s.class, func() error {
+		o, err := s.d.load(s.k)
+		if err != nil {
+			return err
+		}
+		r, sv, err = s.d.ecdsaSign(o, s.k.blob.Auth, input, hash)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("tpm: sign with %s: %w", s.k, err)
+		return nil, err
 	}
-	der, err := ecdsaDER(r, sv)
-	if err != nil {
-		return nil, fmt.Errorf("tpm: sign with %s: %w", s.k, err)
-	}
-	return der, nil
+	return ecdsaDER(r, sv)
 }
 
 // ecdsaDER encodes r and s as an ASN.1 ECDSA-Sig-Value.

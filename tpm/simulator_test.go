@@ -4,6 +4,9 @@ package tpm_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"testing"
 
 	"github.com/brokerd/brokerd/tpm"
@@ -31,4 +34,45 @@ func TestSimulatorKeepsKeysAcrossRuns(t *testing.T) {
 	defer d.Close()
 	s, _ := d.Signer(k)
 	mustSign(t, s)
+}
+
+// TestSimulatorSessionsAndPolicies runs the salted signing session, the
+// ECDSA digest of the curve's size, the self-tests, PCR reads in rounds
+// and an EK-wrapped import on the TCG reference implementation, a second
+// TPM besides libtpms (swtpm).
+func TestSimulatorSessionsAndPolicies(t *testing.T) {
+	ctx := context.Background()
+	d, err := tpm.Open(tpm.Config{Address: "simulator"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, alg := range []tpm.Algorithm{tpm.RSA2048, tpm.P256, tpm.P384} {
+		k, err := d.CreateKey(ctx, alg)
+		if err != nil {
+			t.Fatalf("CreateKey(%s): %v", alg, err)
+		}
+		s, _ := d.Signer(k)
+		signAll(t, s, 1)
+	}
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ek, err := d.EndorsementKey(ctx, tpm.ParentECCEK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := tpm.WrapKey(ek, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ImportWrapped(ctx, w); err != nil {
+		t.Fatalf("ImportWrapped: %v", err)
+	}
+	secret := []byte("0123456789abcdef")
+	blob, err := d.Seal(ctx, secret, []int{16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Unseal(ctx, blob); err != nil || string(got) != string(secret) {
+		t.Fatalf("Unseal = %q, %v", got, err)
+	}
 }
