@@ -98,6 +98,10 @@ func TestFailureMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	blob, err := d.Seal(ctx, []byte("secret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	d.Flush(ctx) // the next signature loads the key
 	failed.Store(true)
 	priv, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -106,6 +110,8 @@ func TestFailureMode(t *testing.T) {
 		"CreateKey": func() error { _, err := d.CreateKey(ctx, tpm.RSA2048); return err },
 		"ImportKey": func() error { _, err := d.ImportKey(ctx, priv); return err },
 		"Sign":      func() error { _, err := s.Sign(nil, sha(crypto.SHA256, nil), crypto.SHA256); return err },
+		"Seal":      func() error { _, err := d.Seal(ctx, []byte("secret"), nil); return err },
+		"Unseal":    func() error { _, err := d.Unseal(ctx, blob); return err },
 		"Open": func() error {
 			_, err := tpm.Open(tpm.Config{Address: "swtpm:" + b.p.Socket()}, nil)
 			return err

@@ -1,12 +1,14 @@
 package tpm
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -21,8 +23,10 @@ const maxPCR = 23
 
 // Seal stores a secret of at most 128 bytes in a TPM sealed-data object
 // under the storage root key. With pcrs, unsealing also requires those
-// SHA-256 PCRs to hold the values they hold now. The secret travels to the
-// TPM encrypted (salted session).
+// SHA-256 PCRs to hold the values they hold now (PCRWarnings says what
+// changes them). The secret travels to the TPM encrypted (salted
+// session). The object has been unsealed, and gave back the secret,
+// before it is returned.
 func (d *Device) Seal(ctx context.Context, secret []byte, pcrs []int) (KeyBlob, error) {
 	if len(secret) == 0 || len(secret) > 128 {
 		return KeyBlob{}, fmt.Errorf("tpm: seal: secret of %d bytes (want 1 to 128)", len(secret))
@@ -49,7 +53,7 @@ func (d *Device) Seal(ctx context.Context, secret []byte, pcrs []int) (KeyBlob, 
 		}),
 	}
 	var blob KeyBlob
-	err = d.do(ctx, func() error {
+	err = d.doChecked(ctx, ClassAPI, func() error {
 		if len(pcrs) > 0 {
 			policy, err := d.pcrPolicy(sel)
 			if err != nil {
@@ -61,8 +65,19 @@ func (d *Device) Seal(ctx context.Context, secret []byte, pcrs []int) (KeyBlob, 
 			UserAuth: tpm2.TPM2BAuth{Buffer: auth},
 			Data:     tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: secret}),
 		})
+		if err != nil {
+			return err
+		}
 		blob.PCRs = slices.Clone(pcrs)
-		return err
+		got, err := d.unseal(blob)
+		if err != nil {
+			return fmt.Errorf("test unseal: %w", err)
+		}
+		defer clear(got)
+		if subtle.ConstantTimeCompare(got, secret) != 1 {
+			return errors.New("test unseal: the TPM gave back another secret")
+		}
+		return nil
 	})
 	if err != nil {
 		return KeyBlob{}, fmt.Errorf("tpm: seal: %w", err)
@@ -73,19 +88,34 @@ func (d *Device) Seal(ctx context.Context, secret []byte, pcrs []int) (KeyBlob, 
 // Unseal returns the secret of a sealed-data object. The secret travels
 // back encrypted (salted session).
 func (d *Device) Unseal(ctx context.Context, blob KeyBlob) ([]byte, error) {
+	var secret []byte
+	err := d.doChecked(ctx, ClassAPI, func() error {
+		var err error
+		secret, err = d.unseal(blob)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tpm: unseal: %w", err)
+	}
+	return secret, nil
+}
+
+// unseal loads a sealed-data object, unseals it and flushes it. Token
+// holder only.
+func (d *Device) unseal(blob KeyBlob) ([]byte, error) {
 	k, err := ParseKeyBlob(blob)
 	if err != nil {
 		return nil, err
 	}
 	if k.pub.Type != tpm2.TPMAlgKeyedHash {
-		return nil, errors.New("tpm: unseal: not a sealed-data object")
+		return nil, errors.New("not a sealed-data object")
 	}
 	sel, err := pcrSelection(blob.PCRs)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: unseal: %w", err)
+		return nil, err
 	}
 	var secret []byte
-	err = d.do(ctx, func() error {
+	err = func() error {
 		o, err := d.load(k)
 		if err != nil {
 			return err
@@ -117,22 +147,20 @@ func (d *Device) Unseal(ctx context.Context, blob KeyBlob) ([]byte, error) {
 		}
 		secret = rsp.OutData.Buffer
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("tpm: unseal: %w", err)
-	}
-	return secret, nil
+	}()
+	return secret, err
 }
 
-// pcrPolicy computes PolicyPCR(current values of sel) then PolicyAuthValue.
+// pcrPolicy computes PolicyPCR(current values of sel) then
+// PolicyAuthValue, from the PCR values the TPM actually returned.
 func (d *Device) pcrPolicy(sel tpm2.TPMLPCRSelection) ([]byte, error) {
-	rsp, err := tpm2.PCRRead{PCRSelectionIn: sel}.Execute(d.tr)
+	values, err := d.readPCRs(sel)
 	if err != nil {
-		return nil, fmt.Errorf("read PCRs: %w", err)
+		return nil, err
 	}
 	h := sha256.New()
-	for _, v := range rsp.PCRValues.Digests {
-		h.Write(v.Buffer)
+	for _, v := range values {
+		h.Write(v)
 	}
 	calc, err := tpm2.NewPolicyCalculator(tpm2.TPMAlgSHA256)
 	if err != nil {
@@ -145,6 +173,82 @@ func (d *Device) pcrPolicy(sel tpm2.TPMLPCRSelection) ([]byte, error) {
 		return nil, err
 	}
 	return calc.Hash().Digest, nil
+}
+
+// pcrReadTries bounds how often readPCRs starts over when the PCRs change
+// while it reads them.
+const pcrReadTries = 3
+
+// readPCRs returns the values of the SHA-256 PCRs of sel, in the order
+// PolicyPCR hashes them (ascending index). A TPM returns at most eight
+// digests per TPM2_PCR_Read, and says in pcrSelectionOut which: the PCRs
+// are read in rounds until every one has come back, and a round that
+// brings none (a bank or PCR the TPM lacks) is an error, never a policy
+// over fewer PCRs than asked. Rounds that see different PCR update
+// counters start over. Token holder only.
+func (d *Device) readPCRs(sel tpm2.TPMLPCRSelection) ([][]byte, error) {
+	want := selectedPCRs(sel)
+	for range pcrReadTries {
+		values := map[int][]byte{}
+		var counter uint32
+		changed := false
+		for round := 0; len(values) < len(want) && !changed; round++ {
+			var missing []int
+			for _, p := range want {
+				if values[p] == nil {
+					missing = append(missing, p)
+				}
+			}
+			rest, _ := pcrSelection(missing)
+			rsp, err := tpm2.PCRRead{PCRSelectionIn: rest}.Execute(d.tr)
+			if err != nil {
+				return nil, fmt.Errorf("read PCRs: %w", err)
+			}
+			got := selectedPCRs(rsp.PCRSelectionOut)
+			if len(got) != len(rsp.PCRValues.Digests) {
+				return nil, fmt.Errorf("read PCRs: the TPM returned %d values for the %d PCRs it says it read", len(rsp.PCRValues.Digests), len(got))
+			}
+			changed = round > 0 && rsp.PCRUpdateCounter != counter
+			counter = rsp.PCRUpdateCounter
+			before := len(values)
+			for i, p := range got {
+				if slices.Contains(missing, p) {
+					values[p] = rsp.PCRValues.Digests[i].Buffer
+				}
+			}
+			if len(values) == before {
+				return nil, fmt.Errorf("read PCRs: the TPM returned none of SHA-256 PCRs %v: it lacks the SHA-256 bank or these PCRs", missing)
+			}
+		}
+		if changed {
+			continue
+		}
+		out := make([][]byte, len(want))
+		for i, p := range want {
+			out[i] = values[p]
+		}
+		return out, nil
+	}
+	return nil, errors.New("read PCRs: they kept changing while being read")
+}
+
+// selectedPCRs lists the SHA-256 PCRs a selection names, in ascending
+// order (the order of the values TPM2_PCR_Read returns for them).
+func selectedPCRs(sel tpm2.TPMLPCRSelection) []int {
+	var out []int
+	for _, s := range sel.PCRSelections {
+		if s.Hash != tpm2.TPMAlgSHA256 {
+			continue
+		}
+		for i, b := range s.PCRSelect {
+			for j := range 8 {
+				if b&(1<<j) != 0 {
+					out = append(out, 8*i+j)
+				}
+			}
+		}
+	}
+	return out
 }
 
 func pcrSelection(pcrs []int) (tpm2.TPMLPCRSelection, error) {
@@ -193,7 +297,14 @@ func (d *Device) SealKey(ctx context.Context, priv crypto.Signer, pcrs []int) (*
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("tpm: seal key: %w", err)
 	}
-	return &SealedKey{Seal: blob, Ciphertext: aead.Seal(nonce, nonce, der, blob.Public)}, nil
+	sk := &SealedKey{Seal: blob, Ciphertext: aead.Seal(nonce, nonce, der, blob.Public)}
+	// Seal unsealed the key-encryption key; check its half here too.
+	back, err := aead.Open(nil, nonce, sk.Ciphertext[len(nonce):], blob.Public)
+	if err != nil || !bytes.Equal(back, der) {
+		return nil, errors.New("tpm: seal key: the encrypted key does not decrypt to itself")
+	}
+	clear(back)
+	return sk, nil
 }
 
 // UnsealKey returns the private key of a SealedKey, in memory only.

@@ -68,7 +68,7 @@ func TestSimulatorSessionsAndPolicies(t *testing.T) {
 		t.Fatalf("ImportWrapped: %v", err)
 	}
 	secret := []byte("0123456789abcdef")
-	blob, err := d.Seal(ctx, secret, []int{16})
+	blob, err := d.Seal(ctx, secret, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 16})
 	if err != nil {
 		t.Fatal(err)
 	}
