@@ -155,8 +155,14 @@ func operationError(err error, keyID string) apiError {
 		return tpmBusy
 	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, keys.ErrClosed):
 		return apiError{status: http.StatusServiceUnavailable, message: "TPM unavailable", data: "the TPM does not answer; retry later", retryAfter: "5"}
+	case errors.Is(err, keys.ErrFailureMode):
+		return apiError{status: http.StatusServiceUnavailable, message: "TPM unavailable", data: "the TPM is in failure mode; the appliance needs a restart"}
 	case errors.Is(err, keys.ErrWrongTPM):
 		return apiError{status: http.StatusInternalServerError, message: "Key unusable", data: fmt.Sprintf("key %q cannot be loaded by this TPM; the operator must import it again", keyID)}
+	case errors.Is(err, keys.ErrCorruptBlob):
+		return apiError{status: http.StatusInternalServerError, message: "Key unusable", data: fmt.Sprintf("key %q is damaged in the appliance's state; the operator must import it again", keyID)}
+	case errors.Is(err, keys.ErrUnsupported):
+		return apiError{status: http.StatusBadRequest, message: "Unsupported by the TPM", data: "the appliance's TPM cannot make this signature; try hash_algorithm SHA256"}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return apiError{status: http.StatusServiceUnavailable, message: "Request cancelled", data: "the request ended before the operation ran"}
 	}

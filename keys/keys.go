@@ -79,6 +79,14 @@ var (
 	ErrClosed = tpm.ErrClosed
 	// ErrWrongTPM: a key belongs to another TPM (or a cleared one).
 	ErrWrongTPM = tpm.ErrWrongTPM
+	// ErrUnsupported: the TPM does not implement the key's algorithm (or
+	// a hash a signature needs).
+	ErrUnsupported = tpm.ErrUnsupported
+	// ErrCorruptBlob: a key's TPM blob was made for this TPM but was
+	// altered or damaged since.
+	ErrCorruptBlob = tpm.ErrCorruptBlob
+	// ErrFailureMode: the TPM is in failure mode and needs a reboot.
+	ErrFailureMode = tpm.ErrFailureMode
 )
 
 // ReservedPrefix starts the ids of brokerd's own keys (the TLS server key,
@@ -128,6 +136,10 @@ type Info struct {
 	// operator set it rather than the certificate.
 	Purpose    Purpose `json:"purpose"`
 	PurposeSet bool    `json:"purpose_set,omitempty"`
+	// Warnings say what can make the key unusable: for a key sealed to
+	// PCRs, what changes each of them (tpm.PCRWarnings). Commands that
+	// store a key show them.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Manager is the key registry on one TPM and one state file. It keeps the
@@ -275,23 +287,46 @@ func (m *Manager) Create(ctx context.Context, id string, alg tpm.Algorithm, opts
 	if err != nil {
 		return Info{}, nil, fmt.Errorf("keys: create %q: %w", id, err)
 	}
-	signer, err := m.dev.Signer(k)
+	csr, err := m.signCSR(k, alg, opts.CSR)
 	if err != nil {
+		m.forget(ctx, k)
 		return Info{}, nil, fmt.Errorf("keys: create %q: %w", id, err)
-	}
-	var csr []byte
-	if opts.CSR != nil {
-		tmpl := *opts.CSR
-		if tmpl.SignatureAlgorithm == x509.UnknownSignatureAlgorithm && alg == tpm.P384 {
-			tmpl.SignatureAlgorithm = x509.ECDSAWithSHA384
-		}
-		if csr, err = x509.CreateCertificateRequest(nil, &tmpl, signer); err != nil {
-			return Info{}, nil, fmt.Errorf("keys: create %q: sign CSR: %w", id, err)
-		}
 	}
 	blob := k.Blob()
 	info, err := m.put(id, opts.Aliases, withPurpose(&record{Kind: KindTPM, Algorithm: alg, Blob: &blob}, opts.Purpose), k.Public(), nil, false)
+	if err != nil {
+		m.forget(ctx, k)
+	}
 	return info, csr, err
+}
+
+// signCSR has a new key sign the certificate request template tmpl (none:
+// no CSR).
+func (m *Manager) signCSR(k *tpm.Key, alg tpm.Algorithm, tmpl *x509.CertificateRequest) ([]byte, error) {
+	if tmpl == nil {
+		return nil, nil
+	}
+	signer, err := m.dev.Signer(k)
+	if err != nil {
+		return nil, err
+	}
+	t := *tmpl
+	if t.SignatureAlgorithm == x509.UnknownSignatureAlgorithm && alg == tpm.P384 {
+		t.SignatureAlgorithm = x509.ECDSAWithSHA384
+	}
+	csr, err := x509.CreateCertificateRequest(nil, &t, signer)
+	if err != nil {
+		return nil, fmt.Errorf("sign CSR: %w", err)
+	}
+	return csr, nil
+}
+
+// forget flushes a key that will not be stored (a later step failed), so
+// that it does not stay loaded in the TPM.
+func (m *Manager) forget(ctx context.Context, k *tpm.Key) {
+	if err := m.dev.Forget(context.WithoutCancel(ctx), k); err != nil {
+		m.log.Warn("keys: flush a key that was not stored", "key", k.String(), "err", err)
+	}
 }
 
 // ImportOptions are the optional parts of Import and ImportWrapped.
@@ -307,7 +342,9 @@ type ImportOptions struct {
 }
 
 // Import stores an existing private key: wrapped under the TPM's storage
-// root key when the TPM can hold it, sealed otherwise.
+// root key when the TPM can hold it, sealed when the TPM says it cannot
+// (never on a TPM that cannot tell now: that is an error). Either way the
+// key has signed, or been unsealed, before Import reports it stored.
 func (m *Manager) Import(ctx context.Context, id string, priv crypto.Signer, opts ImportOptions) (Info, error) {
 	if err := m.checkNew(id, opts.Aliases, opts.Internal); err != nil {
 		return Info{}, err
@@ -320,22 +357,28 @@ func (m *Manager) Import(ctx context.Context, id string, priv crypto.Signer, opt
 		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
 	}
 	rec := withPurpose(&record{Algorithm: alg}, opts.Purpose)
-	if m.dev.Supports(alg) {
-		k, err := m.dev.ImportKey(ctx, priv)
-		if err != nil {
+	var k *tpm.Key
+	switch err := m.dev.CheckSupport(ctx, alg); {
+	case err == nil:
+		if k, err = m.dev.ImportKey(ctx, priv); err != nil {
 			return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
 		}
 		blob := k.Blob()
 		rec.Kind, rec.Blob = KindImported, &blob
-	} else {
+	case errors.Is(err, tpm.ErrUnsupported):
 		sk, err := m.dev.SealKey(ctx, priv, m.sealPCRs)
 		if err != nil {
 			return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
 		}
 		rec.Kind, rec.Sealed = KindSealed, sk
+	default:
+		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
 	}
 	info, err := m.put(id, opts.Aliases, rec, priv.Public(), opts.Chain, false)
-	if err == nil && rec.Kind == KindSealed {
+	switch {
+	case err != nil && k != nil:
+		m.forget(ctx, k)
+	case err == nil && rec.Kind == KindSealed:
 		m.mu.Lock()
 		m.entries[id].signer = priv
 		m.mu.Unlock()
@@ -349,15 +392,23 @@ func (m *Manager) ImportWrapped(ctx context.Context, id string, w *tpm.WrappedKe
 	if err := m.checkNew(id, opts.Aliases, opts.Internal); err != nil {
 		return Info{}, err
 	}
+	pub, err := w.PublicKey()
+	if err != nil {
+		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
+	}
+	if err := checkChain(pub, opts.Chain); err != nil {
+		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
+	}
 	k, err := m.dev.ImportWrapped(ctx, w)
 	if err != nil {
 		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
 	}
-	if err := checkChain(k.Public(), opts.Chain); err != nil {
-		return Info{}, fmt.Errorf("keys: import %q: %w", id, err)
-	}
 	blob := k.Blob()
-	return m.put(id, opts.Aliases, withPurpose(&record{Kind: KindEKWrapped, Algorithm: k.Algorithm(), Blob: &blob}, opts.Purpose), k.Public(), opts.Chain, false)
+	info, err := m.put(id, opts.Aliases, withPurpose(&record{Kind: KindEKWrapped, Algorithm: k.Algorithm(), Blob: &blob}, opts.Purpose), k.Public(), opts.Chain, false)
+	if err != nil {
+		m.forget(ctx, k)
+	}
+	return info, err
 }
 
 // AttachCert sets the certificate chain of key id (leaf first) and adds
@@ -563,6 +614,11 @@ func info(id string, aliases []string, rec *record) (Info, error) {
 		i.Aliases = []string{}
 	}
 	slices.Sort(i.Aliases)
+	if rec.Sealed != nil && len(rec.Sealed.Seal.PCRs) > 0 {
+		i.Warnings = append([]string{fmt.Sprintf("the key is sealed to PCRs %v: it becomes unusable when one of them changes, "+
+			"and must then be imported again from its source (keep it, or a copy, off the appliance)", rec.Sealed.Seal.PCRs)},
+			tpm.PCRWarnings(rec.Sealed.Seal.PCRs)...)
+	}
 	if len(rec.Chain) > 0 {
 		leaf, err := x509.ParseCertificate(rec.Chain[0])
 		if err != nil {

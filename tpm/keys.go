@@ -344,6 +344,19 @@ func ParseWrappedKey(data []byte) (*WrappedKey, error) {
 	return &w, nil
 }
 
+// PublicKey returns the public key of the wrapped key (no TPM needed).
+func (w *WrappedKey) PublicKey() (crypto.PublicKey, error) {
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](w.Public)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: wrapped key: %w: public area: %w", ErrCorruptBlob, err)
+	}
+	k, err := tpm2.Pub(*pub)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: wrapped key: %w: public key: %w", ErrCorruptBlob, err)
+	}
+	return k, nil
+}
+
 // WrapKey encrypts priv for the TPM whose endorsement public key is ekPub.
 // It needs no TPM: it runs on the operator's workstation, so the clear key
 // never reaches the appliance. The key gets the attributes brokerd gives

@@ -124,6 +124,9 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "imported key %s (%s, %s)%s\n", info.ID, info.Kind, info.Algorithm, aliasNote(info.Aliases))
+	for _, w := range info.Warnings {
+		fmt.Fprintln(e.stderr, "warning: "+w)
+	}
 	return nil
 }
 
