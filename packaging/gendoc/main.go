@@ -203,8 +203,7 @@ func Man(t *Top, version, date string) string {
 	what := strings.TrimSuffix(strings.TrimPrefix(t.Title, "brokerd: "), ".")
 	w(".SH NAME\nbrokerd \\- %s\n", roff(what))
 	w(".SH SYNOPSIS\n.B brokerd\n%s\n", roff(strings.TrimPrefix(t.Usage, "brokerd ")))
-	w(".SH DESCRIPTION\n%s\n", paragraphs(t.Title))
-	w(".PP\n%s\n", paragraphs(t.Trailer))
+	w(".SH DESCRIPTION\n%s\n", paragraphs(t.Trailer))
 	w("%s", manService)
 	w(".SH COMMANDS\n")
 	for _, c := range t.Commands {
@@ -232,7 +231,8 @@ const manService = `.PP
 Installed from the Debian package, the daemon (\fBbrokerd serve\fR) runs as
 \fBbrokerd.service\fR under the system user \fBbrokerd\fR, in a sandbox that
 lets it write only its state, its configuration directory and its runtime
-directory, and open no device but \fI/dev/tpmrm0\fR. The API port (443) comes
+directory, and shows it no device but the pseudo-devices and \fI/dev/tpmrm0\fR.
+The API port (443) comes
 from \fBbrokerd.socket\fR. On first install, when the TPM is present and no
 configuration or state exists, the package runs \fBbrokerd init\fR for this
 host's name and addresses, and starts the service; without a TPM it says how
