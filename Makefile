@@ -16,7 +16,7 @@ DEB_VERSION ?= $(shell scripts/deb-version)
 DEB_ARCHES  ?= amd64 arm64
 DEB_DIR     ?= build/deb
 # What the package checks and the appliance VM need on the host.
-APPLIANCE_PKGS := lintian debootstrap qemu-system-x86 qemu-utils swtpm swtpm-tools openssl curl openssh-client e2fsprogs systemd
+APPLIANCE_PKGS := lintian debootstrap qemu-system-x86 swtpm openssl curl openssh-client e2fsprogs iproute2 systemd
 
 export PATH := $(PATH):/usr/local/go/bin
 

@@ -8,7 +8,7 @@ step_name=
 step_t0=
 
 now() { date +%s.%N; }
-since() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 step() {
 	step_done
