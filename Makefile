@@ -23,7 +23,7 @@ export PATH := $(PATH):/usr/local/go/bin
 .PHONY: help build test lint bench run deps-test deps-demo deb deb-check e2e-appliance deps-appliance clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/brokerd (linux/amd64) and bin/brokerd-linux-arm64, CGO_ENABLED=0, no simulator
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/brokerd ./cmd/brokerd
