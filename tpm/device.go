@@ -135,7 +135,8 @@ type Device struct {
 
 // Open connects to the TPM, flushes transient objects and sessions left
 // behind by earlier clients, creates the storage root key and probes which
-// key types the TPM can hold.
+// key types and hashes the TPM has and whether it runs in FIPS mode. A TPM
+// in failure mode fails it with ErrFailureMode.
 func Open(cfg Config, log *slog.Logger) (*Device, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
