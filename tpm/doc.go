@@ -38,7 +38,25 @@
 // applies the private key with TPM2_RSA_Decrypt. Many hardware TPMs sign PSS
 // with the largest salt, which TLS 1.3 and JWS verifiers reject; this path
 // gives the same bytes on every TPM. Each key has its own random auth value,
-// so only brokerd can use a key as a raw RSA oracle.
+// so only brokerd can use a key as a raw RSA oracle. A TPM in FIPS 140-2
+// mode ([Device.FIPS]) refuses raw RSA: there RSA keys sign with TPM2_Sign,
+// whose PSS salt is then the hash length. Every RSA signature is verified
+// before it is returned, with the salt length asked for.
+//
+// # Hashes
+//
+// ECDSA keys sign digests of any hash, and TPM2_Sign names only hashes
+// the TPM has ([Device.HasHash]): the TPM gets the leftmost curve-size
+// bytes of the digest (all ECDSA uses of it) with the hash of that size.
+//
+// # Errors
+//
+// [ErrUnsupported] (an algorithm the TPM lacks), [ErrFailureMode],
+// [ErrWrongTPM] (another TPM's key material) and [ErrCorruptBlob] (this
+// TPM's, altered) are told apart; [Device.CheckSupport] never reports a
+// TPM that cannot answer now as lacking an algorithm. Every key created
+// or imported has signed, and every sealed secret has been unsealed,
+// before it is returned.
 //
 // # Keys off the bus
 //
