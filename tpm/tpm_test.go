@@ -51,6 +51,7 @@ func sha(h crypto.Hash, msg []byte) []byte {
 }
 
 func TestCreateSignVerify(t *testing.T) {
+	t.Parallel()
 	d, _ := open(t, tpm.Config{})
 	ctx := context.Background()
 	msg := []byte("a string to sign")
@@ -100,6 +101,7 @@ func TestCreateSignVerify(t *testing.T) {
 }
 
 func TestRSAKeysAreDecryptWithSchemeNull(t *testing.T) {
+	t.Parallel()
 	d, _ := open(t, tpm.Config{})
 	ctx := context.Background()
 	created, err := d.CreateKey(ctx, tpm.RSA2048)
@@ -136,6 +138,7 @@ func TestRSAKeysAreDecryptWithSchemeNull(t *testing.T) {
 }
 
 func TestImportedKeyMatchesSoftware(t *testing.T) {
+	t.Parallel()
 	d, _ := open(t, tpm.Config{})
 	ctx := context.Background()
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -164,6 +167,7 @@ func TestImportedKeyMatchesSoftware(t *testing.T) {
 }
 
 func TestSignerRejectsBadInput(t *testing.T) {
+	t.Parallel()
 	d, _ := open(t, tpm.Config{})
 	ctx := context.Background()
 	k, err := d.CreateKey(ctx, tpm.RSA2048)
@@ -189,6 +193,7 @@ func TestSignerRejectsBadInput(t *testing.T) {
 }
 
 func TestSealedKey(t *testing.T) {
+	t.Parallel()
 	d, _ := open(t, tpm.Config{})
 	ctx := context.Background()
 	priv, err := rsa.GenerateKey(rand.Reader, 4096)
@@ -228,6 +233,7 @@ func TestSealedKey(t *testing.T) {
 }
 
 func TestSealToPCRs(t *testing.T) {
+	t.Parallel()
 	d, sw := open(t, tpm.Config{})
 	ctx := context.Background()
 	secret := []byte("0123456789abcdef0123456789abcdef")
@@ -246,6 +252,7 @@ func TestSealToPCRs(t *testing.T) {
 }
 
 func TestStateFromAnotherTPM(t *testing.T) {
+	t.Parallel()
 	d1, _ := open(t, tpm.Config{})
 	d2, _ := open(t, tpm.Config{})
 	ctx := context.Background()
@@ -266,6 +273,7 @@ func TestStateFromAnotherTPM(t *testing.T) {
 // TestMoreKeysThanSlots signs with 8 keys from 8 goroutines, interleaved, on
 // a swtpm with 3 transient slots and no resource manager.
 func TestMoreKeysThanSlots(t *testing.T) {
+	t.Parallel()
 	d, _ := open(t, tpm.Config{})
 	ctx := context.Background()
 	var signers []*tpm.Signer
@@ -332,6 +340,7 @@ func verify(pub crypto.PublicKey, h crypto.Hash, digest, sig []byte) bool {
 }
 
 func TestECDSARaw(t *testing.T) {
+	t.Parallel()
 	d, _ := open(t, tpm.Config{})
 	ctx := context.Background()
 	for alg, size := range map[tpm.Algorithm]int{tpm.P256: 32, tpm.P384: 48} {
@@ -363,6 +372,7 @@ func TestECDSARaw(t *testing.T) {
 }
 
 func TestQueueBusy(t *testing.T) {
+	t.Parallel()
 	d, sw := open(t, tpm.Config{QueueDepth: 2, QueueWait: 200 * time.Millisecond, CommandTimeout: 5 * time.Second})
 	ctx := context.Background()
 	k, err := d.CreateKey(ctx, tpm.P256)
@@ -415,6 +425,7 @@ func extendPCR16(t *testing.T, sw *swtpmtest.TPM) {
 // TestSameKeyImportedTwice: two blobs of one key share a Name but not an
 // auth value; the device must not mistake one loaded blob for the other.
 func TestSameKeyImportedTwice(t *testing.T) {
+	t.Parallel()
 	d, _ := open(t, tpm.Config{})
 	ctx := context.Background()
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -437,13 +448,14 @@ func TestSameKeyImportedTwice(t *testing.T) {
 }
 
 func TestReadClock(t *testing.T) {
+	t.Parallel()
 	d, sw := open(t, tpm.Config{})
 	ctx := context.Background()
 	a, err := d.ReadClock(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // not ordering: the TPM's clock counts milliseconds, let it move
 	b, err := d.ReadClock(ctx)
 	if err != nil || b.Clock <= a.Clock || b.ResetCount != a.ResetCount {
 		t.Fatalf("clock %+v then %+v (%v)", a, b, err)
