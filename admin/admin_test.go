@@ -60,6 +60,7 @@ func call(t *testing.T, path string, req admin.Request, l admin.Local) (int, err
 // TestCallRunsWithTheCallersIO: the command's files, streams and prompt
 // are the caller's.
 func TestCallRunsWithTheCallersIO(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.txt")
 	os.WriteFile(in, []byte("file content"), 0o600)
@@ -119,6 +120,7 @@ func TestCallRunsWithTheCallersIO(t *testing.T) {
 }
 
 func TestNoDaemon(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "admin.sock")
 	if _, err := admin.Dial(context.Background(), path); !errors.Is(err, admin.ErrNoDaemon) {
 		t.Fatalf("no socket: %v", err)
@@ -156,6 +158,7 @@ func TestNoDaemon(t *testing.T) {
 // uid 65534): the socket's permissions keep it out, and where they do not
 // (a socket made world-writable), the daemon's own check does.
 func TestOtherUsersAreRefused(t *testing.T) {
+	t.Parallel()
 	if os.Getuid() != 0 {
 		t.Fatal("this test starts a process as another user: run it as root (make test does in CI)")
 	}
@@ -230,6 +233,7 @@ func TestOtherUsersAreRefused(t *testing.T) {
 // TestTheCallerDecides: the daemon may touch only what the caller allows,
 // and prompt only when the caller lets it.
 func TestTheCallerDecides(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	named := filepath.Join(dir, "named.txt")
 	os.WriteFile(named, []byte("ok"), 0o600)
@@ -274,14 +278,17 @@ func TestTheCallerDecides(t *testing.T) {
 // TestStopEndsCalls: a call waiting on its caller ends when the daemon
 // stops, and a caller that goes away ends its call; the next one runs.
 func TestStopEndsCalls(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "admin.sock")
 	l, err := admin.Listen(path, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{}, 4)
 	results := make(chan error, 4)
 	srv := admin.Serve(ctx, l, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
+		started <- struct{}{}
 		_, err := io.ReadAll(s.Stdin()) // waits on the caller
 		results <- err
 		return 0
@@ -293,7 +300,7 @@ func TestStopEndsCalls(t *testing.T) {
 	}
 	pr, pw := io.Pipe()
 	go admin.Call(c, admin.Request{Args: []string{"x"}}, admin.Local{Stdin: pr, Stdout: io.Discard, Stderr: io.Discard})
-	time.Sleep(50 * time.Millisecond)
+	<-started
 	c.Close()
 	if err := <-results; err == nil {
 		t.Fatal("the command did not notice its caller left")
@@ -304,7 +311,7 @@ func TestStopEndsCalls(t *testing.T) {
 	pr2, pw2 := io.Pipe()
 	defer pw2.Close()
 	go admin.Call(c, admin.Request{Args: []string{"x"}}, admin.Local{Stdin: pr2, Stdout: io.Discard, Stderr: io.Discard})
-	time.Sleep(50 * time.Millisecond)
+	<-started
 	cancel()
 	select {
 	case err := <-results:
@@ -326,6 +333,7 @@ func TestStopEndsCalls(t *testing.T) {
 // TestPanicFailsTheCommandOnly: a command that panics fails, the daemon
 // goes on.
 func TestPanicFailsTheCommandOnly(t *testing.T) {
+	t.Parallel()
 	path := serve(t, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
 		if s.Request.Args[0] == "boom" {
 			panic("boom")
@@ -345,6 +353,7 @@ func TestPanicFailsTheCommandOnly(t *testing.T) {
 // TestSocketDirectory: no socket in, or through, a directory others can
 // write to.
 func TestSocketDirectory(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777)
 	if _, err := admin.Listen(filepath.Join(dir, "admin.sock"), -1); err == nil || !strings.Contains(err.Error(), "is writable by others than its owner") {
