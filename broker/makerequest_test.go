@@ -193,6 +193,8 @@ func TestMakeRequestAnswers(t *testing.T) {
 				if header(r.Headers, "Location") != "/echo/after" {
 					t.Errorf("3xx without its Location: %v", r.Headers)
 				}
+			} else if header(r.Headers, "Location") != "" {
+				t.Errorf("the headers of a redirect followed, not of the answer: %v", r.Headers)
 			}
 			if strings.HasPrefix(c.name, "gzip") && header(r.Headers, "Content-Encoding") != "gzip" {
 				t.Errorf("Content-Encoding not returned: %v", r.Headers)
