@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/brokerd/brokerd/internal/swtpmtest"
+	"github.com/brokerd/brokerd/internal/testproc"
 )
 
 // brokerdBin is the brokerd brokerdBin under test, built as it ships
@@ -65,7 +66,7 @@ func (c *cli) run(stdin string, args ...string) result {
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	err := testproc.Run(cmd)
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -138,6 +139,7 @@ func (c *cli) file(name string, data []byte) string {
 }
 
 func TestRSASignMatchesOpenSSL(t *testing.T) {
+	t.Parallel()
 	c, _ := newCLI(t)
 	keyFile := filepath.Join(c.dir, "qseal.key")
 	mustOpenSSL(t, nil, "genrsa", "-out", keyFile, "2048")
@@ -170,6 +172,7 @@ func TestRSASignMatchesOpenSSL(t *testing.T) {
 }
 
 func TestExampleKeyVector(t *testing.T) {
+	t.Parallel()
 	c, _ := newCLI(t)
 	want, err := os.ReadFile("../../testdata/reference/example.sig.rs-sha256.b64")
 	if err != nil {
@@ -191,6 +194,7 @@ func TestExampleKeyVector(t *testing.T) {
 }
 
 func TestEncryptedKeyPasswords(t *testing.T) {
+	t.Parallel()
 	c, _ := newCLI(t)
 	keyFile := filepath.Join(c.dir, "qwac.key")
 	mustOpenSSL(t, nil, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-aes-256-cbc", "-pass", "pass:s3cret", "-out", keyFile)
@@ -249,6 +253,7 @@ func scanDir(t *testing.T, dir string, needles map[string][]byte, except ...stri
 }
 
 func TestEKWrappedKey(t *testing.T) {
+	t.Parallel()
 	appliance, _ := newCLI(t)
 	other, _ := newCLI(t)
 	ek := filepath.Join(appliance.dir, "ek.pem")
@@ -284,6 +289,7 @@ func TestEKWrappedKey(t *testing.T) {
 }
 
 func TestKeyLifecycle(t *testing.T) {
+	t.Parallel()
 	c, _ := newCLI(t)
 	csrFile := filepath.Join(c.dir, "qwac.csr")
 	c.must("key", "create", "--id", "qwac.key", "--alg", "p256", "--subject", "/C=FI/O=Example Oy/organizationIdentifier=PSDFI-FINFSA-29884997/CN=tpp.example", "--csr-out", csrFile)
@@ -335,6 +341,7 @@ func TestKeyLifecycle(t *testing.T) {
 }
 
 func TestConfigCheckAndUsage(t *testing.T) {
+	t.Parallel()
 	c, sw := newCLI(t)
 	c.must("key", "create", "--id", "k", "--alg", "rsa2048")
 	out := c.must("config", "check")
@@ -377,6 +384,7 @@ func TestConfigCheckAndUsage(t *testing.T) {
 }
 
 func TestShippedBinaryHasNoSimulator(t *testing.T) {
+	t.Parallel()
 	c := &cli{t: t, dir: t.TempDir()}
 	c.fail(1, "simulator is not part of this build", "init", "--dir", c.dir, "--tpm", "simulator")
 	out, err := exec.Command("go", "version", "-m", brokerdBin).Output()
