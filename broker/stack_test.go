@@ -3,6 +3,10 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,11 +152,37 @@ func openStack(tb testing.TB) *stack {
 	return s
 }
 
-// addKeys makes rsa.key in the TPM and imports the reference RSA-4096 key
-// as sealed.key.
+// rsaKeys are RSA-2048 keys for import, made once per test binary: the
+// TPM takes a few hundred milliseconds to make one, its import a few, and
+// what the API does with a key does not depend on where it was made
+// (package keys tests both). Every stack has a TPM of its own.
+var rsaKeys = sync.OnceValues(func() ([2]*rsa.PrivateKey, error) {
+	var ks [2]*rsa.PrivateKey
+	for i := range ks {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return ks, err
+		}
+		ks[i] = k
+	}
+	return ks, nil
+})
+
+// rsaKey is the i-th of rsaKeys.
+func rsaKey(tb testing.TB, i int) *rsa.PrivateKey {
+	tb.Helper()
+	ks, err := rsaKeys()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ks[i]
+}
+
+// addKeys imports an RSA-2048 key as rsa.key and the reference RSA-4096
+// key as sealed.key.
 func (s *stack) addKeys(tb testing.TB, ctx context.Context) {
 	tb.Helper()
-	if _, _, err := s.keys.Create(ctx, "rsa.key", tpm.RSA2048, keys.CreateOptions{}); err != nil {
+	if _, err := s.keys.Import(ctx, "rsa.key", rsaKey(tb, 0), keys.ImportOptions{}); err != nil {
 		tb.Fatal(err)
 	}
 	pemData, err := os.ReadFile("../testdata/reference/example.key")
@@ -168,18 +199,17 @@ func (s *stack) addKeys(tb testing.TB, ctx context.Context) {
 	}
 }
 
-// addQWACs makes QWACs in the TPM, certified by the bank's QTSP.
+// addQWACs imports QWACs (RSA and P-256) certified by the bank's QTSP.
 func (s *stack) addQWACs(tb testing.TB, ctx context.Context, b *mockbank.Bank) {
 	tb.Helper()
-	for id, alg := range map[string]tpm.Algorithm{"qwac.key": tpm.RSA2048, "qwac-ec.key": tpm.P256} {
-		_, csrDER, err := s.keys.Create(ctx, id, alg, keys.CreateOptions{CSR: &x509.CertificateRequest{Subject: pkix.Name{CommonName: id}}})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		csr, _ := x509.ParseCertificateRequest(csrDER)
-		cert := b.QTSP.Issue(tb, csr.PublicKey, testpki.Leaf{Subject: csr.Subject, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for id, priv := range map[string]crypto.Signer{"qwac.key": rsaKey(tb, 1), "qwac-ec.key": ec} {
+		cert := b.QTSP.Issue(tb, priv.Public(), testpki.Leaf{Subject: pkix.Name{CommonName: id}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 		alias := strings.TrimSuffix(id, ".key") + ".crt"
-		if _, err := s.keys.AttachCert(id, []*x509.Certificate{cert, b.QTSP.Cert}, []string{alias}); err != nil {
+		if _, err := s.keys.Import(ctx, id, priv, keys.ImportOptions{Chain: []*x509.Certificate{cert, b.QTSP.Cert}, Aliases: []string{alias}}); err != nil {
 			tb.Fatal(err)
 		}
 	}
