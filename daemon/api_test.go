@@ -20,14 +20,14 @@ import (
 )
 
 // apiDeployment is a daemon with a PKI of the test's, the reference key as
-// qseal.key, a TPM RSA-2048 key, a P-256 key with an alias and a key
-// nobody may use, and a rule for the client agg-1.
+// qseal.key, an RSA-2048 key, a P-256 key with an alias and a key nobody
+// may use, and a rule for the client agg-1.
 func apiDeployment(t *testing.T, edit func(*fixture)) (*running, *tls.Certificate) {
 	t.Helper()
 	f := newFixture(t, true)
 	s := f.state()
 	importReference(t, s, "qseal.key")
-	addKey(t, s, "rsa.key", tpm.RSA2048)
+	importRSA(t, s, "rsa.key")
 	addKey(t, s, "ec.key", tpm.P256, "ec-alias")
 	addKey(t, s, "denied.key", tpm.P256)
 	s.Close()

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -140,6 +141,22 @@ func (f *fixture) state() *daemon.State {
 func addKey(t *testing.T, s *daemon.State, id string, alg tpm.Algorithm, aliases ...string) {
 	t.Helper()
 	if _, _, err := s.Keys.Create(context.Background(), id, alg, keys.CreateOptions{Aliases: aliases}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rsaKey is an RSA-2048 key to import, made once per test binary: the TPM
+// takes a few hundred milliseconds to make one, its import a few.
+var rsaKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
+
+// importRSA imports rsaKey as id.
+func importRSA(t *testing.T, s *daemon.State, id string) {
+	t.Helper()
+	k, err := rsaKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Keys.Import(context.Background(), id, k, keys.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

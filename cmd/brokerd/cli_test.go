@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/brokerd/brokerd/internal/swtpmtest"
@@ -136,6 +141,32 @@ func (c *cli) file(name string, data []byte) string {
 		c.t.Fatal(err)
 	}
 	return p
+}
+
+// rsaPEM is an RSA-2048 key (PKCS #8 PEM) for key import, made once per
+// test binary: making one in the TPM (key create) takes a few hundred
+// milliseconds of swtpm, importing it a few. Tests that make keys in the
+// TPM on purpose still do.
+var rsaPEM = sync.OnceValues(func() ([]byte, error) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+})
+
+// importRSA imports rsaPEM as id.
+func (c *cli) importRSA(id string) {
+	c.t.Helper()
+	data, err := rsaPEM()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.must("key", "import", "--id", id, "--key", c.file(id+".pem", data))
 }
 
 func TestRSASignMatchesOpenSSL(t *testing.T) {

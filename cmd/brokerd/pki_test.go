@@ -42,7 +42,7 @@ func ownCA(t *testing.T, extraConfig string) (*cli, *swtpmtest.TPM) {
 		data, _ := os.ReadFile(c.config)
 		os.WriteFile(c.config, []byte(applyConfig(string(data), extraConfig)), 0o640)
 	}
-	c.must("key", "create", "--id", "rsa.key", "--alg", "rsa2048")
+	c.importRSA("rsa.key")
 	c.must("policy", "allow", "--name", "aggs", "--cn", "agg-1", "--keys", "rsa.key", "--ops", "sign")
 	c.must("policy", "allow", "--name", "agg2", "--cn", "agg-2", "--keys", "rsa.key", "--ops", "sign")
 	return c, sw
@@ -265,7 +265,7 @@ func TestAdminSocketEdges(t *testing.T) {
 	c, _ := ownCA(t, "")
 	d := c.start()
 	out := c.must("config", "check")
-	if !strings.Contains(out, "state "+filepath.Join(c.dir, "etc", "state")) || !strings.Contains(out, "key rsa.key (tpm, rsa2048): ok") {
+	if !strings.Contains(out, "state "+filepath.Join(c.dir, "etc", "state")) || !strings.Contains(out, "key rsa.key (imported, rsa2048): ok") {
 		t.Fatalf("config check inside the daemon:\n%s", out)
 	}
 	// A crafted call: audit verify of an arbitrary file, which the command

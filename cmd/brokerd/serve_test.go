@@ -71,7 +71,7 @@ func newDeploymentIn(t *testing.T, extraConfig, stateDir string) (*cli, *swtpmte
 		os.WriteFile(c.config, []byte(applyConfig(string(data), extraConfig)), 0o640)
 	}
 	c.must("key", "import", "--id", "qseal.key", "--key", "../../testdata/reference/example.key")
-	c.must("key", "create", "--id", "rsa.key", "--alg", "rsa2048")
+	c.importRSA("rsa.key")
 	c.must("key", "create", "--id", "ec.key", "--alg", "p256", "--alias", "ec-alias")
 	c.must("key", "create", "--id", "denied.key", "--alg", "p256")
 	c.must("policy", "allow", "--name", "agg", "--cn", "agg-1", "--keys", "qseal.key,rsa.key,ec-alias", "--ops", "sign")
