@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -14,31 +16,60 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/brokerd/brokerd/internal/swtpmtest"
 	"github.com/brokerd/brokerd/internal/testproc"
 )
 
-// brokerdBin is the brokerd brokerdBin under test, built as it ships
+// brokerdBin is the brokerd binary under test, built as it ships
 // (CGO_ENABLED=0, no simulator) by TestMain.
 var brokerdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "brokerd-bin")
-	if err != nil {
-		panic(err)
-	}
-	brokerdBin = filepath.Join(dir, "brokerd")
-	build := exec.Command("go", "build", "-o", brokerdBin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build brokerd: %v\n%s", err, out)
+	var err error
+	if brokerdBin, err = buildBrokerd("brokerd", []string{"CGO_ENABLED=0"}, nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(m.Run())
+}
+
+// buildBrokerd builds this package as name, with env and go build flags,
+// and returns its path. It builds into a directory of the user's cache
+// that belongs to this source tree, where go build relinks only when
+// something changed (a link costs seconds, the demo's most); a lock keeps
+// two runs of the same tree from building at once.
+func buildBrokerd(name string, env, flags []string) (string, error) {
+	src, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(src))
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "brokerd-test", hex.EncodeToString(sum[:8]))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close() // and unlocked
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, name)
+	build := exec.Command("go", append(append([]string{"build", "-o", bin}, flags...), ".")...)
+	build.Env = append(os.Environ(), env...)
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %v\n%s", name, err, out)
+	}
+	return bin, nil
 }
 
 // cli runs the real brokerdBin with a configuration of its own.

@@ -5,7 +5,6 @@ package main
 import (
 	"bufio"
 	"encoding/base64"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -24,11 +23,9 @@ func TestQuickStartDemo(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatal("curl is not installed: run `make test`, which installs it")
 	}
-	bin := filepath.Join(t.TempDir(), "brokerd-demo")
-	build := exec.Command("go", "build", "-tags", "simulator", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	bin, err := buildBrokerd("brokerd-demo", []string{"CGO_ENABLED=1"}, []string{"-tags", "simulator"})
+	if err != nil {
+		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "demo dir") // a space, as a user's path may have
 	var first string
