@@ -93,7 +93,7 @@ func TestCallRunsWithTheCallersIO(t *testing.T) {
 		return 7
 	})
 	var stdout, stderr bytes.Buffer
-	big := bytes.Repeat([]byte("s"), 3<<20) // more than one stdin message
+	big := bytes.Repeat([]byte("s"), 1<<20+1) // more than one stdin message (1 MiB at most)
 	code, err := call(t, path, admin.Request{Args: []string{in, dir}, Env: map[string]string{"K_PASSWORD": "pw"}},
 		admin.Local{Stdin: bytes.NewReader(big), Stdout: &stdout, Stderr: &stderr,
 			Prompt: func(q string) ([]byte, error) { return []byte("[" + q + "]"), nil },
