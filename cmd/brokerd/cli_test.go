@@ -78,6 +78,22 @@ type cli struct {
 	dir    string
 	config string
 	env    []string
+	sock   string // the admin socket, once asked for
+}
+
+// adminSocket is where the admin socket goes: in a directory with a short
+// path (unix socket paths have 108 bytes at most; t.TempDir's hold the
+// test's name).
+func (c *cli) adminSocket() string {
+	if c.sock == "" {
+		dir, err := os.MkdirTemp("", "adm")
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.t.Cleanup(func() { os.RemoveAll(dir) })
+		c.sock = filepath.Join(dir, "admin.sock")
+	}
+	return c.sock
 }
 
 type result struct {
@@ -91,7 +107,7 @@ func newCLI(t *testing.T) (*cli, *swtpmtest.TPM) {
 	sw := swtpmtest.Start(t)
 	c := &cli{t: t, dir: t.TempDir()}
 	c.config = filepath.Join(c.dir, "etc", "brokerd.toml")
-	c.must("init", "--dir", filepath.Join(c.dir, "etc"), "--tpm", sw.Address(), "--admin-socket", filepath.Join(c.dir, "admin.sock"))
+	c.must("init", "--dir", filepath.Join(c.dir, "etc"), "--tpm", sw.Address(), "--admin-socket", c.adminSocket())
 	return c, sw
 }
 

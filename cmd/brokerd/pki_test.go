@@ -34,7 +34,7 @@ func ownCA(t *testing.T, extraConfig string) (*cli, *swtpmtest.TPM) {
 	c := &cli{t: t, dir: t.TempDir()}
 	etc := filepath.Join(c.dir, "etc")
 	c.config = filepath.Join(etc, "brokerd.toml")
-	out := c.must("init", "--dir", etc, "--tpm", sw.Address(), "--listen", "127.0.0.1:0", "--admin-socket", filepath.Join(c.dir, "admin.sock"))
+	out := c.must("init", "--dir", etc, "--tpm", sw.Address(), "--listen", "127.0.0.1:0", "--admin-socket", c.adminSocket())
 	if !strings.Contains(out, "brokerd's CA (key in the TPM) made") {
 		t.Fatalf("init:\n%s", out)
 	}
@@ -270,7 +270,7 @@ func TestAdminSocketEdges(t *testing.T) {
 	}
 	// A crafted call: audit verify of an arbitrary file, which the command
 	// line would have run locally.
-	conn, err := admin.Dial(context.Background(), filepath.Join(c.dir, "admin.sock"))
+	conn, err := admin.Dial(context.Background(), c.adminSocket())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestAdminSocketEdges(t *testing.T) {
 	}
 	// key sign waits on its caller's standard input, which stays open: the
 	// daemon asking for it tells the call runs.
-	conn, err = admin.Dial(context.Background(), filepath.Join(c.dir, "admin.sock"))
+	conn, err = admin.Dial(context.Background(), c.adminSocket())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,5 +344,5 @@ func TestInitFailureLeavesNothing(t *testing.T) {
 			t.Errorf("%s left behind", f)
 		}
 	}
-	c.must("init", "--dir", etc, "--tpm", sw.Address(), "--server-name", "broker.lan", "--admin-socket", filepath.Join(c.dir, "admin.sock"))
+	c.must("init", "--dir", etc, "--tpm", sw.Address(), "--server-name", "broker.lan", "--admin-socket", c.adminSocket())
 }

@@ -61,7 +61,7 @@ func newDeploymentIn(t *testing.T, extraConfig, stateDir string) (*cli, *swtpmte
 	args := []string{"init", "--dir", etc, "--tpm", sw.Address(), "--listen", "127.0.0.1:0",
 		"--tls-cert", c.file("server.crt", testpki.CertPEM(serverCert)),
 		"--tls-key", c.file("server.key", testpki.KeyPEM(t, serverKey)), "--client-ca", p.caFile,
-		"--admin-socket", filepath.Join(c.dir, "admin.sock")}
+		"--admin-socket", c.adminSocket()}
 	if stateDir != "" {
 		args = append(args, "--state-dir", stateDir)
 	}
