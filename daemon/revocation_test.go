@@ -38,9 +38,11 @@ func refused(t *testing.T, what string, c *http.Client, r *running) {
 }
 
 // TestRevocationAtOnce: once the registry has revoked a client of
-// brokerd's CA, ApplyRevocations (what client revoke calls) refuses it at
-// once, on its open connection and on new handshakes, on record; other
-// clients go on.
+// brokerd's CA, ApplyRevocations (what client revoke calls) refuses it,
+// on its open connection and on new handshakes, on record; other clients
+// go on. Nothing watches brokerd's own revocations (there is no file), so
+// the refusal is ApplyRevocations' own: at once, whatever the time a
+// handshake takes on a loaded machine.
 func TestRevocationAtOnce(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, false)
@@ -57,14 +59,10 @@ func TestRevocationAtOnce(t *testing.T) {
 	if _, err := r.State().PKI.Registry().Revoke("agg-1", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	r.ApplyRevocations()
 	refused(t, "the revoked client's next request", a1, r)
 	if _, err := f.client(agg1).Get(r.url("/")); err == nil || !strings.Contains(err.Error(), "bad certificate") {
 		t.Fatalf("a revoked client's new handshake: %v", err)
-	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("refusing the revoked client took %v", took)
 	}
 	if resp := sign(t, f.client(agg2), r, "ec.key"); resp.status != 200 {
 		t.Fatalf("another client after the revocation: %d", resp.status)
