@@ -54,7 +54,7 @@ func TestAuditRecordsAndShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	digest := sha256.Sum256([]byte(data))
-	checkRecords(t, records(t, f.cfg.StatePath()), hex.EncodeToString(digest[:]), resp.header.Get("X-Request-Id"))
+	checkRecords(t, auditRecords(t, f.cfg.StatePath()), hex.EncodeToString(digest[:]), resp.header.Get("X-Request-Id"))
 	checkShutdownCheckpoint(t, f.cfg.StatePath())
 	rawSig, _ := base64.StdEncoding.DecodeString(sig)
 	places := map[string][]byte{"the daemon's log": []byte(r.logs.String())}

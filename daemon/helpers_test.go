@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/daemon"
@@ -229,6 +231,11 @@ func (f *fixture) start(deps daemon.Deps) *running {
 		cancel()
 		f.t.Fatalf("daemon.New: %v", err)
 	}
+	// New hardens the process: not dumpable, and all its memory locked
+	// when a sealed key is in it. Right for brokerd (TestHarden), wrong
+	// for a test binary that runs many daemons under -race (gigabytes).
+	unix.Munlockall()
+	unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
 	r.Daemon = d
 	go func() { r.done <- d.Run(ctx) }()
 	f.t.Cleanup(func() {
@@ -278,8 +285,8 @@ func auditPub(t *testing.T, statePath string) crypto.PublicKey {
 	return pub
 }
 
-// records returns the audit records of a stopped daemon's state file.
-func records(t *testing.T, statePath string) []audit.Record {
+// auditRecords returns the audit records of a stopped daemon's state file.
+func auditRecords(t *testing.T, statePath string) []audit.Record {
 	t.Helper()
 	st, err := store.Open(statePath, store.Options{ReadOnly: true})
 	if err != nil {

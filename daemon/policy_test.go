@@ -47,7 +47,7 @@ func TestPolicyChangesTakeEffect(t *testing.T) {
 		t.Fatal(err)
 	}
 	var statuses []int
-	for _, rec := range records(t, f.cfg.StatePath()) {
+	for _, rec := range auditRecords(t, f.cfg.StatePath()) {
 		if rec.Op == "admin.policy.reload" {
 			statuses = append(statuses, rec.Status)
 		}

@@ -111,7 +111,7 @@ func TestServerCertificateRenewsItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, rec := range records(t, f.cfg.StatePath()) {
+	for _, rec := range auditRecords(t, f.cfg.StatePath()) {
 		if rec.Op == "admin.tls.renew" && rec.Client == "daemon" && rec.Status == 200 {
 			n++
 		}

@@ -72,7 +72,7 @@ func TestRevocationAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var onRecord bool
-	for _, rec := range records(t, f.cfg.StatePath()) {
+	for _, rec := range auditRecords(t, f.cfg.StatePath()) {
 		onRecord = onRecord || (rec.Op == "handshake" && rec.Client == "CN=agg-1" && strings.Contains(rec.Error, "revoked"))
 	}
 	if !onRecord {
@@ -147,7 +147,7 @@ func TestClientCRLFiles(t *testing.T) {
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
-	if n := countOps(records(t, f.cfg.StatePath()))["admin.crl.reload"]; n != 2 {
+	if n := countOps(auditRecords(t, f.cfg.StatePath()))["admin.crl.reload"]; n != 2 {
 		t.Fatalf("%d CRL reloads on record, want 2", n)
 	}
 }
