@@ -12,6 +12,7 @@ import (
 // once, and makeRequest over the global bound of bank calls gets 503;
 // both are on record, and the slow call still completes.
 func TestInFlightLimits(t *testing.T) {
+	t.Parallel()
 	s, agg := bankStack(t, stackOptions{})
 	url := s.serve(broker.Config{Audit: s.log, MaxInFlightPerClient: 1, MaxBankCalls: 1})
 	slow := `{"params":{"request":{` + req("GET", s.bank.URL, "/slow?for=700ms", withQWAC) + `}}}`

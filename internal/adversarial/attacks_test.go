@@ -30,6 +30,7 @@ const withQWAC = `,"tls":{"cert_path":"qwac.crt","key_path":"qwac.key"}`
 // dropped by brokerd, reach neither the answer of the client that followed
 // it nor the next call of another client on the same pooled connection.
 func TestNoHeadersLeakBetweenClients(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	agg1, agg2 := a.client("agg-1"), a.client("agg-2")
 	for _, path := range []string{"/redirect?to=/echo/after&cookie=secret-of-agg-1", "/redirect?to=https://elsewhere.test/x&cookie=secret-of-agg-1"} {
@@ -68,6 +69,7 @@ func cvContent() string {
 // TestNoTLSHandshakeThroughSign: /sign never signs for a TLS handshake: not
 // with a QWAC, and not a CertificateVerify's content with any key.
 func TestNoTLSHandshakeThroughSign(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	agg1 := a.client("agg-1")
 	data, _ := json.Marshal(cvContent())
@@ -94,6 +96,7 @@ func TestNoTLSHandshakeThroughSign(t *testing.T) {
 // is in any special-purpose block is refused before anything is dialled
 // (the injected dialer fails the test otherwise).
 func TestEveryAddressClassRefused(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	agg2 := a.client("agg-2")
 	for name, ip := range map[string]string{
@@ -115,6 +118,7 @@ func TestEveryAddressClassRefused(t *testing.T) {
 // both listeners answers at once, 503 with the reason, and 200 again soon
 // after the TPM is back; no answer waits on the TPM.
 func TestHealthAnswersWhileTheTPMIsStopped(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	agg1 := a.client("agg-1")
 	check := func(want int, within time.Duration) {
@@ -155,6 +159,7 @@ func TestHealthAnswersWhileTheTPMIsStopped(t *testing.T) {
 // TestHealthCostsNothing: an uncertified host calling /health a thousand
 // times makes no TPM command and no write to the state.
 func TestHealthCostsNothing(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	stranger := a.client("")
 	// Once the start-up checkpoint is written, and with the stranger's
@@ -207,6 +212,7 @@ func TestHealthCostsNothing(t *testing.T) {
 // bounded records, and beyond a client's quota only a count; the state
 // grows by kilobytes, and the appliance still signs.
 func TestDeniedRequestsCannotFillTheDisk(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{config: func(c *config.Config) { c.Audit.DenialQuota = 50 }})
 	agg1 := a.client("agg-1")
 	before, _ := os.Stat(a.cfg.StatePath())

@@ -85,6 +85,7 @@ func headerNames(h [][2]string) []string {
 // gives its headers to the answer of the call, nor to the next call on the
 // same pooled connection, made for another client.
 func TestNoHeadersFromAnotherCall(t *testing.T) {
+	t.Parallel()
 	other := newTestBank(t, func(tb *testBank, mux *http.ServeMux) {
 		mux.HandleFunc("/landing", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("landed")) })
 	})
@@ -182,6 +183,7 @@ func TestNoHeadersFromAnotherCall(t *testing.T) {
 // cookie, proxy or configured credential header; one within the origin
 // keeps them.
 func TestRedirectDropsCredentials(t *testing.T) {
+	t.Parallel()
 	landing := func(tb *testBank, mux *http.ServeMux) {
 		mux.HandleFunc("/landing", func(w http.ResponseWriter, r *http.Request) {
 			tb.seen <- r.Header.Clone()
@@ -229,6 +231,7 @@ func TestRedirectDropsCredentials(t *testing.T) {
 
 // TestPoolsAreBounded: beyond MaxPools the least recently used pool goes.
 func TestPoolsAreBounded(t *testing.T) {
+	t.Parallel()
 	var banks []*testBank
 	for range 3 {
 		banks = append(banks, newTestBank(t, func(tb *testBank, mux *http.ServeMux) {
