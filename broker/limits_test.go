@@ -22,12 +22,8 @@ func TestInFlightLimits(t *testing.T) {
 		status, _ := post(t, agg, url+"/makeRequest", slow)
 		done <- status
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.bank.Requests() == before { // the slow call has reached the bank
-		if time.Now().After(deadline) {
-			t.Fatal("the slow call never reached the bank")
-		}
-		time.Sleep(5 * time.Millisecond) // polling the bank's request counter, with a deadline
+	if !s.bank.WaitRequests(before+1, 10*time.Second) { // the slow call has reached the bank
+		t.Fatal("the slow call never reached the bank")
 	}
 	seq, _ := s.log.Head()
 	if status, body := post(t, agg, url+"/sign", `{"params":{"data":"x","key_id":"rsa.key"}}`); status != 429 ||
