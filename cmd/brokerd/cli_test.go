@@ -423,7 +423,7 @@ func TestConfigCheckAndUsage(t *testing.T) {
 	c, sw := newCLI(t)
 	c.must("key", "create", "--id", "k", "--alg", "rsa2048")
 	out := c.must("config", "check")
-	if !strings.Contains(out, "key k (tpm, rsa2048): ok") {
+	if !strings.Contains(out, "key k (tpm, rsa2048, purpose any): ok") {
 		t.Fatalf("config check:\n%s", out)
 	}
 	// init refuses to overwrite.

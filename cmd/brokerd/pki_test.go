@@ -265,7 +265,7 @@ func TestAdminSocketEdges(t *testing.T) {
 	c, _ := ownCA(t, "")
 	d := c.start()
 	out := c.must("config", "check")
-	if !strings.Contains(out, "state "+filepath.Join(c.dir, "etc", "state")) || !strings.Contains(out, "key rsa.key (imported, rsa2048): ok") {
+	if !strings.Contains(out, "state "+filepath.Join(c.dir, "etc", "state")) || !strings.Contains(out, "key rsa.key (imported, rsa2048, purpose any): ok") {
 		t.Fatalf("config check inside the daemon:\n%s", out)
 	}
 	// A crafted call: audit verify of an arbitrary file, which the command
