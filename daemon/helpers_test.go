@@ -405,6 +405,19 @@ func servedCert(t *testing.T, r *running) *x509.Certificate {
 	return resp.TLS.PeerCertificates[0]
 }
 
+// eventually polls cond until it holds, for a state that is read on a
+// period (free space, health) and tells nobody when it changes; it fails
+// after waitLimit.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(waitLimit); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, waitLimit)
+		}
+		time.Sleep(20 * time.Millisecond) // a poll with the deadline above, not an ordering
+	}
+}
+
 // logRecorder is the daemon's log, one line per record, that tests wait
 // on.
 type logRecorder struct {
