@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -306,13 +307,21 @@ func TestStopEndsCalls(t *testing.T) {
 		t.Fatal("the command did not notice its caller left")
 	}
 	pw.Close()
-	// A caller that waits forever, and the daemon stopping.
+	// A caller that waits forever, asked for its input, and the daemon
+	// stopping.
 	c, _ = admin.Dial(context.Background(), path)
-	pr2, pw2 := io.Pipe()
-	defer pw2.Close()
-	go admin.Call(c, admin.Request{Args: []string{"x"}}, admin.Local{Stdin: pr2, Stdout: io.Discard, Stderr: io.Discard})
-	<-started
+	stdin := newAskedReader()
+	defer close(stdin.release)
+	go admin.Call(c, admin.Request{Args: []string{"x"}}, admin.Local{Stdin: stdin, Stdout: io.Discard, Stderr: io.Discard})
+	<-stdin.asked
 	cancel()
+	wantEnded(t, results, srv)
+}
+
+// wantEnded checks that the call in progress ended with an error within
+// 5 s of the stop, and that Close does not wait for it.
+func wantEnded(t *testing.T, results <-chan error, srv *admin.Server) {
+	t.Helper()
 	select {
 	case err := <-results:
 		if err == nil {
@@ -328,6 +337,23 @@ func TestStopEndsCalls(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close waited for a call that should have ended")
 	}
+}
+
+// askedReader is a caller's input that never ends: it tells when it is
+// first read, then blocks until release is closed.
+type askedReader struct {
+	once           sync.Once
+	asked, release chan struct{}
+}
+
+func newAskedReader() *askedReader {
+	return &askedReader{asked: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (r *askedReader) Read([]byte) (int, error) {
+	r.once.Do(func() { close(r.asked) })
+	<-r.release
+	return 0, io.EOF
 }
 
 // TestPanicFailsTheCommandOnly: a command that panics fails, the daemon
