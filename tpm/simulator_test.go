@@ -42,6 +42,7 @@ func TestSimulatorKeepsKeysAcrossRuns(t *testing.T) {
 // and an EK-wrapped import on the TCG reference implementation, a second
 // TPM besides libtpms (swtpm).
 func TestSimulatorSessionsAndPolicies(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	d, err := tpm.Open(tpm.Config{Address: "simulator"}, nil)
 	if err != nil {

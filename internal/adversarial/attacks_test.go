@@ -242,6 +242,7 @@ func TestDeniedRequestsCannotFillTheDisk(t *testing.T) {
 // seconds (as on a hardware chip) is busy, not stuck: /health stays 200,
 // so systemd's watchdog does not kill the daemon mid-generation.
 func TestHealthDuringKeyGeneration(t *testing.T) {
+	t.Parallel()
 	var slow atomic.Bool
 	a := start(t, options{delay: func(cc uint32) time.Duration {
 		if cc == 0x153 && slow.Load() { // TPM2_Create: a key generated under the SRK
