@@ -29,8 +29,11 @@ build: ## build bin/brokerd (linux/amd64) and bin/brokerd-linux-arm64, CGO_ENABL
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/brokerd ./cmd/brokerd
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/brokerd-linux-arm64 ./cmd/brokerd
 
+# Four packages at a time on two cores: a package's tests spend much of
+# their time waiting on swtpm and brokerd processes, and go test counts a
+# waiting test run against -p as it does a link.
 test: deps-test ## run every test (installs swtpm and friends when missing and root)
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -p 4 -timeout 15m ./...
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 5m -tags simulator -run 'Simulator|Demo' ./tpm/ ./cmd/brokerd/
 
 lint: deps-demo ## gofmt, go vet and staticcheck (both build variants)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -60,6 +61,7 @@ func call(t *testing.T, path string, req admin.Request, l admin.Local) (int, err
 // TestCallRunsWithTheCallersIO: the command's files, streams and prompt
 // are the caller's.
 func TestCallRunsWithTheCallersIO(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.txt")
 	os.WriteFile(in, []byte("file content"), 0o600)
@@ -92,7 +94,7 @@ func TestCallRunsWithTheCallersIO(t *testing.T) {
 		return 7
 	})
 	var stdout, stderr bytes.Buffer
-	big := bytes.Repeat([]byte("s"), 3<<20) // more than one stdin message
+	big := bytes.Repeat([]byte("s"), 1<<20+1) // more than one stdin message (1 MiB at most)
 	code, err := call(t, path, admin.Request{Args: []string{in, dir}, Env: map[string]string{"K_PASSWORD": "pw"}},
 		admin.Local{Stdin: bytes.NewReader(big), Stdout: &stdout, Stderr: &stderr,
 			Prompt: func(q string) ([]byte, error) { return []byte("[" + q + "]"), nil },
@@ -119,6 +121,7 @@ func TestCallRunsWithTheCallersIO(t *testing.T) {
 }
 
 func TestNoDaemon(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "admin.sock")
 	if _, err := admin.Dial(context.Background(), path); !errors.Is(err, admin.ErrNoDaemon) {
 		t.Fatalf("no socket: %v", err)
@@ -156,6 +159,7 @@ func TestNoDaemon(t *testing.T) {
 // uid 65534): the socket's permissions keep it out, and where they do not
 // (a socket made world-writable), the daemon's own check does.
 func TestOtherUsersAreRefused(t *testing.T) {
+	t.Parallel()
 	if os.Getuid() != 0 {
 		t.Fatal("this test starts a process as another user: run it as root (make test does in CI)")
 	}
@@ -230,6 +234,7 @@ func TestOtherUsersAreRefused(t *testing.T) {
 // TestTheCallerDecides: the daemon may touch only what the caller allows,
 // and prompt only when the caller lets it.
 func TestTheCallerDecides(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	named := filepath.Join(dir, "named.txt")
 	os.WriteFile(named, []byte("ok"), 0o600)
@@ -274,14 +279,17 @@ func TestTheCallerDecides(t *testing.T) {
 // TestStopEndsCalls: a call waiting on its caller ends when the daemon
 // stops, and a caller that goes away ends its call; the next one runs.
 func TestStopEndsCalls(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "admin.sock")
 	l, err := admin.Listen(path, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{}, 4)
 	results := make(chan error, 4)
 	srv := admin.Serve(ctx, l, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
+		started <- struct{}{}
 		_, err := io.ReadAll(s.Stdin()) // waits on the caller
 		results <- err
 		return 0
@@ -293,19 +301,27 @@ func TestStopEndsCalls(t *testing.T) {
 	}
 	pr, pw := io.Pipe()
 	go admin.Call(c, admin.Request{Args: []string{"x"}}, admin.Local{Stdin: pr, Stdout: io.Discard, Stderr: io.Discard})
-	time.Sleep(50 * time.Millisecond)
+	<-started
 	c.Close()
 	if err := <-results; err == nil {
 		t.Fatal("the command did not notice its caller left")
 	}
 	pw.Close()
-	// A caller that waits forever, and the daemon stopping.
+	// A caller that waits forever, asked for its input, and the daemon
+	// stopping.
 	c, _ = admin.Dial(context.Background(), path)
-	pr2, pw2 := io.Pipe()
-	defer pw2.Close()
-	go admin.Call(c, admin.Request{Args: []string{"x"}}, admin.Local{Stdin: pr2, Stdout: io.Discard, Stderr: io.Discard})
-	time.Sleep(50 * time.Millisecond)
+	stdin := newAskedReader()
+	defer close(stdin.release)
+	go admin.Call(c, admin.Request{Args: []string{"x"}}, admin.Local{Stdin: stdin, Stdout: io.Discard, Stderr: io.Discard})
+	<-stdin.asked
 	cancel()
+	wantEnded(t, results, srv)
+}
+
+// wantEnded checks that the call in progress ended with an error within
+// 5 s of the stop, and that Close does not wait for it.
+func wantEnded(t *testing.T, results <-chan error, srv *admin.Server) {
+	t.Helper()
 	select {
 	case err := <-results:
 		if err == nil {
@@ -323,9 +339,27 @@ func TestStopEndsCalls(t *testing.T) {
 	}
 }
 
+// askedReader is a caller's input that never ends: it tells when it is
+// first read, then blocks until release is closed.
+type askedReader struct {
+	once           sync.Once
+	asked, release chan struct{}
+}
+
+func newAskedReader() *askedReader {
+	return &askedReader{asked: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (r *askedReader) Read([]byte) (int, error) {
+	r.once.Do(func() { close(r.asked) })
+	<-r.release
+	return 0, io.EOF
+}
+
 // TestPanicFailsTheCommandOnly: a command that panics fails, the daemon
 // goes on.
 func TestPanicFailsTheCommandOnly(t *testing.T) {
+	t.Parallel()
 	path := serve(t, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {
 		if s.Request.Args[0] == "boom" {
 			panic("boom")
@@ -345,6 +379,7 @@ func TestPanicFailsTheCommandOnly(t *testing.T) {
 // TestSocketDirectory: no socket in, or through, a directory others can
 // write to.
 func TestSocketDirectory(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o777)
 	if _, err := admin.Listen(filepath.Join(dir, "admin.sock"), -1); err == nil || !strings.Contains(err.Error(), "is writable by others than its owner") {

@@ -16,6 +16,7 @@ import (
 // TestPathFlag: a parsed path flag grants its access to its path, cleaned,
 // and nothing else; an unset one grants nothing.
 func TestPathFlag(t *testing.T) {
+	t.Parallel()
 	var grants []admin.Grant
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -44,6 +45,7 @@ func TestPathFlag(t *testing.T) {
 }
 
 func TestExecWithoutDaemon(t *testing.T) {
+	t.Parallel()
 	_, err := admin.Exec(context.Background(), filepath.Join(t.TempDir(), "admin.sock"), admin.Request{Args: []string{"key", "list"}}, admin.Local{})
 	if !errors.Is(err, admin.ErrNoDaemon) {
 		t.Fatalf("Exec without a daemon: %v", err)
@@ -57,6 +59,7 @@ func TestExecWithoutDaemon(t *testing.T) {
 // written before it acts, within the grants; a caller without a terminal
 // answers a prompt with ErrNoPrompt.
 func TestWritableAndNoPrompt(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	var answers []string
 	path := serve(t, admin.RootOrGroup(-1), func(ctx context.Context, s *admin.Session) int {

@@ -77,6 +77,9 @@ type Session struct {
 	mu   sync.Mutex // one exchange at a time
 	c    *conn
 	conn net.Conn
+	// ctx ends when the daemon stops; the stop sets conn's deadline to
+	// now, and no exchange may set a later one after that.
+	ctx context.Context
 	// gone is the first transport error: the caller has gone away (or the
 	// daemon is stopping) and every later exchange fails with it.
 	gone error
@@ -95,6 +98,11 @@ func (s *Session) exchange(m message, wantReply bool) (message, error) {
 		return message{}, s.gone
 	}
 	s.conn.SetDeadline(time.Now().Add(exchangeTimeout))
+	if s.ctx != nil && s.ctx.Err() != nil {
+		// The daemon is stopping: keep (or restore) the stop's deadline,
+		// which the line above may have pushed five minutes away.
+		s.conn.SetDeadline(time.Now())
+	}
 	if err := s.c.send(m); err != nil {
 		s.gone = fmt.Errorf("admin: the caller went away: %w", err)
 		return message{}, s.gone
@@ -313,7 +321,7 @@ func (s *Server) call(ctx context.Context, c *net.UnixConn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	sess := &Session{Request: req, Peer: peer, c: cn, conn: c}
+	sess := &Session{Request: req, Peer: peer, c: cn, conn: c, ctx: ctx}
 	code := s.run(ctx, sess)
 	sess.exchange(message{Kind: kindExit, Code: code}, false)
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -127,6 +128,7 @@ func key(n uint64) []byte {
 }
 
 func TestConcurrentAppendsFormOneChain(t *testing.T) {
+	t.Parallel()
 	s, err := openLog(filepath.Join(t.TempDir(), store.FileName))
 	if err != nil {
 		t.Fatal(err)
@@ -168,35 +170,18 @@ func TestConcurrentAppendsFormOneChain(t *testing.T) {
 	}
 }
 
-func TestVerifyCatchesTampering(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, store.FileName)
-	s, err := openLog(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ak := newAuditKey(t)
-	appendN(t, s, 10, "sign")
-	if _, err := s.Checkpoint(ctx, "count", ak.sign, ak.readClock); err != nil { // covers 1..10
-		t.Fatal(err)
-	}
-	appendN(t, s, 10, "makeRequest")
-	if _, err := s.Checkpoint(ctx, "count", ak.sign, ak.readClock); err != nil { // covers 1..20
-		t.Fatal(err)
-	}
-	appendN(t, s, 3, "sign") // 21..23, not yet signed
-	s.Close()
+// tamperCase edits a log's buckets and names the problem verify must
+// report.
+type tamperCase struct {
+	name string
+	edit func(audit, cps *bolt.Bucket)
+	want string
+}
 
-	rep, err := audit.VerifyFile(copyFile(t, path), ak.key.Public())
-	if err != nil || !rep.OK() || rep.Records != 23 || rep.Checkpoints != 2 || rep.Uncovered != 3 {
-		t.Fatalf("untouched log: %+v, %v", rep, err)
-	}
-
-	cases := []struct {
-		name string
-		edit func(audit, cps *bolt.Bucket)
-		want string
-	}{
+// tamperCases are the edits of a log of 23 records, checkpoints after 10
+// and 20, that verify must catch.
+func tamperCases() []tamperCase {
+	return []tamperCase{
 		{"a field changed", func(a, _ *bolt.Bucket) {
 			v := strings.Replace(string(a.Get(key(5))), `"status":200`, `"status":201`, 1)
 			a.Put(key(5), []byte(v))
@@ -234,7 +219,36 @@ func TestVerifyCatchesTampering(t *testing.T) {
 		}, "record 1 does not link to the start of the log"},
 		{"garbage", func(a, _ *bolt.Bucket) { a.Put(key(2), []byte("{")) }, "record 2 is not a valid record"},
 	}
-	for _, c := range cases {
+}
+
+// TestVerifyCatchesTampering: every edit of tamperCases, made to a copy of
+// a signed log, fails verify with its own problem.
+func TestVerifyCatchesTampering(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, store.FileName)
+	s, err := openLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak := newAuditKey(t)
+	appendN(t, s, 10, "sign")
+	if _, err := s.Checkpoint(ctx, "count", ak.sign, ak.readClock); err != nil { // covers 1..10
+		t.Fatal(err)
+	}
+	appendN(t, s, 10, "makeRequest")
+	if _, err := s.Checkpoint(ctx, "count", ak.sign, ak.readClock); err != nil { // covers 1..20
+		t.Fatal(err)
+	}
+	appendN(t, s, 3, "sign") // 21..23, not yet signed
+	s.Close()
+
+	rep, err := audit.VerifyFile(copyFile(t, path), ak.key.Public())
+	if err != nil || !rep.OK() || rep.Records != 23 || rep.Checkpoints != 2 || rep.Uncovered != 3 {
+		t.Fatalf("untouched log: %+v, %v", rep, err)
+	}
+
+	for _, c := range tamperCases() {
 		t.Run(c.name, func(t *testing.T) {
 			cp := copyFile(t, path)
 			tamper(t, cp, c.edit)
@@ -255,6 +269,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 }
 
 func TestChainContinuesAcrossReopen(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), store.FileName)
 	ak := newAuditKey(t)
 	for round := 0; round < 3; round++ {
@@ -279,54 +294,59 @@ func TestChainContinuesAcrossReopen(t *testing.T) {
 	}
 }
 
+// TestPruneLeavesASignedAnchor runs in a synctest bubble, for records
+// whose times are exactly before and after the cut.
 func TestPruneLeavesASignedAnchor(t *testing.T) {
-	path := filepath.Join(t.TempDir(), store.FileName)
-	s, err := openLog(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ak := newAuditKey(t)
-	appendN(t, s, 10, "old")
-	s.Checkpoint(ctx, "count", ak.sign, ak.readClock)
-	cut := time.Now()
-	time.Sleep(10 * time.Millisecond)
-	appendN(t, s, 5, "new")
-	s.Checkpoint(ctx, "count", ak.sign, ak.readClock)
-	appendN(t, s, 2, "newer")
-	n, err := s.Prune(ctx, cut, ak.sign)
-	if err != nil || n != 10 {
-		t.Fatalf("pruned %d, %v", n, err)
-	}
-	appendN(t, s, 1, "after")
-	s.Close()
-	rep, err := audit.VerifyFile(copyFile(t, path), ak.key.Public())
-	if err != nil || !rep.OK() || rep.Pruned == nil || rep.FirstSeq != 11 || rep.Records != 8 || rep.Checkpoints != 1 {
-		t.Fatalf("after prune: %+v, %v", rep, err)
-	}
-	// A forged anchor (hiding more records) does not verify.
-	cp := copyFile(t, path)
-	db, _ := bolt.Open(cp, 0o600, nil)
-	db.Update(func(tx *bolt.Tx) error {
-		m := tx.Bucket([]byte("audit_meta"))
-		var a map[string]any
-		json.Unmarshal(m.Get([]byte("anchor")), &a)
-		a["first_seq"] = 12
-		b, _ := json.Marshal(a)
-		return m.Put([]byte("anchor"), b)
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), store.FileName)
+		s, err := openLog(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ak := newAuditKey(t)
+		appendN(t, s, 10, "old")
+		s.Checkpoint(ctx, "count", ak.sign, ak.readClock)
+		time.Sleep(time.Second) // fake time: the records above are before cut
+		cut := time.Now()
+		time.Sleep(time.Second) // fake time: the records below are after cut
+		appendN(t, s, 5, "new")
+		s.Checkpoint(ctx, "count", ak.sign, ak.readClock)
+		appendN(t, s, 2, "newer")
+		n, err := s.Prune(ctx, cut, ak.sign)
+		if err != nil || n != 10 {
+			t.Fatalf("pruned %d, %v", n, err)
+		}
+		appendN(t, s, 1, "after")
+		s.Close()
+		rep, err := audit.VerifyFile(copyFile(t, path), ak.key.Public())
+		if err != nil || !rep.OK() || rep.Pruned == nil || rep.FirstSeq != 11 || rep.Records != 8 || rep.Checkpoints != 1 {
+			t.Fatalf("after prune: %+v, %v", rep, err)
+		}
+		// A forged anchor (hiding more records) does not verify.
+		cp := copyFile(t, path)
+		db, _ := bolt.Open(cp, 0o600, nil)
+		db.Update(func(tx *bolt.Tx) error {
+			m := tx.Bucket([]byte("audit_meta"))
+			var a map[string]any
+			json.Unmarshal(m.Get([]byte("anchor")), &a)
+			a["first_seq"] = 12
+			b, _ := json.Marshal(a)
+			return m.Put([]byte("anchor"), b)
+		})
+		db.Close()
+		if rep, _ := audit.VerifyFile(cp, ak.key.Public()); !strings.Contains(rep.Problem, "anchor of pruned records has an invalid signature") {
+			t.Fatalf("forged anchor: %q", rep.Problem)
+		}
 	})
-	db.Close()
-	if rep, _ := audit.VerifyFile(cp, ak.key.Public()); !strings.Contains(rep.Problem, "anchor of pruned records has an invalid signature") {
-		t.Fatalf("forged anchor: %q", rep.Problem)
-	}
 }
 
-// TestVerifyTPMClock: the clocks in successive checkpoints must move as a
-// TPM's clock does.
 // TestAnchorMovesOutOfMeta: state files written before the audit package
 // kept the anchor of pruned records in store's meta bucket; they verify
 // read-only as they are, and opening them moves the anchor to the log's
 // own bucket.
 func TestAnchorMovesOutOfMeta(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), store.FileName)
 	s, err := openLog(path)
 	if err != nil {
@@ -372,7 +392,10 @@ func TestAnchorMovesOutOfMeta(t *testing.T) {
 	})
 }
 
+// TestVerifyTPMClock: the clocks in successive checkpoints must move as a
+// TPM's clock does.
 func TestVerifyTPMClock(t *testing.T) {
+	t.Parallel()
 	type ci = audit.ClockInfo
 	cases := []struct {
 		name   string
@@ -416,68 +439,58 @@ func TestVerifyTPMClock(t *testing.T) {
 }
 
 // TestRunCheckpoints: a checkpoint at start, every N records, every
-// interval while records come (none while idle), and at shutdown.
+// interval while records come (none while idle), and at shutdown. It runs
+// in a synctest bubble: time moves only when every goroutine waits, so
+// "an interval passed" and "nothing happened meanwhile" are exact.
 func TestRunCheckpoints(t *testing.T) {
-	s, err := openLog(filepath.Join(t.TempDir(), store.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ak := newAuditKey(t)
-	var mu sync.Mutex
-	clock := func(ctx context.Context) (audit.ClockInfo, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return ak.readClock(ctx)
-	}
-	run := func(every uint64, interval time.Duration) (stop func()) {
-		runCtx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			s.RunCheckpoints(runCtx, every, interval, ak.sign, clock, func(err error) { t.Error(err) })
-		}()
-		return func() { cancel(); <-done }
-	}
-	want := func(reason string, seq uint64, count int) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		s, err := openLog(filepath.Join(t.TempDir(), store.FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ak := newAuditKey(t)
+		run := func(every uint64, interval time.Duration) (stop func()) {
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				s.RunCheckpoints(runCtx, every, interval, ak.sign, ak.readClock, func(err error) { t.Error(err) })
+			}()
+			return func() { cancel(); <-done }
+		}
+		want := func(reason string, seq uint64, count int) {
+			t.Helper()
+			synctest.Wait() // the checkpointer has done all it will do now
 			c, err := s.LastCheckpoint()
-			if err != nil {
-				t.Fatal(err)
+			if err != nil || c == nil || c.Reason != reason || c.Seq != seq {
+				t.Fatalf("last checkpoint %+v (%v), want %s at %d", c, err, reason, seq)
 			}
-			if c != nil && c.Reason == reason && c.Seq == seq {
-				break
+			rep, err := s.Verify(ak.key.Public())
+			if err != nil || !rep.OK() || rep.Checkpoints != count {
+				t.Fatalf("after the %s checkpoint at %d: %+v %v, want %d checkpoints", reason, seq, rep, err, count)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no %s checkpoint at %d; last %+v", reason, seq, c)
-			}
-			time.Sleep(5 * time.Millisecond)
 		}
-		rep, err := s.Verify(ak.key.Public())
-		if err != nil || !rep.OK() || rep.Checkpoints != count {
-			t.Fatalf("after the %s checkpoint at %d: %+v %v, want %d checkpoints", reason, seq, rep, err, count)
-		}
-	}
-	// By count (no interval in sight).
-	stop := run(10, time.Hour)
-	want("startup", 0, 1)
-	appendN(t, s, 9, "sign")
-	time.Sleep(100 * time.Millisecond)
-	want("startup", 0, 1) // 9 records: not yet
-	appendN(t, s, 1, "sign")
-	want("count", 10, 2)
-	appendN(t, s, 3, "sign")
-	stop()
-	want("shutdown", 13, 3)
-	// By interval, and not while idle.
-	stop = run(1000, 200*time.Millisecond)
-	want("startup", 13, 4)
-	appendN(t, s, 2, "sign")
-	want("interval", 15, 5)
-	time.Sleep(time.Second)
-	want("interval", 15, 5)
-	stop()
-	want("shutdown", 15, 6)
+		// By count (no interval in sight).
+		stop := run(10, time.Hour)
+		want("startup", 0, 1)
+		appendN(t, s, 9, "sign")
+		want("startup", 0, 1) // 9 records: not yet
+		appendN(t, s, 1, "sign")
+		want("count", 10, 2)
+		appendN(t, s, 3, "sign")
+		stop()
+		want("shutdown", 13, 3)
+		// By interval, and not while idle.
+		stop = run(1000, time.Minute)
+		want("startup", 13, 4)
+		appendN(t, s, 2, "sign")
+		time.Sleep(time.Minute) // fake time: one interval
+		want("interval", 15, 5)
+		time.Sleep(time.Hour) // fake time: sixty idle intervals
+		want("interval", 15, 5)
+		stop()
+		want("shutdown", 15, 6)
+	})
 }

@@ -20,6 +20,7 @@ import (
 // first bytes and its SHA-256, within the bound, and the state file grows
 // by that much, not by the megabyte.
 func TestRecordsAreBounded(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), store.FileName)
 	s, err := openLog(path)
 	if err != nil {
@@ -56,6 +57,7 @@ func TestRecordsAreBounded(t *testing.T) {
 // operations) are refused at once with ErrLowDisk, and accepted again by
 // themselves once space is back.
 func TestLowDiskRefusesAndResumes(t *testing.T) {
+	t.Parallel()
 	st, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{})
 	if err != nil {
 		t.Fatal(err)

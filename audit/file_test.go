@@ -11,6 +11,7 @@ import (
 )
 
 func TestParseTime(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]time.Time{
 		"":                          {},
 		"2026-03-01":                time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
@@ -31,6 +32,7 @@ func TestParseTime(t *testing.T) {
 // TestOpenFile: a state file opens read-only beside other readers; one
 // that a writer holds fails at once with what to do instead.
 func TestOpenFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), store.FileName)
 	st, err := store.Open(path, store.Options{})
 	if err != nil {

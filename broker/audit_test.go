@@ -42,6 +42,7 @@ func records(t *testing.T, s *stack, after uint64) []audit.Record {
 // record, with who asked, the key, the data's SHA-256 and the outcome; a
 // bank call has a record of its intent before it leaves.
 func TestAuditRecordsEveryOperation(t *testing.T) {
+	t.Parallel()
 	s, agg := bankStack(t, stackOptions{})
 	b := s.bank
 	port := b.URL[strings.LastIndex(b.URL, ":")+1:]
@@ -110,6 +111,7 @@ func TestAuditRecordsEveryOperation(t *testing.T) {
 // TestAuditFailsClosed: an API whose audit log cannot be written answers
 // 503 with no result, and no request reaches the bank.
 func TestAuditFailsClosed(t *testing.T) {
+	t.Parallel()
 	s, _ := bankStack(t, stackOptions{})
 	st, err := store.Open(filepath.Join(t.TempDir(), "dead.db"), store.Options{})
 	if err != nil {
@@ -159,6 +161,7 @@ func postH(t *testing.T, c *http.Client, url, body string) (int, http.Header) {
 // after its connection was opened gets 403 on its next request, on
 // record, and the connection is closed.
 func TestRevokedSinceTheHandshake(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, stackOptions{})
 	var revoked atomic.Bool
 	url := s.serve(broker.Config{Audit: s.log, CheckClient: func(chain []*x509.Certificate) error {

@@ -35,6 +35,7 @@ const (
 // OID), against every key, for sign and for makeRequest to an allowed
 // and a refused origin. Every answer is written out by hand below.
 func TestAuthorizationMatrix(t *testing.T) {
+	t.Parallel()
 	bank := mockbank.Start(t, mockbank.Options{})
 	toBank := func(r policy.Rule) policy.Rule {
 		r.Origins, r.AllowPrivate = []string{bank.URL}, true

@@ -12,6 +12,7 @@ import (
 // beyond the client's quota refusals are counted, not recorded one by one;
 // a signature is always recorded.
 func TestRefusalsAreRecordedWithinAQuota(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, stackOptions{})
 	url := s.serve(broker.Config{Audit: s.log, DenialQuota: 6, MaxBody: 4096})
 	seq, _ := s.log.Head()

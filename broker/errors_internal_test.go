@@ -11,6 +11,7 @@ import (
 // TestOperationErrorsOfTheTPM: the TPM's four conditions come back as
 // four different answers, whatever wraps them.
 func TestOperationErrorsOfTheTPM(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		err     error
 		status  int

@@ -19,6 +19,7 @@ import (
 // dialled, even when the target is a public address the address guard
 // would let through.
 func TestPolicyRecheckedOnEveryHop(t *testing.T) {
+	t.Parallel()
 	b := mockbank.Start(t, mockbank.Options{})
 	var dialledElsewhere atomic.Int32
 	out := bank.Config{

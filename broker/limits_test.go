@@ -12,6 +12,7 @@ import (
 // once, and makeRequest over the global bound of bank calls gets 503;
 // both are on record, and the slow call still completes.
 func TestInFlightLimits(t *testing.T) {
+	t.Parallel()
 	s, agg := bankStack(t, stackOptions{})
 	url := s.serve(broker.Config{Audit: s.log, MaxInFlightPerClient: 1, MaxBankCalls: 1})
 	slow := `{"params":{"request":{` + req("GET", s.bank.URL, "/slow?for=700ms", withQWAC) + `}}}`
@@ -21,12 +22,8 @@ func TestInFlightLimits(t *testing.T) {
 		status, _ := post(t, agg, url+"/makeRequest", slow)
 		done <- status
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.bank.Requests() == before { // the slow call has reached the bank
-		if time.Now().After(deadline) {
-			t.Fatal("the slow call never reached the bank")
-		}
-		time.Sleep(5 * time.Millisecond) // polling the bank's request counter, with a deadline
+	if !s.bank.WaitRequests(before+1, 10*time.Second) { // the slow call has reached the bank
+		t.Fatal("the slow call never reached the bank")
 	}
 	seq, _ := s.log.Head()
 	if status, body := post(t, agg, url+"/sign", `{"params":{"data":"x","key_id":"rsa.key"}}`); status != 429 ||

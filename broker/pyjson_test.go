@@ -9,6 +9,7 @@ import (
 // the two trailing-comma cases are 3.13's messages, which the reference
 // runs (3.11 said "Expecting value" / "Expecting property name").
 func TestPyDecodeErrors(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		in  string
 		msg string
@@ -66,6 +67,7 @@ func TestPyDecodeErrors(t *testing.T) {
 }
 
 func TestPyRoundTrip(t *testing.T) {
+	t.Parallel()
 	cases := []struct{ in, out string }{
 		{`{"b": 1, "a": [true, false, null], "b": "x"}`, `{"b":"x","a":[true,false,null]}`},
 		{`"\u00e4\ud83d\ude00\n\b\f\u0000\u2028\"\\/"`, "\"ä😀\\n\\b\\f\\u0000\u2028\\\"\\\\/\""},

@@ -9,6 +9,7 @@ import (
 // TestDenialQuotaSummary: beyond the quota refusals are counted per
 // client, and the minute's end brings one summary record per client.
 func TestDenialQuotaSummary(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 30, 10, 0, 5, 0, time.UTC)
 	q := newDenialQuota(2)
 	q.now = func() time.Time { return now }

@@ -14,6 +14,7 @@ import (
 // on, never from the client's Host header (which could point the next
 // request, with its body, elsewhere); without a name it is relative.
 func TestTrailingSlashRedirectIgnoresHost(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, stackOptions{})
 	named := s.serve(broker.Config{Audit: s.log, ServerName: func() string { return "broker.lan" }})
 	unnamed := s.serve(broker.Config{Audit: s.log})
@@ -40,6 +41,7 @@ func TestTrailingSlashRedirectIgnoresHost(t *testing.T) {
 // TestRedirectsAreRecorded: the record of a makeRequest names every hop a
 // redirect led to (origin and path, no query), followed or refused.
 func TestRedirectsAreRecorded(t *testing.T) {
+	t.Parallel()
 	s, agg := bankStack(t, stackOptions{})
 	seq, _ := s.log.Head()
 	if status, r, raw := mr(t, s, agg, req("GET", s.bank.URL, "/redirect?to=/echo/after%3Fsecret=1", withQWAC), ""); status != 200 || r.Status != 200 {

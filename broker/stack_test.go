@@ -3,6 +3,10 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,21 +39,24 @@ import (
 // file, key registry, policy, bank client, API and the mutual-TLS listener
 // on loopback.
 type stack struct {
-	sw       *swtpmtest.TPM
-	dev      *tpm.Device
-	keys     *keys.Manager
-	url      string // audited
-	noAudit  string // the same API without audit, for benchmarks
-	client   *http.Client
-	sealed   *rsa.PrivateKey
-	ca       *testpki.CA // issues client certificates
-	bank     *mockbank.Bank
-	out      *bank.Client
-	trustDir string
-	dir      string
-	st       *store.Store
-	log      *audit.Log
-	serve    func(broker.Config) string // another API on the same stack
+	sw      *swtpmtest.TPM
+	dev     *tpm.Device
+	keys    *keys.Manager
+	url     string // audited
+	noAudit string // the same API without audit, for benchmarks
+	client  *http.Client
+	sealed  *rsa.PrivateKey
+	ca      *testpki.CA // issues client certificates
+	bank    *mockbank.Bank
+	out     *bank.Client
+	trust   *bank.TrustStore
+	// trustReloads tells every reload of the watched trust store.
+	trustReloads chan error
+	trustDir     string
+	dir          string
+	st           *store.Store
+	log          *audit.Log
+	serve        func(broker.Config) string // another API on the same stack
 }
 
 type stackOptions struct {
@@ -82,107 +90,19 @@ func loopbackDialer(tb testing.TB) func(ctx context.Context, network, addr strin
 	}
 }
 
+// newStack assembles the stack on a fresh swtpm.
 func newStack(tb testing.TB, opts stackOptions) *stack {
 	tb.Helper()
 	ctx := context.Background()
-	s := &stack{sw: swtpmtest.Start(tb), bank: opts.bank}
-	var err error
-	if s.dev, err = tpm.Open(tpm.Config{Address: s.sw.Address()}, nil); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { s.dev.Close() })
-	s.dir = tb.TempDir()
-	st, err := store.Open(filepath.Join(s.dir, store.FileName), store.Options{})
-	s.st = st
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	if s.log, err = audit.Open(st); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(s.log.Close)
-	if s.keys, err = keys.Open(s.dev, st, keys.Options{}); err != nil {
-		tb.Fatal(err)
-	}
-	if _, _, err := s.keys.Create(ctx, "rsa.key", tpm.RSA2048, keys.CreateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
-	pemData, err := os.ReadFile("../testdata/reference/example.key")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sealed, err := keys.ParsePrivateKeyPEM(pemData, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.sealed = sealed.(*rsa.PrivateKey)
-	if _, err := s.keys.Import(ctx, "sealed.key", sealed, keys.ImportOptions{}); err != nil {
-		tb.Fatal(err)
-	}
+	s := openStack(tb)
+	s.bank = opts.bank
+	s.addKeys(tb, ctx)
 	if opts.bank != nil {
-		// QWACs made in the TPM, certified by the bank's QTSP.
-		for id, alg := range map[string]tpm.Algorithm{"qwac.key": tpm.RSA2048, "qwac-ec.key": tpm.P256} {
-			_, csrDER, err := s.keys.Create(ctx, id, alg, keys.CreateOptions{CSR: &x509.CertificateRequest{Subject: pkix.Name{CommonName: id}}})
-			if err != nil {
-				tb.Fatal(err)
-			}
-			csr, _ := x509.ParseCertificateRequest(csrDER)
-			cert := opts.bank.QTSP.Issue(tb, csr.PublicKey, testpki.Leaf{Subject: csr.Subject, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-			alias := strings.TrimSuffix(id, ".key") + ".crt"
-			if _, err := s.keys.AttachCert(id, []*x509.Certificate{cert, opts.bank.QTSP.Cert}, []string{alias}); err != nil {
-				tb.Fatal(err)
-			}
-		}
+		s.addQWACs(tb, ctx, opts.bank)
 	}
-
-	s.ca = testpki.NewCA(tb, "Client CA")
-	_, csrDER, err := s.keys.Create(ctx, "brokerd:tls-server", tpm.P256, keys.CreateOptions{Internal: true,
-		CSR: &x509.CertificateRequest{Subject: pkix.Name{CommonName: "localhost"}}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	csr, _ := x509.ParseCertificateRequest(csrDER)
-	server := s.ca.Issue(tb, csr.PublicKey, testpki.Leaf{Subject: csr.Subject, DNSNames: []string{"localhost"}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	certFile := testpki.WriteFile(tb, filepath.Join(s.dir, "server.crt"), testpki.CertPEM(server))
-	caFile := testpki.WriteFile(tb, filepath.Join(s.dir, "ca.crt"), testpki.CertPEM(s.ca.Cert))
-
-	p := &policy.Policy{}
-	rules := append([]policy.Rule{{Name: "bench", CN: "bench", Keys: []string{"*"}, Ops: []string{"sign"}}}, opts.rules...)
-	for _, r := range rules {
-		if err := p.Put(r); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	policyFile := filepath.Join(s.dir, "policy.toml")
-	if err := p.Save(policyFile); err != nil {
-		tb.Fatal(err)
-	}
-	pol, err := policy.NewEngine(policyFile, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.trustDir = filepath.Join(s.dir, "bank-cas")
-	if opts.bank != nil && !opts.untrust {
-		if _, err := bank.AddTrust(s.trustDir, []*x509.Certificate{opts.bank.CA.Cert}, ""); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	trust, err := bank.NewTrustStore(s.trustDir, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	wctx, cancel := context.WithCancel(context.Background())
-	tb.Cleanup(cancel)
-	go trust.Watch(wctx, 20*time.Millisecond, nil)
-	oc := opts.outbound
-	if oc.Resolve == nil {
-		oc.Resolve = resolver
-	}
-	if oc.Dial == nil {
-		oc.Dial = loopbackDialer(tb)
-	}
-	s.out = bank.New(oc, trust)
+	certFile, caFile := s.serverMaterial(tb, ctx)
+	pol := s.policyEngine(tb, opts.rules)
+	s.bankClient(tb, opts)
 	s.serve = func(cfg broker.Config) string {
 		api := broker.New(cfg, s.keys, pol, s.out)
 		srv, err := listener.NewServer(listener.Config{}, func() (*listener.Material, error) {
@@ -206,6 +126,181 @@ func newStack(tb testing.TB, opts stackOptions) *stack {
 	s.url, s.noAudit = s.serve(broker.Config{Audit: s.log}), s.serve(broker.Config{})
 	s.client = s.clientFor(tb, "bench")
 	return s
+}
+
+// openStack starts a swtpm and opens the device, the state file, its
+// audit log and the key registry.
+func openStack(tb testing.TB) *stack {
+	tb.Helper()
+	s := &stack{sw: swtpmtest.Start(tb), dir: tb.TempDir()}
+	var err error
+	if s.dev, err = tpm.Open(tpm.Config{Address: s.sw.Address()}, nil); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.dev.Close() })
+	if s.st, err = store.Open(filepath.Join(s.dir, store.FileName), store.Options{}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.st.Close() })
+	if s.log, err = audit.Open(s.st); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.log.Close)
+	if s.keys, err = keys.Open(s.dev, s.st, keys.Options{}); err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// rsaKeys are RSA-2048 keys for import, made once per test binary: the
+// TPM takes a few hundred milliseconds to make one, its import a few, and
+// what the API does with a key does not depend on where it was made
+// (package keys tests both). Every stack has a TPM of its own.
+var rsaKeys = sync.OnceValues(func() ([2]*rsa.PrivateKey, error) {
+	var ks [2]*rsa.PrivateKey
+	for i := range ks {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return ks, err
+		}
+		ks[i] = k
+	}
+	return ks, nil
+})
+
+// rsaKey is the i-th of rsaKeys.
+func rsaKey(tb testing.TB, i int) *rsa.PrivateKey {
+	tb.Helper()
+	ks, err := rsaKeys()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ks[i]
+}
+
+// addKeys imports an RSA-2048 key as rsa.key and the reference RSA-4096
+// key as sealed.key.
+func (s *stack) addKeys(tb testing.TB, ctx context.Context) {
+	tb.Helper()
+	if _, err := s.keys.Import(ctx, "rsa.key", rsaKey(tb, 0), keys.ImportOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	pemData, err := os.ReadFile("../testdata/reference/example.key")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sealed, err := keys.ParsePrivateKeyPEM(pemData, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.sealed = sealed.(*rsa.PrivateKey)
+	if _, err := s.keys.Import(ctx, "sealed.key", sealed, keys.ImportOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// addQWACs imports QWACs (RSA and P-256) certified by the bank's QTSP.
+func (s *stack) addQWACs(tb testing.TB, ctx context.Context, b *mockbank.Bank) {
+	tb.Helper()
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for id, priv := range map[string]crypto.Signer{"qwac.key": rsaKey(tb, 1), "qwac-ec.key": ec} {
+		cert := b.QTSP.Issue(tb, priv.Public(), testpki.Leaf{Subject: pkix.Name{CommonName: id}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		alias := strings.TrimSuffix(id, ".key") + ".crt"
+		if _, err := s.keys.Import(ctx, id, priv, keys.ImportOptions{Chain: []*x509.Certificate{cert, b.QTSP.Cert}, Aliases: []string{alias}}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// serverMaterial makes the server key in the TPM, its certificate from a
+// new client CA, and writes both certificate files.
+func (s *stack) serverMaterial(tb testing.TB, ctx context.Context) (certFile, caFile string) {
+	tb.Helper()
+	s.ca = testpki.NewCA(tb, "Client CA")
+	_, csrDER, err := s.keys.Create(ctx, "brokerd:tls-server", tpm.P256, keys.CreateOptions{Internal: true,
+		CSR: &x509.CertificateRequest{Subject: pkix.Name{CommonName: "localhost"}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	csr, _ := x509.ParseCertificateRequest(csrDER)
+	server := s.ca.Issue(tb, csr.PublicKey, testpki.Leaf{Subject: csr.Subject, DNSNames: []string{"localhost"}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	return testpki.WriteFile(tb, filepath.Join(s.dir, "server.crt"), testpki.CertPEM(server)),
+		testpki.WriteFile(tb, filepath.Join(s.dir, "ca.crt"), testpki.CertPEM(s.ca.Cert))
+}
+
+// policyEngine writes a policy of the rule for the client "bench" and
+// rules, and loads it.
+func (s *stack) policyEngine(tb testing.TB, rules []policy.Rule) *policy.Engine {
+	tb.Helper()
+	p := &policy.Policy{}
+	for _, r := range append([]policy.Rule{{Name: "bench", CN: "bench", Keys: []string{"*"}, Ops: []string{"sign"}}}, rules...) {
+		if err := p.Put(r); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	policyFile := filepath.Join(s.dir, "policy.toml")
+	if err := p.Save(policyFile); err != nil {
+		tb.Fatal(err)
+	}
+	pol, err := policy.NewEngine(policyFile, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pol
+}
+
+// bankClient makes the bank client, its trust store watched (every
+// reload is reported on s.trustReloads) and the bank's CA trusted unless
+// opts say not.
+func (s *stack) bankClient(tb testing.TB, opts stackOptions) {
+	tb.Helper()
+	s.trustDir = filepath.Join(s.dir, "bank-cas")
+	if opts.bank != nil && !opts.untrust {
+		if _, err := bank.AddTrust(s.trustDir, []*x509.Certificate{opts.bank.CA.Cert}, ""); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	trust, err := bank.NewTrustStore(s.trustDir, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.trust = trust
+	s.trustReloads = make(chan error, 16)
+	wctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	go trust.Watch(wctx, 20*time.Millisecond, func(err error) {
+		select {
+		case s.trustReloads <- err:
+		default: // nobody listens
+		}
+	})
+	oc := opts.outbound
+	if oc.Resolve == nil {
+		oc.Resolve = resolver
+	}
+	if oc.Dial == nil {
+		oc.Dial = loopbackDialer(tb)
+	}
+	s.out = bank.New(oc, trust)
+}
+
+// trustReloaded waits for trust reloads until cond holds of the CAs in
+// force.
+func (s *stack) trustReloaded(tb testing.TB, cond func([]bank.TrustedCA) bool) {
+	tb.Helper()
+	for !cond(s.trust.CAs()) {
+		select {
+		case err := <-s.trustReloads:
+			if err != nil {
+				tb.Fatalf("trust reload: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			tb.Fatalf("no trust reload within 10s; in force: %+v", s.trust.CAs())
+		}
+	}
 }
 
 // clientFor returns an HTTP client with a certificate for cn.

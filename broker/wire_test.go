@@ -12,6 +12,7 @@ import (
 
 // Every 422 of the reference's /sign, byte for byte (COMPAT.md section 2).
 func TestParseSignErrors(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, ct, body, want string
 	}{
@@ -61,6 +62,7 @@ func TestParseSignErrors(t *testing.T) {
 }
 
 func TestParseSignDefaults(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		body string
 		want signParams

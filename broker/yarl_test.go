@@ -4,6 +4,7 @@ import "testing"
 
 // Expectations from yarl's quoters (COMPAT.md section 4, yarl 1.8 and HEAD).
 func TestBankURL(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		origin, path string
 		query        [][2]string

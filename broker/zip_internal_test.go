@@ -13,6 +13,7 @@ import (
 // reads is refused from its end record, before its directory is parsed;
 // one within the cap gives its first file.
 func TestZipEntriesAreCapped(t *testing.T) {
+	t.Parallel()
 	archive := func(n int) []byte {
 		var buf bytes.Buffer
 		zw := zip.NewWriter(&buf)

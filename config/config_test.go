@@ -12,6 +12,7 @@ import (
 )
 
 func TestLoadErrors(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		file string
@@ -58,6 +59,7 @@ func TestLoadErrors(t *testing.T) {
 }
 
 func TestDefaultsAndRelativeStateDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "brokerd.toml")
 	os.WriteFile(path, []byte("state_dir = \"state\"\n[tpm]\naddress = \"swtpm:/run/s\"\n"), 0o600)
@@ -75,6 +77,7 @@ func TestDefaultsAndRelativeStateDir(t *testing.T) {
 }
 
 func TestRenderRoundTrip(t *testing.T) {
+	t.Parallel()
 	c := config.Default()
 	c.StateDir = "/var/lib/brokerd"
 	c.TPM.SealPCRs = []int{7, 11}
@@ -103,6 +106,7 @@ func TestRenderRoundTrip(t *testing.T) {
 }
 
 func TestPath(t *testing.T) {
+	t.Parallel()
 	env := map[string]string{}
 	getenv := func(k string) string { return env[k] }
 	if p := config.Path("", getenv); p != config.DefaultPath {

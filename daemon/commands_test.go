@@ -89,6 +89,7 @@ func records(t *testing.T, cfg *config.Config) []string {
 // runs are saved and recorded in the state file; a rule naming keys that
 // do not exist is saved, and they are named.
 func TestChangesWithoutDaemon(t *testing.T) {
+	t.Parallel()
 	cfg := offline(t)
 	r := policy.Rule{Name: "agg", CN: "agg", Keys: []string{"qwac.crt", "nosuch.key", "*"}, Ops: []string{"sign"}}
 	warnings, err := daemon.PutRule(ctx, cfg, nil, "tester", r)
@@ -137,6 +138,7 @@ func TestChangesWithoutDaemon(t *testing.T) {
 // the handshake (another CA, revoked on a CRL) is denied whatever the
 // rules say.
 func TestDecidePolicy(t *testing.T) {
+	t.Parallel()
 	cfg := offline(t)
 	if _, err := daemon.PutRule(ctx, cfg, nil, "tester", policy.Rule{Name: "agg", AnyClient: true, Keys: []string{"qwac.crt"}, Ops: []string{"sign"}}); err != nil {
 		t.Fatal(err)

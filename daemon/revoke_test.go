@@ -19,6 +19,7 @@ import (
 // registry only: with the CA's key unusable it is stored and in force, and
 // only the CRL file is reported as not signed.
 func TestRevokeWithoutTheCAKey(t *testing.T) {
+	t.Parallel()
 	sw := swtpmtest.Start(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "etc", "brokerd.toml")

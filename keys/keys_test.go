@@ -62,6 +62,7 @@ var ctx = context.Background()
 const referenceDir = "../testdata/reference"
 
 func TestExampleKeyGoldenVector(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	pemData, err := os.ReadFile(filepath.Join(referenceDir, "example.key"))
 	if err != nil {
@@ -161,6 +162,7 @@ func keyEncodings(t *testing.T, priv crypto.Signer, password []byte) map[string]
 }
 
 func TestImportFormats(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	password := []byte("correct horse")
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -210,6 +212,7 @@ func TestImportFormats(t *testing.T) {
 }
 
 func TestEncryptedKeyWrongOrMissingPassword(t *testing.T) {
+	t.Parallel()
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	for form, data := range keyEncodings(t, priv, []byte("right")) {
 		if !strings.Contains(form, "encrypted") {
@@ -233,6 +236,7 @@ func TestEncryptedKeyWrongOrMissingPassword(t *testing.T) {
 }
 
 func TestSignSemantics(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	if _, _, err := e.m.Create(ctx, "rsa", tpm.RSA2048, keys.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -304,6 +308,7 @@ func mustSigner(t *testing.T, m *keys.Manager, name string) crypto.Signer {
 }
 
 func TestCreateWithCSR(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	for _, alg := range []tpm.Algorithm{tpm.RSA2048, tpm.RSA3072, tpm.P256, tpm.P384} {
 		subject := pkix.Name{CommonName: "qseal " + string(alg), Organization: []string{"Example Fintech Oy"}, Country: []string{"FI"}}
@@ -334,6 +339,7 @@ func TestCreateWithCSR(t *testing.T) {
 }
 
 func TestCertificatesAndAliases(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	ca := testpki.NewCA(t, "Test QTSP")
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -407,6 +413,7 @@ func TestCertificatesAndAliases(t *testing.T) {
 }
 
 func TestStateBoundToItsTPM(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	if _, _, err := e.m.Create(ctx, "k", tpm.P256, keys.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -424,6 +431,7 @@ func TestStateBoundToItsTPM(t *testing.T) {
 }
 
 func TestPasswordEnv(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"qwac.key":             "QWAC_KEY_PASSWORD",
 		"/etc/x/qseal-2.key":   "QSEAL_2_KEY_PASSWORD",

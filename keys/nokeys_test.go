@@ -21,6 +21,7 @@ import (
 // in the state directory holds their private parts in any encoding, in
 // the raw file or in any decoded value.
 func TestNoKeyMaterialInTheState(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	r, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -49,6 +50,7 @@ func TestNoKeyMaterialInTheState(t *testing.T) {
 // salt as long as the hash, as TLS 1.3, JWS PS256 and the reference
 // broker's verifiers demand; the largest salt does not verify.
 func TestSealedPSSSaltIsHashLength(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	pemData, err := os.ReadFile("../testdata/reference/example.key")
 	if err != nil {

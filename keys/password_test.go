@@ -16,6 +16,7 @@ import (
 // variable, then the terminal; with none of them, an error that names all
 // three and matches ErrPassword.
 func TestPasswordSource(t *testing.T) {
+	t.Parallel()
 	files := map[string]string{"pw": "from file\r\n"}
 	read := func(p string) ([]byte, error) {
 		if v, ok := files[p]; ok {
@@ -60,6 +61,7 @@ func TestPasswordSource(t *testing.T) {
 func mapEnv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestParseSignAlgAndHash(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]keys.SignAlg{"": "", "RS": keys.RS, "PS": keys.PS, "ES": keys.ES} {
 		if got, err := keys.ParseSignAlg(in); err != nil || got != want {
 			t.Errorf("ParseSignAlg(%q) = %q, %v", in, got, err)
@@ -83,6 +85,7 @@ func TestParseSignAlgAndHash(t *testing.T) {
 // TestNames: a key's id and aliases from the state file alone; brokerd's
 // own keys are nobody's to name.
 func TestNames(t *testing.T) {
+	t.Parallel()
 	st, err := store.Open(filepath.Join(t.TempDir(), store.FileName), store.Options{})
 	if err != nil {
 		t.Fatal(err)

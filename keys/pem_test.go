@@ -22,6 +22,7 @@ import (
 // TestParseDER: a key without PEM is read as openssl writes it with
 // -outform DER, encrypted PKCS #8 included.
 func TestParseDER(t *testing.T) {
+	t.Parallel()
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
 	p8, _ := x509.MarshalPKCS8PrivateKey(ec)
@@ -45,6 +46,7 @@ func TestParseDER(t *testing.T) {
 // TestParseRefusals: keys brokerd cannot hold are named; files that hold
 // no key say what they hold.
 func TestParseRefusals(t *testing.T) {
+	t.Parallel()
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	edDER, _ := x509.MarshalPKCS8PrivateKey(ed)
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)

@@ -15,6 +15,7 @@ import (
 // TestInferPurpose: the QcType statement decides, else the clientAuth
 // extended key usage; no certificate means any.
 func TestInferPurpose(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t, "QTSP")
 	issue := func(eku []x509.ExtKeyUsage, ext ...pkix.Extension) *x509.Certificate {
 		c, _ := ca.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "k"}, ExtUsage: eku, Extra: ext})
@@ -54,6 +55,7 @@ func TestInferPurpose(t *testing.T) {
 // more, an operator's choice stands over certificates until cleared, and a
 // state from before purposes gets them inferred and stored at open.
 func TestPurposeFollowsTheCertificate(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	ca := testpki.NewCA(t, "QTSP")
 	info, _, err := e.m.Create(ctx, "k", tpm.P256, keys.CreateOptions{})

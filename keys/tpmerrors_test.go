@@ -75,6 +75,7 @@ const rcValueParameter1 = uint32(tpm2.TPMRCValue) + 0x040 + 0x100
 // answers. One that says it does not hold them (TPM_RC_VALUE) gets the key
 // sealed.
 func TestImportSealsOnlyWhatTheTPMRefuses(t *testing.T) {
+	t.Parallel()
 	priv, _ := rsa.GenerateKey(rand.Reader, 2048)
 	var unsure atomic.Bool
 	unsure.Store(true)
@@ -102,6 +103,7 @@ func TestImportSealsOnlyWhatTheTPMRefuses(t *testing.T) {
 // TPM's EK, on a TPM without P-384, is "unsupported by this TPM", not
 // "wrapped for another TPM"; the same key as a PEM file is sealed.
 func TestImportWrappedOfAnAlgorithmTheTPMLacks(t *testing.T) {
+	t.Parallel()
 	var on atomic.Bool
 	on.Store(true)
 	e := setupChip(t, testParmsAnswer(tpm2.TPMAlgECC, rcValueParameter1, &on), keys.Options{})
@@ -128,6 +130,7 @@ func TestImportWrappedOfAnAlgorithmTheTPMLacks(t *testing.T) {
 // warning that Secure Boot database updates make it unusable, in the
 // import's answer and in the key's description later.
 func TestSealedToPCRsSaysWhatBreaksIt(t *testing.T) {
+	t.Parallel()
 	e := setupChip(t, nil, keys.Options{SealPCRs: []int{7}})
 	priv, _ := rsa.GenerateKey(rand.Reader, 4096)
 	info, err := e.m.Import(ctx, "big", priv, keys.ImportOptions{})
@@ -151,6 +154,7 @@ func TestSealedToPCRsSaysWhatBreaksIt(t *testing.T) {
 // TestCreateFlushesWhatItDoesNotStore: a create that fails after the TPM
 // made the key (the CSR cannot be signed) leaves nothing loaded.
 func TestCreateFlushesWhatItDoesNotStore(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	before, err := e.dev.CachedObjects(ctx)
 	if err != nil {

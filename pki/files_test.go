@@ -14,6 +14,7 @@ import (
 )
 
 func TestParseCSR(t *testing.T) {
+	t.Parallel()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr := csrFor(t, key)
 	altered := append([]byte(nil), csr.Raw...)
@@ -43,6 +44,7 @@ func TestParseCSR(t *testing.T) {
 }
 
 func TestClientFileName(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"agg-1":                         "agg-1",
 		"Agg_2.example":                 "Agg_2.example",
@@ -57,6 +59,7 @@ func TestClientFileName(t *testing.T) {
 }
 
 func TestNewClientKey(t *testing.T) {
+	t.Parallel()
 	key, keyPEM, err := pki.NewClientKey()
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +71,7 @@ func TestNewClientKey(t *testing.T) {
 }
 
 func TestListing(t *testing.T) {
+	t.Parallel()
 	ca := newAuthority(t)
 	reg := pki.NewRegistry(openStore(t))
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -60,6 +60,7 @@ func verify(t *testing.T, ca *pki.Authority, cert *x509.Certificate, usage x509.
 }
 
 func TestRootAndAuthority(t *testing.T) {
+	t.Parallel()
 	ca := newAuthority(t)
 	c := ca.Cert
 	if !c.IsCA || !c.MaxPathLenZero || c.KeyUsage != x509.KeyUsageCertSign|x509.KeyUsageCRLSign|x509.KeyUsageDigitalSignature ||
@@ -77,6 +78,7 @@ func TestRootAndAuthority(t *testing.T) {
 }
 
 func TestIssueServer(t *testing.T) {
+	t.Parallel()
 	ca := newAuthority(t)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	cert, err := ca.IssueServer(key.Public(), []string{"Broker.LAN", "localhost", "127.0.0.1", "::1"}, 30*24*time.Hour, now)
@@ -108,6 +110,7 @@ func TestIssueServer(t *testing.T) {
 }
 
 func TestIssueClient(t *testing.T) {
+	t.Parallel()
 	ca := newAuthority(t)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	roles := []string{"https://directory.example/roles/reader", "https://directory.example/roles/payer"}
@@ -185,6 +188,7 @@ func openStore(t *testing.T) *store.Store {
 }
 
 func TestRegistry(t *testing.T) {
+	t.Parallel()
 	ca := newAuthority(t)
 	reg := pki.NewRegistry(openStore(t))
 	issue := func(name string, key *ecdsa.PrivateKey, at time.Time, validity time.Duration) (*x509.Certificate, pki.Record) {
@@ -282,14 +286,19 @@ func crlFile(t *testing.T, dir, name string, ca *testpki.CA, serials []*big.Int,
 	if !der {
 		data = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: data})
 	}
+	// By rename: a watcher must never see the file half written.
 	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, data, 0o644); err != nil {
+	if err := os.WriteFile(path+".tmp", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
 func TestRevocations(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	root := testpki.NewCA(t, "Root")
 	interCert, interKey := root.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "Issuer"}, IsCA: true})
@@ -370,6 +379,7 @@ func TestRevocations(t *testing.T) {
 }
 
 func TestRevocationsWatch(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "Issuer")
 	cert, _ := ca.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "dave"}})
@@ -397,6 +407,7 @@ func TestRevocationsWatch(t *testing.T) {
 }
 
 func TestCRL(t *testing.T) {
+	t.Parallel()
 	ca := newAuthority(t)
 	data, err := ca.CRL(map[string]time.Time{"0a": now, "ff01": now.Add(time.Minute)}, 7, now, now.Add(7*24*time.Hour))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 // TestRevokeTwiceAndExpired: revoking a revoked client, by name or serial,
 // says since when; a client whose last certificate expired is told so.
 func TestRevokeTwiceAndExpired(t *testing.T) {
+	t.Parallel()
 	ca := newAuthority(t)
 	reg := pki.NewRegistry(openStore(t))
 	add := func(name string, at time.Time) pki.Record {

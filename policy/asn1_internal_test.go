@@ -65,6 +65,7 @@ func psd2(roles ...[]byte) []byte {
 func qcCompliance() []byte { return seq(oid(0, 4, 0, 1862, 1, 1)) }
 
 func TestParseRoles(t *testing.T) {
+	t.Parallel()
 	a, b := "https://directory.example/roles/a", "https://directory.example/roles/ü"
 	cases := []struct {
 		name string
@@ -94,6 +95,7 @@ func TestParseRoles(t *testing.T) {
 }
 
 func TestParseQCStatements(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("é", 256)
 	cases := []struct {
 		name  string

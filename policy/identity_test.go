@@ -31,6 +31,7 @@ func roleExtension(t *testing.T, oid asn1.ObjectIdentifier, roles ...string) pki
 }
 
 func TestIdentityRoles(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t, "Client CA")
 	custom := asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 7}
 	ib1, err := policy.ParseRoleOID(policy.DefaultRoleOID)
@@ -77,6 +78,7 @@ func TestIdentityRoles(t *testing.T) {
 }
 
 func TestIdentityJSON(t *testing.T) {
+	t.Parallel()
 	id := policy.Identity{Subject: "CN=app", Fingerprint: "ab", Roles: []string{roleAgg}, PSD2Roles: []string{"PSP_AI"}, NCAID: "GB-FCA"}
 	b, _ := json.Marshal(id)
 	want := `{"subject":"CN=app","fingerprint":"ab","roles":["https://directory.example/roles/aggregator"],"psd2_roles":["PSP_AI"],"nca_id":"GB-FCA"}`
@@ -89,6 +91,7 @@ func TestIdentityJSON(t *testing.T) {
 }
 
 func TestParseRoleOID(t *testing.T) {
+	t.Parallel()
 	good := []struct {
 		in   string
 		want asn1.ObjectIdentifier
@@ -124,6 +127,7 @@ func TestParseRoleOID(t *testing.T) {
 }
 
 func TestRoleExtension(t *testing.T) {
+	t.Parallel()
 	ext := roleExtension(t, nil, "https://a.example/r", "https://b.example/r?x=%C3%BC")
 	// SEQUENCE { UTF8String "https://a.example/r", UTF8String "https://b.example/r?x=%C3%BC" }
 	want := "3033" + "0c13" + hex.EncodeToString([]byte("https://a.example/r")) + "0c1c" + hex.EncodeToString([]byte("https://b.example/r?x=%C3%BC"))
@@ -161,6 +165,7 @@ func TestRoleExtension(t *testing.T) {
 }
 
 func TestDecideRoles(t *testing.T) {
+	t.Parallel()
 	app := policy.Identity{Subject: "CN=app", CN: "app", Roles: []string{roleAgg, roleSign}}
 	tpp := policy.Identity{Subject: "CN=tpp", CN: "tpp", PSD2Roles: []string{"PSP_PI", "PSP_AI"}, NCAID: "GB-FCA"}
 	bare := policy.Identity{Subject: "CN=tpp", CN: "tpp"}
@@ -198,6 +203,7 @@ func TestDecideRoles(t *testing.T) {
 }
 
 func TestValidateRoleMatchers(t *testing.T) {
+	t.Parallel()
 	bad := []struct {
 		rule policy.Rule
 		err  string
@@ -229,6 +235,7 @@ func TestValidateRoleMatchers(t *testing.T) {
 }
 
 func TestMatchers(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		rule policy.Rule
 		want string
@@ -247,6 +254,7 @@ func TestMatchers(t *testing.T) {
 }
 
 func TestRoleMatchersInTheFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "policy.toml")
 	p := &policy.Policy{}
 	if err := p.Put(policy.Rule{Name: "tpp", Role: roleAgg, PSD2Role: "psp_pi", Keys: []string{"*"}, Ops: []string{"sign"}}); err != nil {

@@ -13,6 +13,7 @@ import (
 // client whose verified chain holds that CA, never a lone leaf whose own
 // issuer field names it.
 func TestIssuerOnlyFromTheVerifiedChain(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t, "Trusted Client CA")
 	leaf, _ := ca.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "agg"}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	p := &policy.Policy{}

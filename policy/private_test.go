@@ -11,6 +11,7 @@ import (
 // names the exact origins it opens; a wildcard, '*' or no origin at all
 // is refused.
 func TestAllowPrivateNeedsExactOrigins(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		origins []string
 		errPart string

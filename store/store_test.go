@@ -29,6 +29,7 @@ func open(t *testing.T) *store.Store {
 }
 
 func TestFileModeAndLock(t *testing.T) {
+	t.Parallel()
 	s := open(t)
 	fi, err := os.Stat(s.Path())
 	if err != nil {
@@ -44,6 +45,7 @@ func TestFileModeAndLock(t *testing.T) {
 }
 
 func TestMeta(t *testing.T) {
+	t.Parallel()
 	s := open(t)
 	if _, err := s.Meta("srk"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("missing meta: %v", err)
@@ -57,6 +59,7 @@ func TestMeta(t *testing.T) {
 }
 
 func TestKeysAndAliases(t *testing.T) {
+	t.Parallel()
 	s := open(t)
 	must := func(err error) {
 		t.Helper()
@@ -113,6 +116,7 @@ func TestKeysAndAliases(t *testing.T) {
 }
 
 func TestReopenKeepsData(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), store.FileName)
 	s, err := store.Open(path, store.Options{})
 	if err != nil {

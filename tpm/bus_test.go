@@ -117,6 +117,7 @@ func (b *bus) commandsWith(cc tpm2.TPMCC) [][]byte {
 // no imported private key crosses the bus in clear. A control run with
 // password sessions shows that the recording would see them.
 func TestNoAuthValueOnTheBus(t *testing.T) {
+	t.Parallel()
 	b := startBus(t, nil)
 	d := b.open(t, tpm.Config{})
 	ctx := context.Background()

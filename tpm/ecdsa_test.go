@@ -24,6 +24,7 @@ import (
 // chip has, and each signature verifies as ECDSA over the digest of the
 // hash the client asked for, with Go and with openssl.
 func TestESAnyHashOnSHA256OnlyChip(t *testing.T) {
+	t.Parallel()
 	b := startBus(t, slb9670)
 	d := b.open(t, tpm.Config{})
 	ctx := context.Background()
@@ -69,6 +70,7 @@ func TestESAnyHashOnSHA256OnlyChip(t *testing.T) {
 // gets 48 bytes (the leftmost of a SHA-512 digest, a shorter digest padded
 // in front), and the signatures verify over the requested digests.
 func TestESP384(t *testing.T) {
+	t.Parallel()
 	b := startBus(t, nil)
 	d := b.open(t, tpm.Config{})
 	k, err := d.CreateKey(context.Background(), tpm.P384)

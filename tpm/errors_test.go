@@ -23,6 +23,7 @@ import (
 // this TPM's EK, and creating them, say "unsupported by this TPM", never
 // "another TPM", and nothing reaches TPM2_Import or TPM2_Create.
 func TestImportOfAlgorithmTheTPMLacks(t *testing.T) {
+	t.Parallel()
 	b := startBus(t, slb9670)
 	d := b.open(t, tpm.Config{})
 	ctx := context.Background()
@@ -90,6 +91,7 @@ func failingChip(failed *atomic.Bool) func([]byte) []byte {
 // TestFailureMode: a TPM in failure mode gives ErrFailureMode, not "wrong
 // TPM" nor "unsupported", to every operation, and to Open.
 func TestFailureMode(t *testing.T) {
+	t.Parallel()
 	var failed atomic.Bool
 	b := startBus(t, failingChip(&failed))
 	d := b.open(t, tpm.Config{})
@@ -130,6 +132,7 @@ func TestFailureMode(t *testing.T) {
 // not unsupported: CheckSupport says it cannot tell while the TPM keeps
 // answering so, and yes once it answers.
 func TestTransientTestParms(t *testing.T) {
+	t.Parallel()
 	var busy atomic.Bool
 	busy.Store(true)
 	b := startBus(t, func(cmd []byte) []byte {
@@ -163,6 +166,7 @@ func TestTransientTestParms(t *testing.T) {
 // TestCorruptBlobIsNotWrongTPM: a key blob of this TPM with a byte changed
 // is ErrCorruptBlob; the same blob on another TPM is ErrWrongTPM.
 func TestCorruptBlobIsNotWrongTPM(t *testing.T) {
+	t.Parallel()
 	d, _ := open(t, tpm.Config{})
 	other, _ := open(t, tpm.Config{})
 	ctx := context.Background()

@@ -25,6 +25,7 @@ const ccRSADecrypt = 0x159
 // plays that, and the RSA self-check must catch it. In the salted session
 // the same flip on the bus fails the response's HMAC first.
 func TestFaultySignatureNeverLeaves(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name     string
 		password bool

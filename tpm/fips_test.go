@@ -35,6 +35,7 @@ func fipsChip(cmd []byte) []byte {
 // never raw RSA, and PS comes out with salt = hash length (Go's VerifyPSS
 // with that salt length, and openssl, accept it).
 func TestFIPSModeSignsWithTPM2Sign(t *testing.T) {
+	t.Parallel()
 	b := startBus(t, fipsChip)
 	d := b.open(t, tpm.Config{})
 	ctx := context.Background()
@@ -93,6 +94,7 @@ func TestFIPSModeSignsWithTPM2Sign(t *testing.T) {
 // TestNotFIPSModeSignsRawRSA: swtpm as it is (TPM_PT_MODES without the
 // FIPS bit) signs RSA through raw RSA, with brokerd's own padding.
 func TestNotFIPSModeSignsRawRSA(t *testing.T) {
+	t.Parallel()
 	b := startBus(t, nil)
 	d := b.open(t, tpm.Config{})
 	if d.FIPS() {

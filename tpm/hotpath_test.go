@@ -77,6 +77,7 @@ func goTPMCommands(auth tpm2.Session) map[string]struct {
 // The hand-built commands with a password session are byte for byte
 // what go-tpm sends.
 func TestHotPathPasswordCommandsMatchGoTPM(t *testing.T) {
+	t.Parallel()
 	success := []byte{0x80, 0x02, 0, 0, 0, 10, 0, 0, 0, 0} // go-tpm only needs it to parse
 	for name, c := range goTPMCommands(tpm2.PasswordAuth(hotAuth)) {
 		rec := &recorder{rsp: success}
@@ -184,6 +185,7 @@ func (f *fakeTPM) respond(cc tpm2.TPMCC, nonceCaller, params []byte, attrs byte)
 // command after command (the nonces roll), and both accept the same
 // responses.
 func TestHotPathSessionCommandsMatchGoTPM(t *testing.T) {
+	t.Parallel()
 	saltKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -224,6 +226,7 @@ func TestHotPathSessionCommandsMatchGoTPM(t *testing.T) {
 // A response whose HMAC does not check out, one a TPM ended the session
 // with, and an error are refused.
 func TestHotPathSessionResponses(t *testing.T) {
+	t.Parallel()
 	f := &fakeTPM{t: t, sess: &authSession{handle: fakeSessionHandle, key: bytes.Repeat([]byte{9}, 32), nonceTPM: bytes.Repeat([]byte{1}, 16)}}
 	ours := &authSession{handle: f.sess.handle, key: f.sess.key, nonceTPM: f.sess.nonceTPM}
 	nonce := bytes.Repeat([]byte{2}, 16)
@@ -256,6 +259,7 @@ func TestHotPathSessionResponses(t *testing.T) {
 }
 
 func TestHotPathResponses(t *testing.T) {
+	t.Parallel()
 	resp := func(rc uint32, params []byte) []byte {
 		b := binary.BigEndian.AppendUint16(nil, uint16(tpm2.TPMSTSessions))
 		b = binary.BigEndian.AppendUint32(b, uint32(14+len(params)+5))

@@ -16,6 +16,7 @@ import (
 // TestAlgorithmOf: keys brokerd holds have an algorithm; others are named
 // as cryptographers name them, with what is supported.
 func TestAlgorithmOf(t *testing.T) {
+	t.Parallel()
 	rsa1024, _ := rsa.GenerateKey(rand.Reader, 1024)
 	rsa2048, _ := rsa.GenerateKey(rand.Reader, 2048)
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)

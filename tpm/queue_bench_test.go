@@ -127,7 +127,7 @@ func BenchmarkAPIUnderHandshakeFlood(b *testing.B) {
 								case err == nil:
 									hsDone.Add(1)
 								case errors.Is(err, tpm.ErrBusy):
-									time.Sleep(time.Millisecond)
+									time.Sleep(time.Millisecond) // a refused flooder backs off, as a client would; not ordering
 								default:
 									b.Error(err)
 									return

@@ -127,6 +127,7 @@ func wantNil(t *testing.T, what string, errs ...<-chan error) {
 // Waiters go by class, API before handshakes before housekeeping, and in
 // arrival order within a class, whatever order they arrived in.
 func TestQueueOrderByClass(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{})
 	ctx := context.Background()
 	var tp tape
@@ -157,6 +158,7 @@ func TestQueueOrderByClass(t *testing.T) {
 // and housekeeping 1, in that order: API never waits more than 3 turns of
 // the others, and housekeeping gets a turn in every round.
 func TestQueueShares(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{})
 	ctx := context.Background()
 	var tp tape
@@ -181,6 +183,7 @@ func TestQueueShares(t *testing.T) {
 
 // Configured weights replace the defaults.
 func TestQueueConfiguredWeights(t *testing.T) {
+	t.Parallel()
 	cfg := Config{}
 	cfg.Classes[ClassAPI].Weight = 1
 	cfg.Classes[ClassHandshake].Weight = 3
@@ -204,6 +207,7 @@ func TestQueueConfiguredWeights(t *testing.T) {
 // theirs, the next of them fails at once with ErrBusy while API
 // operations still queue, up to their own depth.
 func TestQueueDepthPerClass(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{QueueDepth: 8, QueueWait: time.Minute}) // depths 8, 2, 1
 	ctx := context.Background()
 	var tp tape
@@ -244,6 +248,7 @@ func TestQueueDepthPerClass(t *testing.T) {
 
 // An explicit depth replaces the share of QueueDepth.
 func TestQueueConfiguredDepth(t *testing.T) {
+	t.Parallel()
 	cfg := Config{QueueDepth: 8}
 	cfg.Classes[ClassHandshake].Depth = 3
 	d := openQ(t, cfg)
@@ -264,6 +269,7 @@ func TestQueueConfiguredDepth(t *testing.T) {
 // An operation that waits longer than QueueWait fails with ErrBusy and
 // leaves the queue, in every class; the token is not lost.
 func TestQueueWaitPerClass(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{QueueWait: 50 * time.Millisecond})
 	ctx := context.Background()
 	release := hold(t, d)
@@ -287,6 +293,7 @@ func TestQueueWaitPerClass(t *testing.T) {
 
 // A waiter whose context ends leaves the queue; the others keep their turn.
 func TestQueueCancel(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{})
 	var tp tape
 	release := hold(t, d)
@@ -310,6 +317,7 @@ func TestQueueCancel(t *testing.T) {
 // Close fails every waiter with ErrClosed, waits for the operation in
 // flight, and refuses later operations.
 func TestQueueClose(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{})
 	ctx := context.Background()
 	var tp tape
@@ -344,6 +352,7 @@ func TestQueueClose(t *testing.T) {
 
 // Signers wait in their own class unless the context names one.
 func TestSignerClasses(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{})
 	ctx := context.Background()
 	k, err := d.CreateKey(ctx, P256)
@@ -452,6 +461,7 @@ func flood(t *testing.T, op classedOp, c Class, n int, stop <-chan struct{}, wg 
 // one round of the others' turns (2 + 1), whatever the flood's size; a
 // FIFO queue would make it wait behind the whole flood.
 func TestQueueAPIThroughFlood(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{QueueDepth: 64, QueueWait: time.Minute}) // depths 64, 16, 8
 	ctx := context.Background()
 	k, err := d.CreateKey(ctx, P256)
@@ -508,6 +518,7 @@ func TestQueueAPIThroughFlood(t *testing.T) {
 // operation gets the TPM after at most one round of API turns (8) and the
 // operation running.
 func TestQueueHousekeepingNotStarved(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{QueueWait: 10 * time.Second})
 	ctx := context.Background()
 	k, err := d.CreateKey(ctx, P256)
@@ -539,6 +550,7 @@ func TestQueueHousekeepingNotStarved(t *testing.T) {
 // Many operations of random classes, deadlines and cancellations: one
 // owner at a time, no waiter left behind, the token never lost.
 func TestQueueStress(t *testing.T) {
+	t.Parallel()
 	d := openQ(t, Config{QueueDepth: 4, QueueWait: 2 * time.Millisecond})
 	var (
 		wg      sync.WaitGroup

@@ -9,6 +9,7 @@ import (
 )
 
 func TestClassOf(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	if c := tpm.ClassOf(ctx); c != tpm.ClassAPI {
 		t.Fatalf("class of a bare context: %s, want api", c)
@@ -34,6 +35,7 @@ func TestClassOf(t *testing.T) {
 }
 
 func TestClassConfigDefaults(t *testing.T) {
+	t.Parallel()
 	d := tpm.DefaultConfig()
 	for c, w := range [tpm.NumClasses]int{8, 2, 1} {
 		if d.Classes[c].Weight != w {
@@ -67,6 +69,7 @@ func TestClassConfigDefaults(t *testing.T) {
 }
 
 func TestClassConfigValidate(t *testing.T) {
+	t.Parallel()
 	if err := tpm.DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,7 @@ func mustSign(t *testing.T, s *tpm.Signer) {
 }
 
 func TestSwtpmKilledAndRestarted(t *testing.T) {
+	t.Parallel()
 	d, sw := open(t, tpm.Config{CommandTimeout: time.Second})
 	ctx := context.Background()
 	k, err := d.CreateKey(ctx, tpm.RSA2048)
@@ -71,6 +72,7 @@ func TestSwtpmKilledAndRestarted(t *testing.T) {
 }
 
 func TestSwtpmRestartedWhileIdle(t *testing.T) {
+	t.Parallel()
 	d, sw := open(t, tpm.Config{})
 	ctx := context.Background()
 	k, err := d.CreateKey(ctx, tpm.P256)
@@ -86,6 +88,7 @@ func TestSwtpmRestartedWhileIdle(t *testing.T) {
 }
 
 func TestSwtpmStoppedMidUse(t *testing.T) {
+	t.Parallel()
 	const deadline = 500 * time.Millisecond
 	d, sw := open(t, tpm.Config{CommandTimeout: deadline})
 	ctx := context.Background()
@@ -119,6 +122,7 @@ func TestSwtpmStoppedMidUse(t *testing.T) {
 }
 
 func TestLeftoverHandlesFlushedAtOpen(t *testing.T) {
+	t.Parallel()
 	d1, sw := open(t, tpm.Config{})
 	ctx := context.Background()
 	for range 2 {
@@ -144,6 +148,7 @@ func TestLeftoverHandlesFlushedAtOpen(t *testing.T) {
 }
 
 func TestEKWrappedImport(t *testing.T) {
+	t.Parallel()
 	appliance, _ := open(t, tpm.Config{})
 	other, _ := open(t, tpm.Config{})
 	ctx := context.Background()
@@ -242,6 +247,7 @@ func checkDamagedWrappedKey(t *testing.T, d *tpm.Device, w *tpm.WrappedKey) {
 }
 
 func TestWrapKeyRefusesWhatTheTPMCannotHold(t *testing.T) {
+	t.Parallel()
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	big, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	if _, err := tpm.WrapKey(ec.Public(), big); err == nil {

@@ -19,6 +19,7 @@ import (
 // TPM2_PCR_Read; a key sealed to more is bound to all of them, and
 // unseals.
 func TestSealToManyPCRs(t *testing.T) {
+	t.Parallel()
 	b := startBus(t, nil)
 	d := b.open(t, tpm.Config{})
 	ctx := context.Background()
@@ -65,6 +66,7 @@ func firstPCROnly(cc uint32, rsp []byte) []byte {
 // key unseals, so the policy matches the TPM's own PolicyPCR), and a PCR
 // change afterwards still breaks it.
 func TestSealHonoursTheSelectionRead(t *testing.T) {
+	t.Parallel()
 	sw := swtpmtest.Start(t)
 	p, err := tpmproxy.Start(t.TempDir(), sw.Socket(), tpmproxy.Options{Mutate: firstPCROnly})
 	if err != nil {
@@ -97,6 +99,7 @@ func TestSealHonoursTheSelectionRead(t *testing.T) {
 // TestSealWithoutTheBank: a TPM that returns none of the PCRs asked for
 // (no SHA-256 bank) makes Seal fail rather than bind to nothing.
 func TestSealWithoutTheBank(t *testing.T) {
+	t.Parallel()
 	b := startBus(t, func(cmd []byte) []byte {
 		if ccOf(cmd) == tpm2.TPMCCPCRRead {
 			return successResponse(make([]byte, 4+4+4)) // counter, no selection, no digests
@@ -114,6 +117,7 @@ func TestSealWithoutTheBank(t *testing.T) {
 // and a seal whose test unseal fails, fail themselves, and leave no
 // object behind.
 func TestNothingReportedBeforeItWorks(t *testing.T) {
+	t.Parallel()
 	var broken atomic.Bool
 	sw := swtpmtest.Start(t)
 	p, err := tpmproxy.Start(t.TempDir(), sw.Socket(), tpmproxy.Options{Mutate: func(cc uint32, rsp []byte) []byte {
@@ -158,6 +162,7 @@ func TestNothingReportedBeforeItWorks(t *testing.T) {
 }
 
 func TestPCRWarnings(t *testing.T) {
+	t.Parallel()
 	w := tpm.PCRWarnings([]int{7, 16, 20})
 	if len(w) != 3 || !strings.Contains(w[0], "PCR 7") || !strings.Contains(w[0], "dbx") ||
 		!strings.Contains(w[1], "PCR 16") || !strings.Contains(w[2], "PCR 20") {

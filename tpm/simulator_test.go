@@ -15,6 +15,7 @@ import (
 // TestSimulatorKeepsKeysAcrossRuns: with a fixed seed, a key made in one
 // simulator run loads and signs in the next (what the demo relies on).
 func TestSimulatorKeepsKeysAcrossRuns(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cfg := tpm.Config{Address: "simulator", SimulatorSeed: 42}
 	d, err := tpm.Open(cfg, nil)
@@ -41,6 +42,7 @@ func TestSimulatorKeepsKeysAcrossRuns(t *testing.T) {
 // and an EK-wrapped import on the TCG reference implementation, a second
 // TPM besides libtpms (swtpm).
 func TestSimulatorSessionsAndPolicies(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	d, err := tpm.Open(tpm.Config{Address: "simulator"}, nil)
 	if err != nil {

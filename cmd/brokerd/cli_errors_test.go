@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/internal/swtpmtest"
+	"github.com/brokerd/brokerd/internal/testproc"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -40,6 +41,7 @@ type errCase struct {
 // problem and what to do, on one line, without Go's internals; first with
 // no daemon running, then through a running daemon's admin socket.
 func TestCLIErrors(t *testing.T) {
+	t.Parallel()
 	c := errorsCLI(t)
 	files := errorFixtures(t, c)
 	const supported = "supported: RSA 2048/3072/4096, P-256/384/521"
@@ -140,7 +142,7 @@ func errorsCLI(t *testing.T) *cli {
 	sw := swtpmtest.Start(t)
 	c := &cli{t: t, dir: t.TempDir()}
 	c.config = filepath.Join(c.dir, "etc", "brokerd.toml")
-	c.must("init", "--dir", filepath.Join(c.dir, "etc"), "--tpm", sw.Address(), "--listen", "127.0.0.1:0", "--admin-socket", filepath.Join(c.dir, "admin.sock"))
+	c.must("init", "--dir", filepath.Join(c.dir, "etc"), "--tpm", sw.Address(), "--listen", "127.0.0.1:0", "--admin-socket", c.adminSocket())
 	return c
 }
 
@@ -259,13 +261,13 @@ func (c *cli) serveForErrors() (stop func()) {
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "BROKERD_CONFIG=" + c.config, "NOTIFY_SOCKET=" + filepath.Join(dir, "s")}
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	exited, err := testproc.Start(cmd)
+	if err != nil {
 		c.t.Fatal(err)
 	}
 	stop = func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+		<-exited
 		pc.Close()
 		os.RemoveAll(dir)
 	}
@@ -287,16 +289,15 @@ func (c *cli) serveForErrors() (stop func()) {
 // the demo listens on, and a run without --listen listens there. Shipped
 // builds have no demo, and say so in one line.
 func TestDemoSaysWhereItListens(t *testing.T) {
+	t.Parallel()
 	c := &cli{t: t, dir: t.TempDir(), config: "/nonexistent/brokerd.toml"}
 	if !tpm.SimulatorAvailable {
 		c.checkAll([]errCase{{name: "no demo", args: []string{"demo"}, code: 2, stderr: `brokerd: unknown command "demo"`}})
 		return
 	}
-	bin := filepath.Join(t.TempDir(), "brokerd-demo")
-	build := exec.Command("go", "build", "-tags", "simulator", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	bin, err := buildBrokerd("brokerd-demo", []string{"CGO_ENABLED=1"}, []string{"-tags", "simulator"})
+	if err != nil {
+		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "demo")
 	for _, args := range [][]string{{"--listen", "127.0.0.1:0"}, nil} {
@@ -316,14 +317,14 @@ func TestDemoSaysWhereItListens(t *testing.T) {
 func demoAddr(t *testing.T, bin string, args []string) string {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
+	exited, err := testproc.Start(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
 		cmd.Process.Signal(syscall.SIGINT)
-		cmd.Wait()
+		<-exited
 	}()
 	found := make(chan string, 1)
 	go func() {

@@ -2,37 +2,74 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/brokerd/brokerd/internal/swtpmtest"
+	"github.com/brokerd/brokerd/internal/testproc"
 )
 
-// brokerdBin is the brokerd brokerdBin under test, built as it ships
+// brokerdBin is the brokerd binary under test, built as it ships
 // (CGO_ENABLED=0, no simulator) by TestMain.
 var brokerdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "brokerd-bin")
-	if err != nil {
-		panic(err)
-	}
-	brokerdBin = filepath.Join(dir, "brokerd")
-	build := exec.Command("go", "build", "-o", brokerdBin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build brokerd: %v\n%s", err, out)
+	var err error
+	if brokerdBin, err = buildBrokerd("brokerd", []string{"CGO_ENABLED=0"}, nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(m.Run())
+}
+
+// buildBrokerd builds this package as name, with env and go build flags,
+// and returns its path. It builds into a directory of the user's cache
+// that belongs to this source tree, where go build relinks only when
+// something changed (a link costs seconds, the demo's most); a lock keeps
+// two runs of the same tree from building at once.
+func buildBrokerd(name string, env, flags []string) (string, error) {
+	src, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(src))
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "brokerd-test", hex.EncodeToString(sum[:8]))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close() // and unlocked
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, name)
+	build := exec.Command("go", append(append([]string{"build", "-o", bin}, flags...), ".")...)
+	build.Env = append(os.Environ(), env...)
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %v\n%s", name, err, out)
+	}
+	return bin, nil
 }
 
 // cli runs the real brokerdBin with a configuration of its own.
@@ -41,6 +78,22 @@ type cli struct {
 	dir    string
 	config string
 	env    []string
+	sock   string // the admin socket, once asked for
+}
+
+// adminSocket is where the admin socket goes: in a directory with a short
+// path (unix socket paths have 108 bytes at most; t.TempDir's hold the
+// test's name).
+func (c *cli) adminSocket() string {
+	if c.sock == "" {
+		dir, err := os.MkdirTemp("", "adm")
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.t.Cleanup(func() { os.RemoveAll(dir) })
+		c.sock = filepath.Join(dir, "admin.sock")
+	}
+	return c.sock
 }
 
 type result struct {
@@ -54,7 +107,7 @@ func newCLI(t *testing.T) (*cli, *swtpmtest.TPM) {
 	sw := swtpmtest.Start(t)
 	c := &cli{t: t, dir: t.TempDir()}
 	c.config = filepath.Join(c.dir, "etc", "brokerd.toml")
-	c.must("init", "--dir", filepath.Join(c.dir, "etc"), "--tpm", sw.Address(), "--admin-socket", filepath.Join(c.dir, "admin.sock"))
+	c.must("init", "--dir", filepath.Join(c.dir, "etc"), "--tpm", sw.Address(), "--admin-socket", c.adminSocket())
 	return c, sw
 }
 
@@ -65,7 +118,7 @@ func (c *cli) run(stdin string, args ...string) result {
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	err := testproc.Run(cmd)
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -137,7 +190,34 @@ func (c *cli) file(name string, data []byte) string {
 	return p
 }
 
+// rsaPEM is an RSA-2048 key (PKCS #8 PEM) for key import, made once per
+// test binary: making one in the TPM (key create) takes a few hundred
+// milliseconds of swtpm, importing it a few. Tests that make keys in the
+// TPM on purpose still do.
+var rsaPEM = sync.OnceValues(func() ([]byte, error) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+})
+
+// importRSA imports rsaPEM as id.
+func (c *cli) importRSA(id string) {
+	c.t.Helper()
+	data, err := rsaPEM()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.must("key", "import", "--id", id, "--key", c.file(id+".pem", data))
+}
+
 func TestRSASignMatchesOpenSSL(t *testing.T) {
+	t.Parallel()
 	c, _ := newCLI(t)
 	keyFile := filepath.Join(c.dir, "qseal.key")
 	mustOpenSSL(t, nil, "genrsa", "-out", keyFile, "2048")
@@ -170,6 +250,7 @@ func TestRSASignMatchesOpenSSL(t *testing.T) {
 }
 
 func TestExampleKeyVector(t *testing.T) {
+	t.Parallel()
 	c, _ := newCLI(t)
 	want, err := os.ReadFile("../../testdata/reference/example.sig.rs-sha256.b64")
 	if err != nil {
@@ -191,6 +272,7 @@ func TestExampleKeyVector(t *testing.T) {
 }
 
 func TestEncryptedKeyPasswords(t *testing.T) {
+	t.Parallel()
 	c, _ := newCLI(t)
 	keyFile := filepath.Join(c.dir, "qwac.key")
 	mustOpenSSL(t, nil, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-aes-256-cbc", "-pass", "pass:s3cret", "-out", keyFile)
@@ -249,6 +331,7 @@ func scanDir(t *testing.T, dir string, needles map[string][]byte, except ...stri
 }
 
 func TestEKWrappedKey(t *testing.T) {
+	t.Parallel()
 	appliance, _ := newCLI(t)
 	other, _ := newCLI(t)
 	ek := filepath.Join(appliance.dir, "ek.pem")
@@ -284,6 +367,7 @@ func TestEKWrappedKey(t *testing.T) {
 }
 
 func TestKeyLifecycle(t *testing.T) {
+	t.Parallel()
 	c, _ := newCLI(t)
 	csrFile := filepath.Join(c.dir, "qwac.csr")
 	c.must("key", "create", "--id", "qwac.key", "--alg", "p256", "--subject", "/C=FI/O=Example Oy/organizationIdentifier=PSDFI-FINFSA-29884997/CN=tpp.example", "--csr-out", csrFile)
@@ -335,10 +419,11 @@ func TestKeyLifecycle(t *testing.T) {
 }
 
 func TestConfigCheckAndUsage(t *testing.T) {
+	t.Parallel()
 	c, sw := newCLI(t)
 	c.must("key", "create", "--id", "k", "--alg", "rsa2048")
 	out := c.must("config", "check")
-	if !strings.Contains(out, "key k (tpm, rsa2048): ok") {
+	if !strings.Contains(out, "key k (tpm, rsa2048, purpose any): ok") {
 		t.Fatalf("config check:\n%s", out)
 	}
 	// init refuses to overwrite.
@@ -377,6 +462,7 @@ func TestConfigCheckAndUsage(t *testing.T) {
 }
 
 func TestShippedBinaryHasNoSimulator(t *testing.T) {
+	t.Parallel()
 	c := &cli{t: t, dir: t.TempDir()}
 	c.fail(1, "simulator is not part of this build", "init", "--dir", c.dir, "--tpm", "simulator")
 	out, err := exec.Command("go", "version", "-m", brokerdBin).Output()

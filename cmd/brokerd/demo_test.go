@@ -5,8 +5,6 @@ package main
 import (
 	"bufio"
 	"encoding/base64"
-	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -14,71 +12,35 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/brokerd/brokerd/internal/testproc"
 )
 
 // TestQuickStartDemo runs what `make run` runs and pastes every curl
 // command it prints into a shell; then runs it again on the same state.
 func TestQuickStartDemo(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatal("curl is not installed: run `make test`, which installs it")
 	}
-	bin := filepath.Join(t.TempDir(), "brokerd-demo")
-	build := exec.Command("go", "build", "-tags", "simulator", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	bin, err := buildBrokerd("brokerd-demo", []string{"CGO_ENABLED=1"}, []string{"-tags", "simulator"})
+	if err != nil {
+		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "demo dir") // a space, as a user's path may have
 	var first string
 	for run := range 2 {
-		cmd := exec.Command(bin, "demo", "--dir", dir, "--listen", "127.0.0.1:0")
-		stdout, _ := cmd.StdoutPipe()
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		d := startDemo(t, bin, dir)
+		if len(d.curls) < 5 {
+			t.Fatalf("only %d curl commands printed", len(d.curls))
 		}
-		var curls, audits []string
-		lines := make(chan string)
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-			close(lines)
-		}()
-		timeout := time.After(60 * time.Second)
-	read:
-		for {
-			select {
-			case line, ok := <-lines:
-				if !ok {
-					t.Fatalf("demo exited early:\n%s", stderr.String())
-				}
-				if strings.HasPrefix(line, "  curl ") {
-					curls = append(curls, strings.TrimSpace(line))
-				}
-				if strings.HasPrefix(line, "  ") && strings.Contains(line, " audit ") {
-					audits = append(audits, strings.TrimSpace(line))
-				}
-				if len(audits) == 2 {
-					break read
-				}
-			case <-timeout:
-				t.Fatalf("the demo printed no commands within 60s:\n%s", stderr.String())
-			}
-		}
-		go io.Copy(io.Discard, stdout)
-		if len(curls) < 5 {
-			t.Fatalf("only %d curl commands printed", len(curls))
-		}
-		for _, line := range curls {
+		for _, line := range d.curls {
 			out, err := exec.Command("sh", "-c", line).CombinedOutput()
 			if err != nil || !regexp.MustCompile(`^\{"result":`).Match(out) {
 				t.Fatalf("pasted %s\n→ %v %s", line, err, out)
 			}
 		}
-		out, _ := exec.Command("sh", "-c", curls[1]).Output()
+		out, _ := exec.Command("sh", "-c", d.curls[1]).Output()
 		sig, _ := base64.StdEncoding.DecodeString(strings.TrimSuffix(strings.TrimPrefix(string(out), `{"result":"`), `"}`))
 		if len(sig) != 256 {
 			t.Fatalf("qseal.key RS signature of %d bytes", len(sig))
@@ -91,23 +53,85 @@ func TestQuickStartDemo(t *testing.T) {
 		}
 		// The audit commands it printed work while it runs (through the
 		// admin socket) and after it stopped.
-		export, err := exec.Command("sh", "-c", audits[0]).Output()
-		if err != nil || strings.Count(string(export), `"op":"sign"`) < 4 {
-			t.Fatalf("pasted %s while the demo runs\n→ %v %s", audits[0], err, export)
+		d.pasteExport(t, "while the demo runs")
+		d.stop(t, run)
+		d.pasteExport(t, "after the demo stopped")
+		if out, err := exec.Command("sh", "-c", d.audits[1]).CombinedOutput(); err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), "ok") {
+			t.Fatalf("pasted %s\n→ %v %s", d.audits[1], err, out)
 		}
-		cmd.Process.Signal(syscall.SIGINT)
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("demo exit after Ctrl-C: %v\n%s", err, stderr.String())
+	}
+}
+
+// demo is a running `brokerd demo` and the commands it printed.
+type demo struct {
+	cmd           *exec.Cmd
+	exited        <-chan error
+	stderr        *strings.Builder
+	curls, audits []string
+}
+
+// startDemo starts the demo and reads what it prints until its two audit
+// commands.
+func startDemo(t *testing.T, bin, dir string) *demo {
+	t.Helper()
+	d := &demo{cmd: exec.Command(bin, "demo", "--dir", dir, "--listen", "127.0.0.1:0"), stderr: &strings.Builder{}}
+	stdout, _ := d.cmd.StdoutPipe()
+	d.cmd.Stderr = d.stderr
+	var err error
+	if d.exited, err = testproc.Start(d.cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.cmd.Process.Kill() })
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
 		}
-		if strings.Contains(stderr.String(), "level=ERROR") {
-			t.Fatalf("run %d logged errors:\n%s", run+1, stderr.String())
+		close(lines)
+	}()
+	timeout := time.After(60 * time.Second)
+	for len(d.audits) < 2 {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("demo exited early:\n%s", d.stderr.String())
+			}
+			if strings.HasPrefix(line, "  curl ") {
+				d.curls = append(d.curls, strings.TrimSpace(line))
+			}
+			if strings.HasPrefix(line, "  ") && strings.Contains(line, " audit ") {
+				d.audits = append(d.audits, strings.TrimSpace(line))
+			}
+		case <-timeout:
+			t.Fatalf("the demo printed no commands within 60s:\n%s", d.stderr.String())
 		}
-		export, err = exec.Command("sh", "-c", audits[0]).Output()
-		if err != nil || strings.Count(string(export), `"op":"sign"`) < 4 {
-			t.Fatalf("pasted %s\n→ %v %s", audits[0], err, export)
+	}
+	go func() {
+		for range lines { // the rest of its output
 		}
-		if out, err := exec.Command("sh", "-c", audits[1]).CombinedOutput(); err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), "ok") {
-			t.Fatalf("pasted %s\n→ %v %s", audits[1], err, out)
-		}
+	}()
+	return d
+}
+
+// pasteExport runs the demo's audit export command: it lists the signatures
+// of the curl commands.
+func (d *demo) pasteExport(t *testing.T, when string) {
+	t.Helper()
+	export, err := exec.Command("sh", "-c", d.audits[0]).Output()
+	if err != nil || strings.Count(string(export), `"op":"sign"`) < 4 {
+		t.Fatalf("pasted %s %s\n→ %v %s", d.audits[0], when, err, export)
+	}
+}
+
+// stop sends Ctrl-C and checks a clean exit without errors logged.
+func (d *demo) stop(t *testing.T, run int) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGINT)
+	if err := <-d.exited; err != nil {
+		t.Fatalf("demo exit after Ctrl-C: %v\n%s", err, d.stderr.String())
+	}
+	if strings.Contains(d.stderr.String(), "level=ERROR") {
+		t.Fatalf("run %d logged errors:\n%s", run+1, d.stderr.String())
 	}
 }

@@ -11,6 +11,7 @@ import (
 // from the command's parsed path flags, with the access each declares;
 // nothing else on the command line opens a file.
 func TestGrantsFromFlags(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		args []string

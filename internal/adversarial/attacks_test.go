@@ -30,6 +30,7 @@ const withQWAC = `,"tls":{"cert_path":"qwac.crt","key_path":"qwac.key"}`
 // dropped by brokerd, reach neither the answer of the client that followed
 // it nor the next call of another client on the same pooled connection.
 func TestNoHeadersLeakBetweenClients(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	agg1, agg2 := a.client("agg-1"), a.client("agg-2")
 	for _, path := range []string{"/redirect?to=/echo/after&cookie=secret-of-agg-1", "/redirect?to=https://elsewhere.test/x&cookie=secret-of-agg-1"} {
@@ -68,6 +69,7 @@ func cvContent() string {
 // TestNoTLSHandshakeThroughSign: /sign never signs for a TLS handshake: not
 // with a QWAC, and not a CertificateVerify's content with any key.
 func TestNoTLSHandshakeThroughSign(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	agg1 := a.client("agg-1")
 	data, _ := json.Marshal(cvContent())
@@ -94,6 +96,7 @@ func TestNoTLSHandshakeThroughSign(t *testing.T) {
 // is in any special-purpose block is refused before anything is dialled
 // (the injected dialer fails the test otherwise).
 func TestEveryAddressClassRefused(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	agg2 := a.client("agg-2")
 	for name, ip := range map[string]string{
@@ -115,6 +118,7 @@ func TestEveryAddressClassRefused(t *testing.T) {
 // both listeners answers at once, 503 with the reason, and 200 again soon
 // after the TPM is back; no answer waits on the TPM.
 func TestHealthAnswersWhileTheTPMIsStopped(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	agg1 := a.client("agg-1")
 	check := func(want int, within time.Duration) {
@@ -155,6 +159,7 @@ func TestHealthAnswersWhileTheTPMIsStopped(t *testing.T) {
 // TestHealthCostsNothing: an uncertified host calling /health a thousand
 // times makes no TPM command and no write to the state.
 func TestHealthCostsNothing(t *testing.T) {
+	t.Parallel()
 	a := start(t, options{})
 	stranger := a.client("")
 	// Once the start-up checkpoint is written, and with the stranger's
@@ -205,21 +210,24 @@ func TestHealthCostsNothing(t *testing.T) {
 
 // TestDeniedRequestsCannotFillTheDisk: refusals with huge key ids write
 // bounded records, and beyond a client's quota only a count; the state
-// grows by kilobytes, and the appliance still signs.
+// grows by kilobytes, and the appliance still signs. (Twelve refusals, five
+// of them recorded, carry 10 MiB of key ids: unbounded records would grow
+// the state tenfold past the limit. 120 took 26 s under -race.)
 func TestDeniedRequestsCannotFillTheDisk(t *testing.T) {
-	a := start(t, options{config: func(c *config.Config) { c.Audit.DenialQuota = 50 }})
+	t.Parallel()
+	a := start(t, options{config: func(c *config.Config) { c.Audit.DenialQuota = 5 }})
 	agg1 := a.client("agg-1")
 	before, _ := os.Stat(a.cfg.StatePath())
 	huge := strings.Repeat("k", 900<<10)
 	body := `{"params":{"data":"x","key_id":"` + huge + `"}}`
-	for range 120 {
+	for range 12 {
 		if status, out := post(t, agg1, a.api+"/sign", body); status != 404 {
 			t.Fatalf("%d %.200s", status, out)
 		}
 	}
 	after, _ := os.Stat(a.cfg.StatePath())
 	if grew := after.Size() - before.Size(); grew > 1<<20 {
-		t.Errorf("120 refusals with 900 KiB key ids grew the state by %d bytes", grew)
+		t.Errorf("12 refusals with 900 KiB key ids grew the state by %d bytes", grew)
 	}
 	if a.logs.Len() > 1<<20 {
 		t.Errorf("the log holds %d bytes", a.logs.Len())
@@ -234,6 +242,7 @@ func TestDeniedRequestsCannotFillTheDisk(t *testing.T) {
 // seconds (as on a hardware chip) is busy, not stuck: /health stays 200,
 // so systemd's watchdog does not kill the daemon mid-generation.
 func TestHealthDuringKeyGeneration(t *testing.T) {
+	t.Parallel()
 	var slow atomic.Bool
 	a := start(t, options{delay: func(cc uint32) time.Duration {
 		if cc == 0x153 && slow.Load() { // TPM2_Create: a key generated under the SRK

@@ -14,6 +14,7 @@ import (
 )
 
 func TestReadFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	leaf, inter := testpki.NewCA(t, "Leaf"), testpki.NewCA(t, "Intermediate")
 	leafFile := testpki.WriteFile(t, filepath.Join(dir, "leaf.pem"), testpki.CertPEM(leaf.Cert))
@@ -37,6 +38,7 @@ func TestReadFiles(t *testing.T) {
 
 // TestParsePublicKey: a public key or a certificate, PEM or DER.
 func TestParsePublicKey(t *testing.T) {
+	t.Parallel()
 	ca := testpki.NewCA(t, "EK")
 	want := ca.Cert.PublicKey.(*ecdsa.PublicKey)
 	spki, err := x509.MarshalPKIXPublicKey(want)

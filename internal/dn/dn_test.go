@@ -11,6 +11,7 @@ import (
 )
 
 func TestParseFormat(t *testing.T) {
+	t.Parallel()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	cases := []struct {
 		in, want string // want: the CSR subject as Go prints it
@@ -45,6 +46,7 @@ func TestParseFormat(t *testing.T) {
 }
 
 func TestCanonical(t *testing.T) {
+	t.Parallel()
 	a, err := dn.Canonical("/C=FI/O=Example Oy/CN=Test CA")
 	if err != nil {
 		t.Fatal(err)

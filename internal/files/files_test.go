@@ -10,6 +10,7 @@ import (
 )
 
 func TestWrite(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "a.crt")
 	os.WriteFile(p, []byte("old content, longer"), 0o666)
@@ -51,6 +52,7 @@ func TestWrite(t *testing.T) {
 }
 
 func TestReplace(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "policy.toml")
 	os.WriteFile(p, []byte("old"), 0o600)

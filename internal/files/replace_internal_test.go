@@ -91,6 +91,7 @@ func (f *recordingFile) Close() error {
 // rename leaves the old file and no temporary file, and a failed
 // directory sync is reported.
 func TestReplaceSteps(t *testing.T) {
+	t.Parallel()
 	all := []string{"create temp in d", "write", "chmod", "sync file", "close file", "rename over crl.pem", "sync dir d"}
 	cases := []struct {
 		failAt  string

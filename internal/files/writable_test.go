@@ -10,6 +10,7 @@ import (
 )
 
 func TestWritable(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ro := filepath.Join(dir, "ro")
 	os.Mkdir(ro, 0o500)

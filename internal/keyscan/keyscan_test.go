@@ -22,6 +22,7 @@ import (
 // found: DER and PEM, the secret numbers, hex, base64 at each offset of
 // the stream, and base64 inside a JSON value of a bbolt file.
 func TestScanFindsEveryEncoding(t *testing.T) {
+	t.Parallel()
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	r, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ecN, rN := Needles(ec), Needles(r)

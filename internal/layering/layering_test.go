@@ -80,6 +80,7 @@ func list(t *testing.T) map[string][]string {
 // layering: a package importing one of its rank or above, a forbidden
 // import, or a package the table does not place.
 func TestImportsPointOneWay(t *testing.T) {
+	t.Parallel()
 	pkgs := list(t)
 	leaf := func(p string) bool { return strings.HasPrefix(p, "internal/") && len(pkgs[p]) == 0 }
 	for p, imports := range pkgs {

@@ -435,6 +435,10 @@ func (f *flood) healthWorker() func(context.Context) {
 			return c, err
 		},
 		TLSClientConfig: f.base.Clone(), MaxIdleConnsPerHost: 1, ForceAttemptHTTP2: false, DisableCompression: true,
+		// The next request waits for the connection to come back: net/http
+		// returns it to the pool after the body is read, asynchronously,
+		// and would dial another one meanwhile.
+		MaxConnsPerHost: 1,
 	}
 	f.transports = append(f.transports, tr)
 	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -16,6 +16,7 @@ import (
 )
 
 func TestFloodRefusesUnboundedOrMalformed(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		opts loadgen.FloodOptions
 		want string
@@ -35,6 +36,7 @@ func TestFloodRefusesUnboundedOrMalformed(t *testing.T) {
 // signature each, nothing resumed), from the source address asked, to
 // the end or only until the ServerHello, in TLS 1.2 and 1.3.
 func TestFloodHandshakes(t *testing.T) {
+	t.Parallel()
 	s := newServer(t, http.NotFoundHandler(), true)
 	want := int64(0)
 	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
@@ -61,6 +63,7 @@ func TestFloodHandshakes(t *testing.T) {
 // TestFloodRefusals: resets and alerts count as refusals, whatever the
 // kind of attempt.
 func TestFloodRefusals(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +109,7 @@ func TestFloodRefusals(t *testing.T) {
 // the end; GET /health over kept-alive connections, answers counted by
 // status.
 func TestFloodConnsAndHealth(t *testing.T) {
+	t.Parallel()
 	var n atomic.Int64
 	s := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/health" {

@@ -19,6 +19,7 @@ import (
 // each, from their client's address; a 503 does not slow them (its
 // Retry-After is an hour); successes, 503s and latencies are counted.
 func TestLoad(t *testing.T) {
+	t.Parallel()
 	var n atomic.Int64
 	var mu sync.Mutex
 	seen := map[string]string{} // client CN → source address
@@ -69,6 +70,7 @@ func TestLoad(t *testing.T) {
 // error (a POST is never retried behind the caller's back), and the
 // worker dials again.
 func TestLoadTransportErrors(t *testing.T) {
+	t.Parallel()
 	var n atomic.Int64
 	s := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n.Add(1)%4 == 0 {
@@ -93,6 +95,7 @@ func TestLoadTransportErrors(t *testing.T) {
 // TestLoadEndsWithContext: the load stops when its context ends, and the
 // requests it cut are not counted as errors.
 func TestLoadEndsWithContext(t *testing.T) {
+	t.Parallel()
 	var n atomic.Int64
 	blocked := make(chan struct{}, 2)
 	s := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -120,6 +123,7 @@ func TestLoadEndsWithContext(t *testing.T) {
 }
 
 func TestLoadRefusesUnboundedOrMalformed(t *testing.T) {
+	t.Parallel()
 	c := []loadgen.Client{{}}
 	for _, tc := range []struct {
 		clients []loadgen.Client
@@ -140,6 +144,7 @@ func TestLoadRefusesUnboundedOrMalformed(t *testing.T) {
 }
 
 func TestPercentile(t *testing.T) {
+	t.Parallel()
 	var d []time.Duration
 	for i := 1; i <= 100; i++ {
 		d = append(d, time.Duration(i))

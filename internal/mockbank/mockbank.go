@@ -43,6 +43,9 @@ type Bank struct {
 	srv           *http.Server
 	full, resumed atomic.Int64
 	requests      atomic.Int64
+	// arrived is closed and replaced at every request, for WaitRequests.
+	arrivedMu sync.Mutex
+	arrived   chan struct{}
 }
 
 // Options configure Start.
@@ -99,7 +102,7 @@ type connInfo struct {
 // Start runs a bank on 127.0.0.1 until the test ends.
 func Start(t testing.TB, opts Options) *Bank {
 	t.Helper()
-	b := &Bank{CA: testpki.NewCA(t, "Test Bank CA"), QTSP: testpki.NewCA(t, "Test QTSP")}
+	b := &Bank{CA: testpki.NewCA(t, "Test Bank CA"), QTSP: testpki.NewCA(t, "Test QTSP"), arrived: make(chan struct{})}
 	cert, key := b.CA.IssueKey(t, testpki.Leaf{Subject: pkix.Name{CommonName: "api.bank.test"},
 		IPs: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}, ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	b.Cert = cert
@@ -134,6 +137,10 @@ func Start(t testing.TB, opts Options) *Bank {
 	b.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.requests.Add(1)
+			b.arrivedMu.Lock()
+			close(b.arrived)
+			b.arrived = make(chan struct{})
+			b.arrivedMu.Unlock()
 			routes.ServeHTTP(w, r)
 		}),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -148,6 +155,25 @@ func Start(t testing.TB, opts Options) *Bank {
 
 // Requests reports the requests the bank received.
 func (b *Bank) Requests() int64 { return b.requests.Load() }
+
+// WaitRequests waits until the bank has received n requests in all, or
+// the timeout passed; it reports whether it had.
+func (b *Bank) WaitRequests(n int64, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	for {
+		b.arrivedMu.Lock()
+		arrived := b.arrived
+		b.arrivedMu.Unlock()
+		if b.requests.Load() >= n {
+			return true
+		}
+		select {
+		case <-arrived:
+		case <-deadline:
+			return false
+		}
+	}
+}
 
 // Handshakes reports the full and resumed TLS handshakes the bank saw.
 func (b *Bank) Handshakes() (full, resumed int64) { return b.full.Load(), b.resumed.Load() }

@@ -7,6 +7,7 @@ import (
 )
 
 func TestParseAndMatch(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"https://API.Bank.example": "https://api.bank.example:443", "http://bank:8080": "http://bank:8080",
 		"https://[::1]:8443/": "https://[::1]:8443", "https://*.psd2.example": "https://*.psd2.example:443",

@@ -2,6 +2,10 @@
 // unix socket in a temporary directory, stopped when the test ends. Tests
 // can kill, pause, resume and restart it to exercise failure handling.
 //
+// Every TPM has a directory, a socket and a process of its own, so tests
+// that start one can run in parallel; swtpm dies with the test binary even
+// when that is killed (see internal/testproc).
+//
 // swtpm is required, not optional: a test that needs a TPM fails when swtpm
 // is missing (`make test` installs it), so CI never passes without running
 // the TPM code.
@@ -19,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/brokerd/brokerd/internal/testproc"
 )
 
 // TPM is one swtpm process and its state directory.
@@ -27,7 +33,7 @@ type TPM struct {
 	dir    string
 	socket string
 	cmd    *exec.Cmd
-	exited chan struct{}
+	exited <-chan error
 }
 
 // Start runs a fresh swtpm (new endorsement and owner seeds).
@@ -63,47 +69,47 @@ func (s *TPM) start() {
 	s.t.Helper()
 	os.Remove(s.socket)
 	os.Remove(s.socket + ".ctrl")
+	// The test binds the command socket and hands it to swtpm, so it
+	// takes connections from the start: the first command waits in the
+	// socket's backlog until swtpm answers it, and nothing polls for
+	// swtpm to be ready.
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.socket, Net: "unix"})
+	if err != nil {
+		s.t.Fatalf("swtpm socket: %v", err)
+	}
+	l.SetUnlinkOnClose(false)
+	sock, err := l.File()
+	l.Close()
+	if err != nil {
+		s.t.Fatalf("swtpm socket: %v", err)
+	}
 	s.cmd = exec.Command("swtpm", "socket", "--tpm2",
-		"--server", "type=unixio,path="+s.socket,
+		"--server", "type=unixio,fd=3",
 		"--ctrl", "type=unixio,path="+s.socket+".ctrl",
 		"--flags", "not-need-init,startup-clear",
 		"--tpmstate", "dir="+filepath.Join(s.dir, "state"),
 		"--log", "file="+filepath.Join(s.dir, "log"))
-	if err := s.cmd.Start(); err != nil {
+	s.cmd.ExtraFiles = []*os.File{sock}
+	s.exited, err = testproc.Start(s.cmd)
+	sock.Close() // swtpm's copy is the only one: its exit closes the socket
+	if err != nil {
 		s.t.Fatalf("start swtpm: %v", err)
 	}
-	s.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) {
-		cmd.Wait()
-		close(done)
-	}(s.cmd, s.exited)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := ping(s.socket)
-		if err == nil {
-			return
-		}
-		select {
-		case <-s.exited:
-			log, _ := os.ReadFile(filepath.Join(s.dir, "log"))
-			s.t.Fatalf("swtpm exited at start: %s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("swtpm did not answer within 10s: %v", err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := ping(s.socket); err != nil {
+		log, _ := os.ReadFile(filepath.Join(s.dir, "log"))
+		s.t.Fatalf("swtpm does not answer: %v\n%s", err, log)
 	}
 }
 
-// ping sends TPM2_GetRandom(8) and checks for a success response.
+// ping sends TPM2_GetRandom(8) and checks for a success response; a swtpm
+// that exits at start closes the socket and fails it at once.
 func ping(socket string) error {
 	c, err := net.DialTimeout("unix", socket, time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
+	c.SetDeadline(time.Now().Add(30 * time.Second))
 	cmd := []byte{0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8}
 	if _, err := c.Write(cmd); err != nil {
 		return err
@@ -131,6 +137,10 @@ func (s *TPM) stop(sig syscall.Signal) {
 		<-s.exited
 	}
 	s.cmd = nil
+	if sig == syscall.SIGTERM {
+		// swtpm removes a socket it bound itself; this one it was given.
+		os.Remove(s.socket)
+	}
 }
 
 // Kill ends swtpm with SIGKILL, as a crash would; its socket file stays.

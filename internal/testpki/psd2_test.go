@@ -18,6 +18,7 @@ const (
 )
 
 func TestPSD2QCStatementsMatchTheOBSample(t *testing.T) {
+	t.Parallel()
 	roles := testpki.PSD2Roles(t, "PSP_PI", "PSP_AI")
 	cases := []struct {
 		name string
@@ -39,6 +40,7 @@ func TestPSD2QCStatementsMatchTheOBSample(t *testing.T) {
 }
 
 func TestPSD2RolesOIDs(t *testing.T) {
+	t.Parallel()
 	var got []string
 	for _, r := range testpki.PSD2Roles(t, "PSP_AS", "PSP_PI", "PSP_AI", "PSP_IC") {
 		got = append(got, r.OID.String()+"="+r.Name)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,6 +17,7 @@ import (
 // it (same size, same time), with its removal, and a directory's with the
 // files in it.
 func TestStampOf(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	f := filepath.Join(dir, "policy.toml")
 	write := func(path, data string, mtime time.Time) {
@@ -60,36 +62,39 @@ func TestStampOf(t *testing.T) {
 // TestPoll: one reload per change, the outcome told, none without a change,
 // and none for a change already loaded by other means (Seen).
 func TestPoll(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		f := filepath.Join(t.TempDir(), "policy.toml")
 		os.WriteFile(f, []byte("a"), 0o644)
-		var reloads int
-		var seen watch.Stamp = watch.StampOf(f)
+		// Poll's goroutine and the test share these: fake time orders
+		// them, atomics tell the race detector so.
+		var reloads atomic.Int32
+		var seen atomic.Pointer[watch.Stamp]
+		setSeen := func() { s := watch.StampOf(f); seen.Store(&s) }
+		setSeen()
 		outcomes := make(chan error, 8)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go watch.Poll(ctx, watch.Options{Paths: []string{f}, Interval: time.Second,
-			Seen: func() watch.Stamp { return seen },
+			Seen: func() watch.Stamp { return *seen.Load() },
 			Reload: func() error {
-				reloads++
-				seen = watch.StampOf(f)
-				if reloads == 2 {
+				n := reloads.Add(1)
+				setSeen()
+				if n == 2 {
 					return errors.New("broken")
 				}
 				return nil
 			},
 			OnReload: func(err error) { outcomes <- err }})
-		// In the bubble, time moves only when every goroutine waits: each
-		// Sleep is one poll, exactly.
-		poll := func() { time.Sleep(time.Second); synctest.Wait() }
+		poll := func() { time.Sleep(time.Second); synctest.Wait() } // in the bubble: fake time, one poll exactly
 		poll()
-		if reloads != 0 {
-			t.Fatalf("%d reloads without a change", reloads)
+		if n := reloads.Load(); n != 0 {
+			t.Fatalf("%d reloads without a change", n)
 		}
 		os.WriteFile(f, []byte("bb"), 0o644)
 		poll()
-		if err := <-outcomes; err != nil || reloads != 1 {
-			t.Fatalf("first change: %d reloads, %v", reloads, err)
+		if err := <-outcomes; err != nil || reloads.Load() != 1 {
+			t.Fatalf("first change: %d reloads, %v", reloads.Load(), err)
 		}
 		os.WriteFile(f, []byte("ccc"), 0o644)
 		poll()
@@ -97,11 +102,11 @@ func TestPoll(t *testing.T) {
 			t.Fatalf("second change: %v", err)
 		}
 		os.WriteFile(f, []byte("dddd"), 0o644)
-		seen = watch.StampOf(f) // loaded by other means (a SIGHUP)
+		setSeen() // loaded by other means (a SIGHUP)
 		poll()
 		poll()
-		if reloads != 2 || len(outcomes) != 0 {
-			t.Fatalf("%d reloads, %d outcomes; want 2 and none pending", reloads, len(outcomes))
+		if n := reloads.Load(); n != 2 || len(outcomes) != 0 {
+			t.Fatalf("%d reloads, %d outcomes; want 2 and none pending", n, len(outcomes))
 		}
 	})
 }

@@ -508,6 +508,11 @@ func (o *Client) Do(ctx context.Context, r *Request) (*Response, error) {
 			}
 		}
 		resp, conn, err := o.roundTrip(ctx, r, hop, method, u, header, body, jar)
+		if err == nil && ctx.Err() != nil {
+			// An answer that raced the deadline is too late all the same.
+			resp.Body.Close()
+			err = ctx.Err()
+		}
 		if err != nil {
 			return nil, o.callError(ctx, err)
 		}
@@ -661,6 +666,9 @@ func (o *Client) readResponse(ctx context.Context, resp *http.Response, conn *re
 			return nil, bankErr(Timeout, "the bank did not finish its answer within %v", o.cfg.Timeout)
 		}
 		return nil, bankErr(Protocol, "reading the bank's answer: %v", err)
+	}
+	if ctx.Err() == context.DeadlineExceeded {
+		return nil, bankErr(Timeout, "the bank did not finish its answer within %v", o.cfg.Timeout)
 	}
 	if int64(len(raw)) > o.cfg.MaxBody {
 		return nil, bankErr(TooLarge, "the bank's answer is larger than %d bytes", o.cfg.MaxBody)

@@ -15,6 +15,7 @@ import (
 )
 
 func TestTrustDirectory(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "bank-cas")
 	global := testpki.NewCA(t, "Global Bank CA")
 	scoped := testpki.NewCA(t, "Scoped Bank CA")
@@ -72,6 +73,7 @@ func TestTrustDirectory(t *testing.T) {
 }
 
 func TestTrustWatch(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "bank-cas")
 	ts, err := bank.NewTrustStore(dir, nil)
 	if err != nil {
@@ -94,11 +96,23 @@ func TestTrustWatch(t *testing.T) {
 	if _, err := bank.AddTrust(dir, []*x509.Certificate{testpki.NewCA(t, "Bank CA").Cert}, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := next(); err != nil || len(ts.CAs()) != 1 {
-		t.Fatalf("after add: %v, %d CAs", err, len(ts.CAs()))
+	// AddTrust makes the directory, then renames the CA's file into it: a
+	// poll in between reloads an empty directory, and the next one the CA.
+	for len(ts.CAs()) != 1 {
+		if err := next(); err != nil {
+			t.Fatalf("after add: %v", err)
+		}
 	}
-	os.WriteFile(filepath.Join(dir, "broken.pem"), []byte("not a certificate"), 0o644)
-	if err := next(); err == nil || len(ts.CAs()) != 1 {
+	tmp := filepath.Join(t.TempDir(), "broken.pem")
+	os.WriteFile(tmp, []byte("not a certificate"), 0o644)
+	os.Rename(tmp, filepath.Join(dir, "broken.pem"))
+	// The add's reloads may still be on their way: the broken file's is
+	// the one that fails.
+	err = nil
+	for err == nil {
+		err = next()
+	}
+	if !strings.Contains(err.Error(), "broken.pem") || len(ts.CAs()) != 1 {
 		t.Fatalf("after a broken file: %v, %d CAs", err, len(ts.CAs()))
 	}
 }

@@ -10,6 +10,7 @@ import (
 // TestBlocked: every class of the IANA special-purpose registries, IPv4
 // embedded in IPv6 unwrapped first, and public addresses let through.
 func TestBlocked(t *testing.T) {
+	t.Parallel()
 	blocked := []string{
 		// IPv4 special purpose.
 		"0.0.0.0", "0.1.2.3", "10.0.0.1", "100.64.0.1", "100.127.255.254", "127.0.0.1", "127.1.2.3", "169.254.169.254",

@@ -80,15 +80,11 @@ func headerNames(h [][2]string) []string {
 	return out
 }
 
-// TestNoHeadersFromAnotherCall: a response dropped on any redirect path
-// (followed, too many, refused hop, bad Location, cross-origin) never
-// gives its headers to the answer of the call, nor to the next call on the
-// same pooled connection, made for another client.
-func TestNoHeadersFromAnotherCall(t *testing.T) {
-	other := newTestBank(t, func(tb *testBank, mux *http.ServeMux) {
-		mux.HandleFunc("/landing", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("landed")) })
-	})
-	b := newTestBank(t, func(tb *testBank, mux *http.ServeMux) {
+// redirectingBank answers redirects that a call may drop (to itself, to a
+// loop, to a bad Location, to other's /landing, refused or followed), each
+// with a cookie, a plain answer, and a final one after 103 Early Hints.
+func redirectingBank(t *testing.T, other *testBank) *testBank {
+	return newTestBank(t, func(tb *testBank, mux *http.ServeMux) {
 		redirect := func(path, to string) {
 			mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Set-Cookie", "leak"+strings.Trim(path, "/")+"=1")
@@ -117,6 +113,35 @@ func TestNoHeadersFromAnotherCall(t *testing.T) {
 			w.Write([]byte("after hints"))
 		})
 	})
+}
+
+// clean fails when an answer carries the headers of a dropped response
+// (its cookie, its Location) or lacks one of want.
+func clean(t *testing.T, step string, resp *bank.Response, want ...string) {
+	t.Helper()
+	names := headerNames(resp.Header)
+	for _, leaked := range []string{"set-cookie", "location"} {
+		if slices.Contains(names, leaked) {
+			t.Fatalf("%s: the answer carries %s from a response that was dropped: %v", step, leaked, resp.Header)
+		}
+	}
+	for _, w := range want {
+		if !slices.Contains(names, w) {
+			t.Fatalf("%s: %s missing from %v", step, w, resp.Header)
+		}
+	}
+}
+
+// TestNoHeadersFromAnotherCall: a response dropped on any redirect path
+// (followed, too many, refused hop, bad Location, cross-origin) never
+// gives its headers to the answer of the call, nor to the next call on the
+// same pooled connection, made for another client.
+func TestNoHeadersFromAnotherCall(t *testing.T) {
+	t.Parallel()
+	other := newTestBank(t, func(tb *testBank, mux *http.ServeMux) {
+		mux.HandleFunc("/landing", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("landed")) })
+	})
+	b := redirectingBank(t, other)
 	cfg := loopbackOnly(t)
 	cfg.MaxRedirects = 3
 	c := bank.New(cfg, nil)
@@ -124,25 +149,11 @@ func TestNoHeadersFromAnotherCall(t *testing.T) {
 		u, _ := url.Parse("http://bank.test:" + b.port() + path)
 		return c.Do(context.Background(), &bank.Request{Method: "GET", URL: u, FollowRedirects: true, CheckHop: privateOK(refuse)})
 	}
-	clean := func(step string, resp *bank.Response, want ...string) {
-		t.Helper()
-		names := headerNames(resp.Header)
-		for _, leaked := range []string{"set-cookie", "location"} {
-			if slices.Contains(names, leaked) {
-				t.Fatalf("%s: the answer carries %s from a response that was dropped: %v", step, leaked, resp.Header)
-			}
-		}
-		for _, w := range want {
-			if !slices.Contains(names, w) {
-				t.Fatalf("%s: %s missing from %v", step, w, resp.Header)
-			}
-		}
-	}
 	resp, err := call("/same", "")
 	if err != nil || string(resp.Body) != "final" {
 		t.Fatalf("same-origin redirect: %v %v", resp, err)
 	}
-	clean("same-origin redirect followed", resp, "x-final")
+	clean(t, "same-origin redirect followed", resp, "x-final")
 	drops := []struct{ path, refuse, errPart string }{
 		{"/loop", "", "more than 3 redirects"},
 		{"/bad", "", "no http(s) URL"},
@@ -157,7 +168,7 @@ func TestNoHeadersFromAnotherCall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		clean("the call after "+d.path, resp, "x-plain")
+		clean(t, "the call after "+d.path, resp, "x-plain")
 		if b.conns.Load() != before {
 			t.Fatalf("after %s the next call opened a new connection: the test no longer covers a reused one", d.path)
 		}
@@ -165,10 +176,10 @@ func TestNoHeadersFromAnotherCall(t *testing.T) {
 	if resp, err := call("/cross", ""); err != nil || string(resp.Body) != "landed" {
 		t.Fatalf("cross-origin redirect: %v %v", resp, err)
 	} else {
-		clean("cross-origin redirect followed", resp)
+		clean(t, "cross-origin redirect followed", resp)
 	}
 	resp, _ = call("/plain", "")
-	clean("the call after a cross-origin redirect", resp, "x-plain")
+	clean(t, "the call after a cross-origin redirect", resp, "x-plain")
 	resp, err = call("/hints", "")
 	if err != nil || string(resp.Body) != "after hints" {
 		t.Fatalf("103 Early Hints: %v %v", resp, err)
@@ -182,6 +193,7 @@ func TestNoHeadersFromAnotherCall(t *testing.T) {
 // cookie, proxy or configured credential header; one within the origin
 // keeps them.
 func TestRedirectDropsCredentials(t *testing.T) {
+	t.Parallel()
 	landing := func(tb *testBank, mux *http.ServeMux) {
 		mux.HandleFunc("/landing", func(w http.ResponseWriter, r *http.Request) {
 			tb.seen <- r.Header.Clone()
@@ -229,6 +241,7 @@ func TestRedirectDropsCredentials(t *testing.T) {
 
 // TestPoolsAreBounded: beyond MaxPools the least recently used pool goes.
 func TestPoolsAreBounded(t *testing.T) {
+	t.Parallel()
 	var banks []*testBank
 	for range 3 {
 		banks = append(banks, newTestBank(t, func(tb *testBank, mux *http.ServeMux) {

@@ -8,6 +8,7 @@ import (
 // TestAddrKey: IPv4 addresses count one by one, IPv4-mapped IPv6 as IPv4,
 // IPv6 by prefix (zones dropped), and peers without an IP share one key.
 func TestAddrKey(t *testing.T) {
+	t.Parallel()
 	tcp := func(s string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(s), Port: 4242} }
 	for _, tc := range []struct {
 		addr   net.Addr
@@ -36,6 +37,7 @@ func TestAddrKey(t *testing.T) {
 // TestAdmittedConnReleasesOnce: a connection closed twice (by its server
 // and by CloseClients, say) gives its place back once.
 func TestAdmittedConnReleasesOnce(t *testing.T) {
+	t.Parallel()
 	l := newConnLimiter(listenerAPI, Config{MaxConns: 2, MaxConnsPerIP: 1, IPv6PrefixLen: 64})
 	key := addrKey(&net.TCPAddr{IP: net.ParseIP("192.0.2.1")}, 64)
 	if _, ok := l.acquire(key); !ok {

@@ -201,6 +201,7 @@ func (a *admServer) handshake(c net.Conn, certs ...tls.Certificate) *tls.Conn {
 // are closed at accept, before the server sends or signs anything;
 // another address is not affected, and a place freed is free again.
 func TestConnCapPerIP(t *testing.T) {
+	t.Parallel()
 	a := startAdm(t, listener.Config{MaxConns: 16, MaxConnsPerIP: 2})
 	c1, c2 := dial(t, "127.0.0.1", a.api), dial(t, "127.0.0.1", a.api)
 	a.waitFor("two connections", func(s listener.AdmissionStats) bool { return s.API.Accepted == 2 })
@@ -236,6 +237,7 @@ func TestConnCapPerIP(t *testing.T) {
 // accept; the health listener counts its connections apart, under the
 // same caps.
 func TestConnCapTotal(t *testing.T) {
+	t.Parallel()
 	a := startAdm(t, listener.Config{MaxConns: 3, MaxConnsPerIP: 2})
 	c1 := dial(t, "127.0.0.1", a.api)
 	dial(t, "127.0.0.1", a.api)
@@ -279,6 +281,7 @@ func TestConnCapTotal(t *testing.T) {
 // TestAdmissionDefaults: zero fields take the defaults; a prefix length
 // outside 1 to 128 is refused.
 func TestAdmissionDefaults(t *testing.T) {
+	t.Parallel()
 	d := listener.DefaultConfig()
 	if d.MaxConns != 1024 || d.MaxConnsPerIP != 64 || d.IPv6PrefixLen != 64 {
 		t.Fatalf("defaults %+v", d)

@@ -57,6 +57,7 @@ func (k *keptAlive) get(t *testing.T) (string, bool) {
 // with a kept-alive connection, from that address and from another, are
 // served on that connection; the flood's connections leave no state.
 func TestKeptAliveClientsServedDuringFlood(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{now: time.Unix(1e9, 0)} // the buckets never refill
 	a := startAdm(t, listener.Config{MaxConns: 64, MaxConnsPerIP: 8, HandshakeBurstPerIP: 4, Clock: clock.Now})
 	alice, bob := a.keptAlive("127.0.0.1", "alice"), a.keptAlive("127.0.0.2", "bob")

@@ -36,6 +36,7 @@ func key(i int) netip.Prefix {
 // TestBucketRefill: a burst, then the rate; a bucket never holds more than
 // its burst; addresses do not share.
 func TestBucketRefill(t *testing.T) {
+	t.Parallel()
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
 	b := newBuckets(2, 3, 16, clock)
 	take := func(k netip.Prefix, want ...bool) {
@@ -72,6 +73,7 @@ func TestBucketRefill(t *testing.T) {
 // beyond its bound, and the address seen most recently keeps its (empty)
 // bucket; buckets that refilled are swept as new addresses come.
 func TestBucketTableBounded(t *testing.T) {
+	t.Parallel()
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
 	b := newBuckets(1, 2, 8, clock)
 	hot := key(0)

@@ -93,6 +93,7 @@ func (c *hsClient) get(url string) (string, error) {
 // pass with the bucket empty; a ticket the server cannot open does not
 // dodge the charge; the bucket refills at its rate.
 func TestHandshakeBucket(t *testing.T) {
+	t.Parallel()
 	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(fmt.Sprintf("TLS %x", version), func(t *testing.T) {
 			clock := &testClock{now: time.Unix(1e9, 0)}
@@ -145,6 +146,7 @@ func TestHandshakeBucket(t *testing.T) {
 // more buckets than MaxTrackedIPs; the per-address connection table
 // empties as connections close.
 func TestHandshakeTableBounded(t *testing.T) {
+	t.Parallel()
 	clock := &testClock{now: time.Unix(1e9, 0)}
 	a := startAdm(t, listener.Config{HandshakeBurstPerIP: 2, MaxTrackedIPs: 4, Clock: clock.Now})
 	for i := 10; i < 30; i++ {

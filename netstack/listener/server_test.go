@@ -40,6 +40,7 @@ func material(t *testing.T, cn string) files {
 }
 
 func TestLoadMaterial(t *testing.T) {
+	t.Parallel()
 	f := material(t, "a")
 	m, err := listener.LoadMaterial(f.cert, f.ca, f.key)
 	if err != nil {
@@ -61,6 +62,7 @@ func TestLoadMaterial(t *testing.T) {
 }
 
 func TestFailedReloadKeepsMaterial(t *testing.T) {
+	t.Parallel()
 	good := material(t, "first")
 	load := func() (*listener.Material, error) { return listener.LoadMaterial(good.cert, good.ca, good.key) }
 	calls := 0
@@ -107,6 +109,7 @@ func TestFailedReloadKeepsMaterial(t *testing.T) {
 }
 
 func TestListen(t *testing.T) {
+	t.Parallel()
 	if _, err := listener.Listen(nil, nil); err == nil || !strings.Contains(err.Error(), "no API listener") {
 		t.Fatalf("no listener: %v", err)
 	}
@@ -123,30 +126,38 @@ func TestListen(t *testing.T) {
 	}
 }
 
-// TestClientVerification: the server verifies client chains itself, so it
-// can tell whose certificate it refused; every refusal fails the handshake
-// and is reported, and CheckClient runs on resumed handshakes too.
-func TestClientVerification(t *testing.T) {
-	f := material(t, "localhost")
-	var mu sync.Mutex
-	var refused []string
-	revoked := map[string]bool{}
+// verifyingServer is a server that records the client certificates it
+// refuses and refuses the clients named in revoked.
+type verifyingServer struct {
+	t       *testing.T
+	f       files
+	url     string
+	pool    *x509.CertPool
+	mu      sync.Mutex
+	refused []string
+	revoked map[string]bool
+}
+
+func newVerifyingServer(t *testing.T) *verifyingServer {
+	t.Helper()
+	v := &verifyingServer{t: t, f: material(t, "localhost"), revoked: map[string]bool{}, pool: x509.NewCertPool()}
+	v.pool.AddCert(v.f.caCert.Cert)
 	cfg := listener.Config{
 		CheckClient: func(chain []*x509.Certificate) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if revoked[chain[0].Subject.CommonName] {
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			if v.revoked[chain[0].Subject.CommonName] {
 				return errors.New("client certificate revoked")
 			}
 			return nil
 		},
 		OnRefused: func(presented []*x509.Certificate, reason error) {
-			mu.Lock()
-			defer mu.Unlock()
-			refused = append(refused, presented[0].Subject.CommonName+": "+reason.Error())
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			v.refused = append(v.refused, presented[0].Subject.CommonName+": "+reason.Error())
 		},
 	}
-	srv, err := listener.NewServer(cfg, func() (*listener.Material, error) { return listener.LoadMaterial(f.cert, f.ca, f.key) },
+	srv, err := listener.NewServer(cfg, func() (*listener.Material, error) { return listener.LoadMaterial(v.f.cert, v.f.ca, v.f.key) },
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			chain := listener.VerifiedChain(r)
 			if chain == nil {
@@ -160,59 +171,80 @@ func TestClientVerification(t *testing.T) {
 	}
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	srv.ServeAPI(l)
-	defer srv.Shutdown(context.Background())
-	url := "https://" + l.Addr().String() + "/"
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	v.url = "https://" + l.Addr().String() + "/"
+	return v
+}
 
-	pool := x509.NewCertPool()
-	pool.AddCert(f.caCert.Cert)
-	rogue := testpki.NewCA(t, "Rogue CA")
-	clientAuth := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	leaf := func(ca *testpki.CA, cn string, l testpki.Leaf) []tls.Certificate {
-		l.Subject = pkix.Name{CommonName: cn}
-		if l.ExtUsage == nil {
-			l.ExtUsage = clientAuth
-		}
-		cert, key := ca.IssueKey(t, l)
-		return []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}
+// leaf is a client certificate of ca for cn (client usage unless l says).
+func (v *verifyingServer) leaf(ca *testpki.CA, cn string, l testpki.Leaf) []tls.Certificate {
+	l.Subject = pkix.Name{CommonName: cn}
+	if l.ExtUsage == nil {
+		l.ExtUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
-	client := func(certs []tls.Certificate) *http.Client {
-		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost",
-			// Sent whatever CAs the server names: Go's client would keep
-			// quiet about a certificate of a CA the server does not list.
-			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-				if len(certs) == 0 {
-					return &tls.Certificate{}, nil
-				}
-				return &certs[0], nil
-			},
-			ClientSessionCache: tls.NewLRUClientSessionCache(4)}}}
+	cert, key := ca.IssueKey(v.t, l)
+	return []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key}}
+}
+
+func (v *verifyingServer) client(certs []tls.Certificate) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: v.pool, ServerName: "localhost",
+		// Sent whatever CAs the server names: Go's client would keep
+		// quiet about a certificate of a CA the server does not list.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if len(certs) == 0 {
+				return &tls.Certificate{}, nil
+			}
+			return &certs[0], nil
+		},
+		ClientSessionCache: tls.NewLRUClientSessionCache(4)}}}
+}
+
+func (v *verifyingServer) get(c *http.Client) (string, error) {
+	resp, err := c.Get(v.url)
+	if err != nil {
+		return "", err
 	}
-	get := func(c *http.Client) (string, error) {
-		resp, err := c.Get(url)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return string(body), nil
-	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body), nil
+}
+
+// takeRefused returns the refusals recorded since the last call.
+func (v *verifyingServer) takeRefused() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r := v.refused
+	v.refused = nil
+	return r
+}
+
+func (v *verifyingServer) revoke(cn string, revoked bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.revoked[cn] = revoked
+}
+
+// TestClientVerification: the server verifies client chains itself, so it
+// can tell whose certificate it refused; every refusal fails the handshake
+// and is reported.
+func TestClientVerification(t *testing.T) {
+	t.Parallel()
+	v := newVerifyingServer(t)
+	ca, rogue := v.f.caCert, testpki.NewCA(t, "Rogue CA")
 	for _, tc := range []struct {
 		name, want, refusal string
 		certs               []tls.Certificate
 	}{
 		{"no certificate", "anonymous", "", nil},
-		{"valid", "alice via CA localhost", "", leaf(f.caCert, "alice", testpki.Leaf{})},
-		{"other CA", "", "mallory: client certificate: x509: certificate signed by unknown authority", leaf(rogue, "mallory", testpki.Leaf{})},
-		{"expired", "", "old: client certificate: x509: certificate has expired", leaf(f.caCert, "old", testpki.Leaf{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})},
-		{"server usage only", "", "srv: client certificate: x509: certificate specifies an incompatible key usage", leaf(f.caCert, "srv", testpki.Leaf{ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})},
+		{"valid", "alice via CA localhost", "", v.leaf(ca, "alice", testpki.Leaf{})},
+		{"other CA", "", "mallory: client certificate: x509: certificate signed by unknown authority", v.leaf(rogue, "mallory", testpki.Leaf{})},
+		{"expired", "", "old: client certificate: x509: certificate has expired", v.leaf(ca, "old", testpki.Leaf{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})},
+		{"server usage only", "", "srv: client certificate: x509: certificate specifies an incompatible key usage", v.leaf(ca, "srv", testpki.Leaf{ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mu.Lock()
-			refused = nil
-			mu.Unlock()
-			got, err := get(client(tc.certs))
-			mu.Lock()
-			defer mu.Unlock()
+			v.takeRefused()
+			got, err := v.get(v.client(tc.certs))
+			refused := v.takeRefused()
 			if tc.refusal == "" {
 				if err != nil || got != tc.want || len(refused) != 0 {
 					t.Fatalf("got %q, %v, refused %q", got, err, refused)
@@ -227,11 +259,16 @@ func TestClientVerification(t *testing.T) {
 			}
 		})
 	}
+}
 
-	// A resumed session carries the verified chain, and a client revoked
-	// after its first handshake cannot resume.
+// TestResumptionChecksTheClient: a resumed session carries the verified
+// chain, and CheckClient runs on resumed handshakes too: a client revoked
+// after its first handshake cannot resume.
+func TestResumptionChecksTheClient(t *testing.T) {
+	t.Parallel()
+	v := newVerifyingServer(t)
 	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
-		bob := client(leaf(f.caCert, "bob", testpki.Leaf{}))
+		bob := v.client(v.leaf(v.f.caCert, "bob", testpki.Leaf{}))
 		tr := bob.Transport.(*http.Transport)
 		tr.TLSClientConfig.MaxVersion = version
 		tr.DisableKeepAlives = true // every request is a new handshake
@@ -241,31 +278,29 @@ func TestClientVerification(t *testing.T) {
 			return nil
 		}
 		for range 2 {
-			if got, err := get(bob); err != nil || got != "bob via CA localhost" {
+			if got, err := v.get(bob); err != nil || got != "bob via CA localhost" {
 				t.Fatalf("TLS %x: %q %v", version, got, err)
 			}
 		}
 		if len(resumed) != 2 || resumed[0] || !resumed[1] {
 			t.Fatalf("TLS %x: resumption %v, want [false true]", version, resumed)
 		}
-		mu.Lock()
-		revoked["bob"], refused = true, nil
-		mu.Unlock()
-		if got, err := get(bob); err == nil {
+		v.revoke("bob", true)
+		v.takeRefused()
+		if got, err := v.get(bob); err == nil {
 			t.Fatalf("TLS %x: a revoked client resumed: %q", version, got)
 		}
-		mu.Lock()
-		if len(refused) != 1 || refused[0] != "bob: client certificate revoked" {
+		if refused := v.takeRefused(); len(refused) != 1 || refused[0] != "bob: client certificate revoked" {
 			t.Fatalf("TLS %x: refusals %q", version, refused)
 		}
-		revoked["bob"] = false
-		mu.Unlock()
+		v.revoke("bob", false)
 	}
 }
 
 // TestCloseClients: the idle connections of refused clients are closed;
 // others stay open.
 func TestCloseClients(t *testing.T) {
+	t.Parallel()
 	f := material(t, "localhost")
 	var conns atomic.Int32
 	srv, err := listener.NewServer(listener.Config{}, func() (*listener.Material, error) { return listener.LoadMaterial(f.cert, f.ca, f.key) },
@@ -296,9 +331,21 @@ func TestCloseClients(t *testing.T) {
 	mallory, alice := clientOf("mallory"), clientOf("alice")
 	get(mallory)
 	get(alice)
-	time.Sleep(50 * time.Millisecond) // both connections idle
-	if n := srv.CloseClients(func(chain []*x509.Certificate) bool { return chain[0].Subject.CommonName == "mallory" }); n != 1 {
-		t.Fatalf("closed %d connections, want 1", n)
+	// CloseClients asks refuse about idle connections only, and a
+	// connection turns idle on the server just after its client has the
+	// answer, with nothing to tell the client when: call it until it has
+	// closed mallory's and seen alice's idle.
+	closed, aliceIdle := 0, false
+	eventually(t, func() bool {
+		closed += srv.CloseClients(func(chain []*x509.Certificate) bool {
+			cn := chain[0].Subject.CommonName
+			aliceIdle = aliceIdle || cn == "alice"
+			return cn == "mallory"
+		})
+		return closed >= 1 && aliceIdle
+	})
+	if closed != 1 {
+		t.Fatalf("closed %d connections, want 1", closed)
 	}
 	before := conns.Load()
 	get(alice) // the same connection
@@ -322,4 +369,16 @@ func (l *countingListener) Accept() (net.Conn, error) {
 		l.n.Add(1)
 	}
 	return c, err
+}
+
+// eventually polls cond until it holds, for conditions nothing signals;
+// it fails the test after 10 s.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond) // a poll with the deadline above, not an ordering
+	}
 }

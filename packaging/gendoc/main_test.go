@@ -63,6 +63,7 @@ func fakeHelp(args ...string) (string, error) {
 }
 
 func TestReadParsesTheCommandTable(t *testing.T) {
+	t.Parallel()
 	top, err := Read(fakeHelp)
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +90,7 @@ func TestReadParsesTheCommandTable(t *testing.T) {
 }
 
 func TestManEscapesForTroff(t *testing.T) {
+	t.Parallel()
 	top, err := Read(fakeHelp)
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +117,7 @@ func TestManEscapesForTroff(t *testing.T) {
 }
 
 func TestCompletion(t *testing.T) {
+	t.Parallel()
 	top, err := Read(fakeHelp)
 	if err != nil {
 		t.Fatal(err)
