@@ -192,7 +192,14 @@ func (d *Device) CreateKey(ctx context.Context, alg Algorithm) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tpm: create %s key: %w", alg, err)
 	}
-	return ParseKeyBlob(blob)
+	k, err := ParseKeyBlob(blob)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.rocaCheck("create "+string(alg)+" key", k.public); err != nil {
+		return nil, fmt.Errorf("tpm: %w", err) // the blob is dropped: the key was never loaded
+	}
+	return k, nil
 }
 
 // ImportKey wraps a software key for this TPM's storage root key (in Go, so
@@ -372,8 +379,10 @@ func (d *Device) EndorsementKey(ctx context.Context, p Parent) (crypto.PublicKey
 		if err != nil {
 			return err
 		}
-		pub, err = tpm2.Pub(*ek.pub)
-		return err
+		if pub, err = tpm2.Pub(*ek.pub); err != nil {
+			return err
+		}
+		return d.rocaCheck("the RSA endorsement key", pub)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tpm: endorsement key: %w", err)
