@@ -23,6 +23,12 @@ type Options struct {
 	// Mutate, when set, may change the response to a command with this
 	// command code (it gets a copy).
 	Mutate func(cc uint32, rsp []byte) []byte
+	// Command, when set, sees every command as the client wrote it (a
+	// copy), before it goes to the TPM: a test records the bytes on the
+	// bus with it. A non-nil result is the answer, and the TPM never
+	// sees the command: a chip's limits (an algorithm it lacks, failure
+	// mode) are played that way. Delay and Mutate still apply.
+	Command func(cmd []byte) (rsp []byte)
 }
 
 // Proxy is a running proxy.
@@ -109,10 +115,7 @@ func (p *Proxy) serve(c net.Conn) {
 		p.mu.Lock()
 		p.counts[cc]++
 		p.mu.Unlock()
-		if _, err := up.Write(cmd); err != nil {
-			return
-		}
-		rsp, err := readMessage(up)
+		rsp, err := p.forward(up, cmd)
 		if err != nil {
 			return
 		}
@@ -126,6 +129,20 @@ func (p *Proxy) serve(c net.Conn) {
 			return
 		}
 	}
+}
+
+// forward answers cmd: with the Command hook's answer if it gives one,
+// otherwise with the TPM's.
+func (p *Proxy) forward(up net.Conn, cmd []byte) ([]byte, error) {
+	if p.opts.Command != nil {
+		if rsp := p.opts.Command(append([]byte(nil), cmd...)); rsp != nil {
+			return rsp, nil
+		}
+	}
+	if _, err := up.Write(cmd); err != nil {
+		return nil, err
+	}
+	return readMessage(up)
 }
 
 // readMessage reads one TPM command or response: a 10-byte header whose
