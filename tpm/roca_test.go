@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"testing"
 
+	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -45,48 +46,6 @@ func bigFrom(t *testing.T, s string, base int) *big.Int {
 	return n
 }
 
-// smallPrimes are the primes up to 167; the detector's primorial is their
-// product.
-var smallPrimes = []int64{2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67,
-	71, 73, 79, 83, 89, 97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167}
-
-// rsalibPrime returns a prime of bits bits made as Infineon's RSALib made
-// them: k·M + (65537^a mod M), M the product of smallPrimes.
-func rsalibPrime(t *testing.T, bits int) *big.Int {
-	t.Helper()
-	m := big.NewInt(1)
-	for _, p := range smallPrimes {
-		m.Mul(m, big.NewInt(p))
-	}
-	// k·M spans [¾·2^bits, 2^bits), so that the product of two such
-	// primes has exactly 2·bits bits.
-	lo := new(big.Int).Div(new(big.Int).Lsh(big.NewInt(3), uint(bits-2)), m)
-	span := new(big.Int).Sub(new(big.Int).Div(new(big.Int).Lsh(big.NewInt(1), uint(bits)), m), lo)
-	for range 100000 {
-		k, _ := rand.Int(rand.Reader, span)
-		a, _ := rand.Int(rand.Reader, m)
-		p := new(big.Int).Exp(big.NewInt(65537), a, m)
-		p.Add(p, k.Mul(k.Add(k, lo), m))
-		if p.BitLen() == bits && p.ProbablyPrime(20) {
-			return p
-		}
-	}
-	t.Fatal("no RSALib-style prime found")
-	return nil
-}
-
-// rsalibModulus returns a modulus of bits bits made of two RSALib-style
-// primes.
-func rsalibModulus(t *testing.T, bits int) *big.Int {
-	t.Helper()
-	for {
-		n := new(big.Int).Mul(rsalibPrime(t, bits/2), rsalibPrime(t, bits/2))
-		if n.BitLen() == bits { // the product of two k-bit primes has 2k-1 or 2k bits
-			return n
-		}
-	}
-}
-
 func TestROCAFingerprint(t *testing.T) {
 	t.Run("published vulnerable modulus", func(t *testing.T) {
 		if !tpm.ROCAFingerprint(bigFrom(t, rocaMod03, 16)) {
@@ -99,7 +58,7 @@ func TestROCAFingerprint(t *testing.T) {
 		}
 	})
 	t.Run("RSALib structure", func(t *testing.T) {
-		n := rsalibModulus(t, 2048)
+		n := testpki.RSALibKey(t, 2048).N
 		if !tpm.ROCAFingerprint(n) {
 			t.Errorf("a modulus of primes 65537^a mod M + k·M is not detected: %x", n)
 		}
@@ -136,9 +95,12 @@ func TestROCAFingerprint(t *testing.T) {
 }
 
 // eachResidueAPower is the older, weaker test: n mod p is a power of
-// 65537 modulo each small prime p, each with its own exponent.
+// 65537 modulo each prime p up to 167, each with its own exponent.
 func eachResidueAPower(n *big.Int) bool {
-	for _, p := range smallPrimes {
+	for p := int64(2); p <= 167; p++ {
+		if !big.NewInt(p).ProbablyPrime(1) {
+			continue
+		}
 		pp := big.NewInt(p)
 		want := new(big.Int).Mod(n, pp)
 		x, g, found := big.NewInt(1), big.NewInt(65537%p), false
@@ -159,7 +121,7 @@ func eachResidueAPower(n *big.Int) bool {
 // TestWrapRefusesROCAEndorsementKey: a blob wrapped for an RSA EK with
 // the ROCA fingerprint is readable by whoever factors the EK: no wrap.
 func TestWrapRefusesROCAEndorsementKey(t *testing.T) {
-	n := rsalibModulus(t, 2048)
+	n := testpki.RSALibKey(t, 2048).N
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
