@@ -5,8 +5,8 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Debian packages the tests and the demo need: swtpm (the TPM the tests run
-# on), swtpm-tools (swtpm_setup, which manufactures TPMs with EK
-# certificates for the tests of tpm ek and key wrap), openssl and curl (tests compare against them), gcc and libssl-dev (the
+# on), swtpm-tools (swtpm_setup: TPMs manufactured with EK certificates),
+# openssl and curl (tests compare against them), gcc and libssl-dev (the
 # in-process TPM simulator of the demo build).
 TEST_PKGS   := swtpm swtpm-tools openssl curl gcc libssl-dev
 DEMO_PKGS   := gcc libssl-dev

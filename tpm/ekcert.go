@@ -25,7 +25,8 @@ const (
 // endorsement key in NV memory. Many do not: firmware TPMs (Intel PTT, AMD
 // fTPM) have their maker serve it online, and some discrete chips come
 // without one.
-var ErrNoEKCert = errors.New("this TPM keeps no certificate for that endorsement key in its NV memory")
+var ErrNoEKCert = errors.New("this TPM keeps no certificate for that endorsement key in its NV memory " +
+	"(firmware TPMs, and some chips, have their maker serve it online)")
 
 // ekCertIndex is where the certificate of the default EK p lives.
 func ekCertIndex(p Parent) (uint32, error) {
