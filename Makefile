@@ -11,13 +11,20 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_PKGS   := swtpm swtpm-tools openssl curl gcc libssl-dev
 DEMO_PKGS   := gcc libssl-dev
 DEMO_DIR    ?= $(CURDIR)/demo
+# Debian packages: version (scripts/deb-version: a tag vX.Y.Z, else
+# 0.0~git<commit time>.<commit>), architectures, where they go.
+DEB_VERSION ?= $(shell scripts/deb-version)
+DEB_ARCHES  ?= amd64 arm64
+DEB_DIR     ?= build/deb
+# What the package checks and the appliance VM need on the host.
+APPLIANCE_PKGS := lintian debootstrap qemu-system-x86 swtpm openssl curl openssh-client e2fsprogs iproute2 systemd
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: help build test lint bench run deps-test deps-demo clean
+.PHONY: help build test lint bench run deps-test deps-demo deb deb-check e2e-appliance deps-appliance clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/brokerd (linux/amd64) and bin/brokerd-linux-arm64, CGO_ENABLED=0, no simulator
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/brokerd ./cmd/brokerd
@@ -41,6 +48,23 @@ run: deps-demo ## run brokerd on the embedded TPM simulator (state in ./demo)
 	CGO_ENABLED=1 $(GO) build -tags simulator -o bin/brokerd-demo ./cmd/brokerd
 	./bin/brokerd-demo demo --dir $(DEMO_DIR)
 
+deb: ## build/deb/brokerd_<version>_{amd64,arm64}.deb with dpkg-deb (binary, units, man page, completion)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(DEB_VERSION)' -o $(DEB_DIR)/bin/host/brokerd ./cmd/brokerd
+	for a in $(DEB_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '-s -w -X main.version=$(DEB_VERSION)' \
+			-o $(DEB_DIR)/bin/$$a/brokerd ./cmd/brokerd && \
+		scripts/build-deb '$(DEB_VERSION)' $$a $(DEB_DIR)/bin/$$a/brokerd $(DEB_DIR)/bin/host/brokerd $(DEB_DIR) || exit 1; \
+	done
+
+deb-check: deps-appliance deb ## lintian, systemd-analyze verify and security, reproducibility of the packages
+	scripts/deb-check $(foreach a,$(DEB_ARCHES),$(DEB_DIR)/brokerd_$(DEB_VERSION)_$(a).deb)
+
+e2e-appliance: deps-appliance ## deb-check, the chroot lifecycle and the QEMU/vTPM appliance VM (log: build/e2e-appliance.log)
+	scripts/e2e-appliance
+
+deps-appliance:
+	@./scripts/need-packages $(APPLIANCE_PKGS)
+
 deps-test: ## install the test dependencies when missing (as root, Debian)
 	@./scripts/need-packages $(TEST_PKGS)
 
@@ -48,4 +72,4 @@ deps-demo:
 	@./scripts/need-packages $(DEMO_PKGS)
 
 clean: ## remove build output and the demo state
-	rm -rf bin demo
+	rm -rf bin demo build

@@ -163,6 +163,7 @@ func (s *State) RenewServerCert(ctx context.Context, actor string) (string, erro
 // CreateKey generates key id inside the TPM and audits it; it returns the
 // key and the CSR (DER) the TPM signed.
 func (s *State) CreateKey(ctx context.Context, actor, id string, alg tpm.Algorithm, opts keys.CreateOptions) (keys.Info, []byte, error) {
+	defer s.longOperation()()
 	info, csr, err := s.Keys.Create(ctx, id, alg, opts)
 	if err != nil {
 		return keys.Info{}, nil, err
@@ -173,6 +174,7 @@ func (s *State) CreateKey(ctx context.Context, actor, id string, alg tpm.Algorit
 // ImportKey stores priv or, when it is nil, the wrapped key w, and audits
 // it.
 func (s *State) ImportKey(ctx context.Context, actor, id string, priv crypto.Signer, w *tpm.WrappedKey, opts keys.ImportOptions) (keys.Info, error) {
+	defer s.longOperation()()
 	var info keys.Info
 	var err error
 	if priv != nil {
@@ -184,6 +186,16 @@ func (s *State) ImportKey(ctx context.Context, actor, id string, priv crypto.Sig
 		return keys.Info{}, err
 	}
 	return info, s.Record(ctx, actor, "admin.key.import", info.ID, string(info.Kind)+" "+string(info.Algorithm))
+}
+
+// longOperation tells the running daemon's health check that a key
+// generation holds the TPM until the returned function is called.
+func (s *State) longOperation() func() {
+	if s.daemon == nil {
+		return func() {}
+	}
+	s.daemon.keygens.Add(1)
+	return func() { s.daemon.keygens.Add(-1) }
 }
 
 // operatorKey refuses brokerd's own keys (brokerd:*, by id or alias) to an

@@ -82,6 +82,10 @@ type Daemon struct {
 
 	metrics  *metrics
 	metricsL []net.Listener
+	// keygens counts key generations (and imports, which may generate a
+	// sealing key) in progress: they hold the TPM for seconds to minutes
+	// on a hardware chip, and the TPM is busy, not stuck, meanwhile.
+	keygens atomic.Int32
 	// refused counts client certificates refused at handshakes.
 	refused refusals
 	// tlsSeen is the stamp of the TLS files as last loaded.

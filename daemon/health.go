@@ -44,9 +44,13 @@ func (d *Daemon) selfCheck(ctx context.Context) {
 	}
 }
 
-// tpmAnswers reports whether a TPM command completed within staleAfter.
+// tpmAnswers reports whether a TPM command completed within staleAfter,
+// or a key generation is under way within its own deadline.
 func (d *Daemon) tpmAnswers() error {
 	last := d.state.TPM.LastSuccess()
+	if d.keygens.Load() > 0 && time.Since(last) < d.cfg.TPM.KeygenTimeout.Duration {
+		return nil // a key generation holds the TPM, within its deadline
+	}
 	if since := time.Since(last); last.IsZero() || since > staleAfter {
 		return fmt.Errorf("no TPM command has completed for %v", since.Round(time.Millisecond))
 	}

@@ -3,12 +3,14 @@ package tpm
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -259,7 +261,7 @@ func (d *deviceTransport) roundTrip(cmd []byte) ([]byte, error) {
 	}
 	// The kernel hands out a response in one read of a large enough buffer.
 	buf := make([]byte, maxResponse)
-	n, err := d.f.Read(buf)
+	n, err := d.read(buf)
 	if err != nil {
 		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
 	}
@@ -268,6 +270,31 @@ func (d *deviceTransport) roundTrip(cmd []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
 	}
 	return rsp, nil
+}
+
+// read reads the response. The device is in Go's poller (non-blocking):
+// while the command still runs, the kernel's read returns 0 bytes rather
+// than EAGAIN, which os.File.Read would turn into io.EOF, leaving the
+// response unread in the kernel (every later write then fails with
+// EBUSY). So 0 bytes means "wait until readable", within the deadline.
+func (d *deviceTransport) read(buf []byte) (int, error) {
+	if !d.deadlines {
+		return d.f.Read(buf) // blocking fd: read waits for the response
+	}
+	rc, err := d.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, rerr = syscall.Read(int(fd), buf)
+		return !(errors.Is(rerr, syscall.EAGAIN) || (rerr == nil && n == 0))
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
 }
 
 func (d *deviceTransport) Close() error { return d.f.Close() }

@@ -1,15 +1,19 @@
 package adversarial_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/brokerd/brokerd/config"
+	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/tpm"
 )
 
 // mr posts a makeRequest and returns the HTTP status and the body.
@@ -224,4 +228,46 @@ func TestDeniedRequestsCannotFillTheDisk(t *testing.T) {
 		t.Fatalf("the appliance no longer signs: %d %s", status, out)
 	}
 
+}
+
+// TestHealthDuringKeyGeneration: a key generation that holds the TPM for
+// seconds (as on a hardware chip) is busy, not stuck: /health stays 200,
+// so systemd's watchdog does not kill the daemon mid-generation.
+func TestHealthDuringKeyGeneration(t *testing.T) {
+	var slow atomic.Bool
+	a := start(t, options{delay: func(cc uint32) time.Duration {
+		if cc == 0x153 && slow.Load() { // TPM2_Create: a key generated under the SRK
+			return 2500 * time.Millisecond
+		}
+		return 0
+	}})
+	slow.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := a.d.State().CreateKey(context.Background(), "operator", "slow.key", tpm.P256, keys.CreateOptions{})
+		done <- err
+	}()
+	stranger := a.client("")
+	for checks := 0; ; checks++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if checks < 10 {
+				t.Fatalf("only %d health checks during the generation: the test covers nothing", checks)
+			}
+			return
+		default:
+		}
+		resp, err := stranger.Get(a.health + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("/health %d during a key generation", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond) // sampling /health while the generation runs
+	}
 }

@@ -63,6 +63,8 @@ func (s *syncBuffer) Len() int { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Le
 // options change a test's appliance.
 type options struct {
 	config func(*config.Config)
+	// delay holds the TPM's answers to a command code (tpmproxy).
+	delay func(cc uint32) time.Duration
 }
 
 // start initialises and runs an appliance: server and client
@@ -74,7 +76,7 @@ func start(t testing.TB, o options) *appliance {
 	a := &appliance{t: t, dir: t.TempDir(), sw: swtpmtest.Start(t), ca: testpki.NewCA(t, "Client CA"),
 		bank: mockbank.Start(t, mockbank.Options{}), names: map[string]string{}, logs: &syncBuffer{}}
 	var err error
-	if a.proxy, err = tpmproxy.Start(a.dir, a.sw.Socket(), tpmproxy.Options{}); err != nil {
+	if a.proxy, err = tpmproxy.Start(a.dir, a.sw.Socket(), tpmproxy.Options{Delay: o.delay}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.proxy.Close() })
