@@ -5,11 +5,14 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Debian packages the tests and the demo need: swtpm (the TPM the tests run
-# on), openssl and curl (tests compare against them), gcc and libssl-dev (the
+# on), swtpm-tools (swtpm_setup: TPMs manufactured with EK certificates),
+# openssl and curl (tests compare against them), gcc and libssl-dev (the
 # in-process TPM simulator of the demo build).
-TEST_PKGS   := swtpm openssl curl gcc libssl-dev
+TEST_PKGS   := swtpm swtpm-tools openssl curl gcc libssl-dev
 DEMO_PKGS   := gcc libssl-dev
 DEMO_DIR    ?= $(CURDIR)/demo
+# The slow-TPM profile of make bench-slowtpm (testdata/tpm-profiles/).
+TPM_PROFILE ?= testdata/tpm-profiles/slb9670.toml
 # Debian packages: version (scripts/deb-version: a tag vX.Y.Z, else
 # 0.0~git<commit time>.<commit>), architectures, where they go.
 DEB_VERSION ?= $(shell scripts/deb-version)
@@ -20,7 +23,7 @@ APPLIANCE_PKGS := lintian debootstrap qemu-system-x86 swtpm openssl curl openssh
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: help build test lint bench run deps-test deps-demo deb deb-check e2e-appliance deps-appliance clean
+.PHONY: help build test lint bench bench-slowtpm run deps-test deps-demo deb deb-check e2e-appliance deps-appliance clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +48,9 @@ lint: deps-demo ## gofmt, go vet and staticcheck (both build variants)
 
 bench: deps-test ## print the performance ratios, each measured within one run
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./tpm/ ./keys/ ./store/ ./broker/ | grep -E '^(Benchmark|ok|FAIL|---)'
+
+bench-slowtpm: deps-test ## the in-process appliance through a slow-TPM profile (TPM_PROFILE): rates, p50/p99, 503s, handshakes
+	BROKERD_TPM_PROFILE=$(abspath $(TPM_PROFILE)) $(GO) test -run '^$$' -bench SlowTPM -benchtime 1x -timeout 20m ./internal/adversarial/
 
 run: deps-demo ## run brokerd on the embedded TPM simulator (state in ./demo)
 	CGO_ENABLED=1 $(GO) build -tags simulator -o bin/brokerd-demo ./cmd/brokerd

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto"
+	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -112,8 +113,28 @@ func Check(ctx context.Context, path string, d *Daemon, log *slog.Logger) CheckR
 		}
 	}
 	rep.Keys = append(rep.Keys, checks...)
+	rep.Problems = append(rep.Problems, s.rocaKeys(checks)...)
+	if adv, err := s.TPM.Advisories(ctx); err == nil {
+		for _, a := range adv {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("known-bad TPM firmware: %s (%s): %s (%s); what to do: %s", a.Name, a.CVE, a.Problem, a.Evidence, a.Advice))
+		}
+	}
 	if p, err := policy.Load(cfg.Policy.File); err == nil {
 		rep.Warnings = append(rep.Warnings, RuleWarnings(cfg, p.Rules)...)
 	}
 	return rep
+}
+
+// rocaKeys names the RSA keys whose modulus has the ROCA fingerprint
+// (CVE-2017-15361): made by a TPM or smart card with Infineon's flawed
+// RSALib, they can be factored from their public key.
+func (s *State) rocaKeys(checks []KeyCheck) []string {
+	var out []string
+	for _, k := range checks {
+		pub, err := keys.ReadPublic(s.Store, k.ID)
+		if rsaPub, ok := pub.(*rsa.PublicKey); err == nil && ok && tpm.ROCAFingerprint(rsaPub.N) {
+			out = append(out, fmt.Sprintf("key %q: %v; replace the key and revoke its certificate", k.ID, tpm.ErrROCA))
+		}
+	}
+	return out
 }

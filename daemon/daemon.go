@@ -161,13 +161,14 @@ func (d *Daemon) release() {
 	})
 }
 
-func (d *Daemon) openState(context.Context) error {
+func (d *Daemon) openState(ctx context.Context) error {
 	s, err := openState(d.cfg, d.log, d.metrics.auditCommit)
 	if err != nil {
 		return err
 	}
 	d.state = s
 	d.onClose(s.Close)
+	s.warnFirmware(ctx, d.log)
 	return nil
 }
 

@@ -7,9 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/audit"
@@ -22,9 +25,8 @@ import (
 )
 
 // This file is `brokerd demo`'s: brokerd for real on the in-process TPM
-// simulator, with its own CA, keys, a client and a policy. Only builds
-// with the simulator tag have it; the command line's demo command prints
-// what to try.
+// simulator, with its own CA, keys, a client and a policy, and what to try
+// on it. Only builds with the simulator tag have it.
 
 // DemoKeys are the keys the demo makes inside the TPM on first run: their
 // ids and algorithms.
@@ -140,4 +142,42 @@ func ResumeSimulator(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	return fmt.Errorf("demo: the simulator cannot reach the reset counter %d of the audit log", last.ResetCount)
+}
+
+// WriteDemoGuide prints what to try on the demo serving on addr, with its
+// state in dir: curl commands that work when pasted.
+func WriteDemoGuide(w io.Writer, dir, addr string) {
+	_, port, _ := net.SplitHostPort(addr)
+	base := "https://localhost:" + port
+	self, err := os.Executable()
+	if err != nil {
+		self = "brokerd"
+	}
+	q := func(p string) string { return "'" + strings.ReplaceAll(p, "'", `'\''`) + "'" }
+	auth := fmt.Sprintf("-sS --cacert %s --cert %s --key %s", q(filepath.Join(dir, "client", "ca.crt")),
+		q(filepath.Join(dir, "client", DemoClient+".crt")), q(filepath.Join(dir, "client", DemoClient+".key")))
+	sign := func(key, extra string) string {
+		return fmt.Sprintf(`  curl %s -H 'Content-Type: application/json' -d '{"params":{"data":"a string to sign","key_id":"%s"%s}}' %s/sign`, auth, key, extra, base)
+	}
+	fmt.Fprintf(w, `
+brokerd is serving on %s with keys inside the TPM simulator (state in %s).
+Try these in another terminal:
+
+  curl %s %s/
+%s
+%s
+%s
+  curl %s %s/keys
+  curl -sS --cacert %s %s/health
+
+Every request lands in the audit log. The command line reaches the running daemon
+through its admin socket; try, in another terminal:
+
+  %s --config %s audit export
+  %s --config %s audit verify
+
+Stop with Ctrl-C.
+`, base, dir, auth, base, sign("qseal.key", ""), sign("qseal.key", `,"crypto_algorithm":"PS","hash_algorithm":"SHA512"`),
+		sign("qwac.key", ""), auth, base, q(filepath.Join(dir, "tls", "ca.crt")), base,
+		q(self), q(filepath.Join(dir, "brokerd.toml")), q(self), q(filepath.Join(dir, "brokerd.toml")))
 }

@@ -186,9 +186,14 @@ func initState(ctx context.Context, cfg *config.Config, tlsDir string, tlsIn *TL
 		return nil, err
 	}
 	defer s.Close()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s.warnFirmware(ctx, log)
 	if _, err := s.AuditKey(ctx); err != nil {
 		return nil, err
 	}
+	s.guardLockout(ctx, log)
 	if err := os.MkdirAll(tlsDir, 0o755); err != nil {
 		return nil, err
 	}

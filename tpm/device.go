@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,8 @@ type Device struct {
 	cfg  Config
 	log  *slog.Logger
 	tr   transport.TPMCloser
+	// rocaHook, set by tests only, stands in for ROCAFingerprint.
+	rocaHook func(n *big.Int) bool
 
 	// q's token is held by whoever runs a TPM command sequence: holding
 	// it makes one the device's owner. Waiters queue for it by class.

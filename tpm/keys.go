@@ -200,6 +200,13 @@ func (d *Device) CreateKey(ctx context.Context, alg Algorithm) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tpm: create %s key: %w", alg, err)
 	}
+	k, err := ParseKeyBlob(blob)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: create %s key: %w", alg, err)
+	}
+	if err := d.rocaCheck("create "+string(alg)+" key", k.public); err != nil {
+		return nil, fmt.Errorf("tpm: %w", err) // the blob is dropped: the key was never loaded
+	}
 	return d.tested(ctx, "create "+string(alg)+" key", blob)
 }
 
@@ -427,8 +434,10 @@ func (d *Device) EndorsementKey(ctx context.Context, p Parent) (crypto.PublicKey
 		if err != nil {
 			return err
 		}
-		pub, err = tpm2.Pub(*ek.pub)
-		return err
+		if pub, err = tpm2.Pub(*ek.pub); err != nil {
+			return err
+		}
+		return d.rocaCheck("the RSA endorsement key", pub)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tpm: endorsement key: %w", err)

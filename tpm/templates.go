@@ -249,6 +249,9 @@ func ekPublicArea(pub crypto.PublicKey) (Parent, tpm2.TPMTPublic, error) {
 		if k.N.BitLen() != 2048 || k.E != 65537 {
 			return "", tpm2.TPMTPublic{}, fmt.Errorf("not a default RSA endorsement key (want RSA-2048, e=65537)")
 		}
+		if ROCAFingerprint(k.N) { // a blob wrapped for it is readable by whoever factors it
+			return "", tpm2.TPMTPublic{}, fmt.Errorf("the endorsement key: %w", ErrROCA)
+		}
 		t := tpm2.RSAEKTemplate
 		t.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: k.N.FillBytes(make([]byte, 256))})
 		return ParentRSAEK, t, nil

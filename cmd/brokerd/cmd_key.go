@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/brokerd/brokerd/admin"
+	"github.com/brokerd/brokerd/daemon"
 	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/dn"
 	"github.com/brokerd/brokerd/keys"
@@ -160,20 +161,26 @@ func (e *env) password(keyFile, pwFile, fileFlag string) keys.PasswordFunc {
 }
 
 func cmdKeyWrap(_ context.Context, e *env, args []string) error {
-	fs := e.flags("key wrap", "--ek EK.pem --key FILE --out BLOB",
+	fs := e.flags("key wrap", "(--ek EK.pem | --ek-cert EK.crt --vendor-root FILE) --key FILE --out BLOB",
 		"Encrypt a private key for one appliance's TPM, on a machine without a TPM (your\n"+
 			"workstation or HSM host), so that the clear key never reaches the appliance.\n"+
-			"EK.pem is what `brokerd tpm ek` printed on the appliance; check it against the TPM\n"+
-			"vendor's EK certificate. Import the result with `brokerd key import --blob`.\n"+
+			"EK.pem is what `brokerd tpm ek` printed on the appliance; better, give the EK certificate\n"+
+			"(`brokerd tpm ek --cert-out`) and the TPM maker's root CA: the certificate is checked\n"+
+			"against it first. Import the result with `brokerd key import --blob`.\n"+
 			"RSA-2048/3072 and P-256/384 keys only: larger keys do not fit in a TPM.")
 	ekFile := fs.String("ek", "", "endorsement public key `file` (PEM)")
+	ekCert := fs.String("ek-cert", "", "the TPM's EK certificate `file` (PEM or DER), checked against --vendor-root")
+	vendor := fs.String("vendor-root", "", "the TPM maker's root CA `file` (PEM; its intermediate CAs may follow)")
 	keyFile := fs.String("key", "", "PEM private key `file`")
 	out := fs.String("out", "", "wrapped key `file` to write")
 	pwFile := fs.String("password-file", "", "`file` holding the key's password")
-	if err := e.parse(fs, args, "ek", "key", "out"); err != nil {
+	if err := e.parse(fs, args, "key", "out"); err != nil {
 		return err
 	}
-	ek, err := readAs(e, *ekFile, certs.ParsePublicKey)
+	if (*ekFile == "" && *ekCert == "") || (*ekCert == "") != (*vendor == "") {
+		return usagef("give --ek, or --ek-cert with --vendor-root")
+	}
+	ek, what, err := daemon.WrapTarget(e.fs().ReadFile, *ekFile, *ekCert, *vendor, time.Now())
 	if err != nil {
 		return err
 	}
@@ -192,7 +199,7 @@ func cmdKeyWrap(_ context.Context, e *env, args []string) error {
 	if err := os.WriteFile(*out, append(blob, '\n'), 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "wrote %s: importable only by the TPM with endorsement key %s\n", *out, *ekFile)
+	fmt.Fprintf(e.stdout, "wrote %s: importable only by the TPM with %s\n", *out, what)
 	return nil
 }
 

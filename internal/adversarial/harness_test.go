@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,6 +47,9 @@ type appliance struct {
 	// only if it is loopback, and fails the test otherwise.
 	names map[string]string
 	logs  *syncBuffer
+	// profile is the slow-TPM profile the daemon's TPM runs at
+	// (BROKERD_TPM_PROFILE), nil for swtpm's own speed.
+	profile *tpmproxy.Profile
 }
 
 type syncBuffer struct {
@@ -75,8 +79,22 @@ func start(t testing.TB, o options) *appliance {
 	t.Helper()
 	a := &appliance{t: t, dir: t.TempDir(), sw: swtpmtest.Start(t), ca: testpki.NewCA(t, "Client CA"),
 		bank: mockbank.Start(t, mockbank.Options{}), names: map[string]string{}, logs: &syncBuffer{}}
-	var err error
-	if a.proxy, err = tpmproxy.Start(a.dir, a.sw.Socket(), tpmproxy.Options{Delay: o.delay}); err != nil {
+	profile, err := tpmproxy.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slow atomic.Pointer[tpmproxy.Profile] // set once the keys are made
+	delay := func(cc uint32) time.Duration {
+		var d time.Duration
+		if o.delay != nil {
+			d = o.delay(cc)
+		}
+		if p := slow.Load(); p != nil {
+			d += p.Delay(cc)
+		}
+		return d
+	}
+	if a.proxy, err = tpmproxy.Start(a.dir, a.sw.Socket(), tpmproxy.Options{Delay: delay}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.proxy.Close() })
@@ -86,6 +104,11 @@ func start(t testing.TB, o options) *appliance {
 	}
 	a.addKeys()
 	a.addPolicy()
+	// With BROKERD_TPM_PROFILE set, the keys are made at swtpm's speed
+	// (an RSA key generation on a chip takes seconds to minutes) and the
+	// daemon runs at the profile's, from its start on.
+	a.profile = profile
+	slow.Store(profile)
 	a.run()
 	return a
 }

@@ -64,10 +64,10 @@ type LoadResult struct {
 	// counted at all.
 	Requests int64
 	// Successes counts the answers Success accepted, Unavailable the
-	// 503 answers, Failed the other answers; Statuses counts every
-	// answer by status.
-	Successes, Unavailable, Failed int64
-	Statuses                       map[int]int64
+	// 503 answers (RetryAfter those of them with a Retry-After header),
+	// Failed the other answers; Statuses counts every answer by status.
+	Successes, Unavailable, RetryAfter, Failed int64
+	Statuses                                   map[int]int64
 	// TransportErrors counts requests without an answer: dial or TLS
 	// failures, connections reset, timeouts.
 	TransportErrors int64
@@ -80,6 +80,8 @@ type LoadResult struct {
 	// P50 and P99 are percentiles (nearest rank) of the successes'
 	// latency, from sending the request to the end of the answer's body.
 	P50, P99 time.Duration
+	// Longest is the latency of the slowest answer, whatever its status.
+	Longest time.Duration
 }
 
 // maxAnswer is how much of an answer's body is read.
@@ -89,61 +91,20 @@ const maxAnswer = 1 << 20
 // its count or its time is used up or ctx ends. An error means the load
 // could not start; failures of requests are counted.
 func Load(ctx context.Context, clients []Client, opts LoadOptions) (LoadResult, error) {
-	if len(clients) == 0 {
-		return LoadResult{}, errors.New("loadgen: load: no clients")
-	}
-	if opts.Workers <= 0 {
-		return LoadResult{}, errors.New("loadgen: load: no workers")
-	}
-	if opts.Requests <= 0 && opts.Duration <= 0 {
-		return LoadResult{}, errors.New("loadgen: load: unbounded (set Requests or Duration)")
-	}
-	if opts.Method == "" {
-		opts.Method = http.MethodGet
-		if opts.Body != nil {
-			opts.Method = http.MethodPost
-		}
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 30 * time.Second
-	}
-	if opts.Success == nil {
-		opts.Success = func(status int, _ []byte) bool { return status == http.StatusOK }
-	}
-	if _, err := http.NewRequest(opts.Method, opts.URL, nil); err != nil {
-		return LoadResult{}, fmt.Errorf("loadgen: load: %w", err)
+	opts, err := opts.withDefaults(len(clients))
+	if err != nil {
+		return LoadResult{}, err
 	}
 	l := &load{opts: opts, tickets: newTickets(opts.Requests), statuses: map[int]int64{}}
-	transports := make([]*http.Transport, opts.Workers)
-	tlsOf := make([]*tls.Config, len(clients))
-	for i, c := range clients {
-		cfg := &tls.Config{}
-		if c.TLS != nil {
-			cfg = c.TLS.Clone()
-		}
-		if cfg.ClientSessionCache == nil {
-			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(opts.Workers)
-		}
-		tlsOf[i] = cfg
+	transports, err := l.transports(clients)
+	if err != nil {
+		return LoadResult{}, err
 	}
-	for i := range transports {
-		c := clients[i%len(clients)]
-		d, err := dialer(c.Source, opts.Timeout)
-		if err != nil {
-			return LoadResult{}, fmt.Errorf("loadgen: load: client %d: %w", i%len(clients), err)
+	defer func() {
+		for _, tr := range transports {
+			tr.CloseIdleConnections()
 		}
-		transports[i] = &http.Transport{
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				l.dials.Add(1)
-				return d.DialContext(ctx, network, addr)
-			},
-			TLSClientConfig:     tlsOf[i%len(clients)],
-			MaxIdleConnsPerHost: 1,
-			ForceAttemptHTTP2:   false,
-			DisableCompression:  true,
-		}
-		defer transports[i].CloseIdleConnections()
-	}
+	}()
 	if opts.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
@@ -165,8 +126,8 @@ func Load(ctx context.Context, clients []Client, opts LoadOptions) (LoadResult, 
 	}
 	wg.Wait()
 	r := LoadResult{Elapsed: time.Since(start), Requests: l.requests.Load(), Successes: l.successes.Load(),
-		Unavailable: l.unavailable.Load(), Failed: l.failed.Load(), Statuses: l.statuses,
-		TransportErrors: l.transport.Load(), Dials: l.dials.Load()}
+		Unavailable: l.unavailable.Load(), RetryAfter: l.retryAfter.Load(), Failed: l.failed.Load(), Statuses: l.statuses,
+		TransportErrors: l.transport.Load(), Dials: l.dials.Load(), Longest: time.Duration(l.longest.Load())}
 	if s := r.Elapsed.Seconds(); s > 0 {
 		r.SuccessesPerSec, r.UnavailablePerSec = float64(r.Successes)/s, float64(r.Unavailable)/s
 	}
@@ -176,13 +137,77 @@ func Load(ctx context.Context, clients []Client, opts LoadOptions) (LoadResult, 
 	return r, nil
 }
 
+// withDefaults checks the options and fills in their defaults.
+func (opts LoadOptions) withDefaults(clients int) (LoadOptions, error) {
+	switch {
+	case clients == 0:
+		return opts, errors.New("loadgen: load: no clients")
+	case opts.Workers <= 0:
+		return opts, errors.New("loadgen: load: no workers")
+	case opts.Requests <= 0 && opts.Duration <= 0:
+		return opts, errors.New("loadgen: load: unbounded (set Requests or Duration)")
+	}
+	if opts.Method == "" {
+		opts.Method = http.MethodGet
+		if opts.Body != nil {
+			opts.Method = http.MethodPost
+		}
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Success == nil {
+		opts.Success = func(status int, _ []byte) bool { return status == http.StatusOK }
+	}
+	if _, err := http.NewRequest(opts.Method, opts.URL, nil); err != nil {
+		return opts, fmt.Errorf("loadgen: load: %w", err)
+	}
+	return opts, nil
+}
+
+// transports makes one HTTP transport per worker: worker i is client
+// i % len(clients), and the workers of a client share its session cache.
+func (l *load) transports(clients []Client) ([]*http.Transport, error) {
+	tlsOf := make([]*tls.Config, len(clients))
+	for i, c := range clients {
+		cfg := &tls.Config{}
+		if c.TLS != nil {
+			cfg = c.TLS.Clone()
+		}
+		if cfg.ClientSessionCache == nil {
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(l.opts.Workers)
+		}
+		tlsOf[i] = cfg
+	}
+	transports := make([]*http.Transport, l.opts.Workers)
+	for i := range transports {
+		c := clients[i%len(clients)]
+		d, err := dialer(c.Source, l.opts.Timeout)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: load: client %d: %w", i%len(clients), err)
+		}
+		transports[i] = &http.Transport{
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				l.dials.Add(1)
+				return d.DialContext(ctx, network, addr)
+			},
+			TLSClientConfig:     tlsOf[i%len(clients)],
+			MaxIdleConnsPerHost: 1,
+			ForceAttemptHTTP2:   false,
+			DisableCompression:  true,
+		}
+	}
+	return transports, nil
+}
+
 type load struct {
 	opts    LoadOptions
 	tickets *tickets
 
-	requests, successes, unavailable, failed, transport, dials atomic.Int64
-	mu                                                         sync.Mutex
-	statuses                                                   map[int]int64
+	requests, successes, unavailable, retryAfter, failed, transport, dials atomic.Int64
+	longest                                                                atomic.Int64 // nanoseconds
+	mu                                                                     sync.Mutex
+	statuses                                                               map[int]int64
 }
 
 // request sends one request and files its outcome; it returns the
@@ -226,12 +251,17 @@ func (l *load) request(ctx context.Context, client *http.Client) (time.Duration,
 	l.mu.Lock()
 	l.statuses[resp.StatusCode]++
 	l.mu.Unlock()
+	for old := l.longest.Load(); int64(took) > old && !l.longest.CompareAndSwap(old, int64(took)); old = l.longest.Load() {
+	}
 	switch {
 	case l.opts.Success(resp.StatusCode, answer):
 		l.successes.Add(1)
 		return took, true
 	case resp.StatusCode == http.StatusServiceUnavailable:
 		l.unavailable.Add(1)
+		if resp.Header.Get("Retry-After") != "" {
+			l.retryAfter.Add(1)
+		}
 	default:
 		l.failed.Add(1)
 	}

@@ -34,8 +34,10 @@ func TestLoad(t *testing.T) {
 		mu.Lock()
 		seen[r.TLS.PeerCertificates[0].Subject.CommonName+" from "+host] = ""
 		mu.Unlock()
-		if n.Add(1)%3 == 0 {
-			w.Header().Set("Retry-After", "3600")
+		if i := n.Add(1); i%3 == 0 {
+			if i%6 == 0 { // every other refusal says when to come back
+				w.Header().Set("Retry-After", "3600")
+			}
 			http.Error(w, `{"code":"busy"}`, http.StatusServiceUnavailable)
 			return
 		}
@@ -49,7 +51,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Requests != 30 || r.Successes != 20 || r.Unavailable != 10 || r.Failed != 0 || r.TransportErrors != 0 ||
+	if r.Requests != 30 || r.Successes != 20 || r.Unavailable != 10 || r.RetryAfter != 5 || r.Failed != 0 || r.TransportErrors != 0 ||
 		fmt.Sprint(r.Statuses) != "map[200:20 503:10]" {
 		t.Fatalf("result %+v", r)
 	}
@@ -61,8 +63,30 @@ func TestLoad(t *testing.T) {
 	if fmt.Sprint(seen) != "map[alice from 127.0.0.1: bob from 127.0.0.2:]" {
 		t.Fatalf("clients seen: %v", seen)
 	}
-	if r.P50 <= 0 || r.P99 < r.P50 || r.SuccessesPerSec <= 0 || r.UnavailablePerSec <= 0 || r.Elapsed <= 0 {
+	if r.P50 <= 0 || r.P99 < r.P50 || r.Longest < r.P99 || r.SuccessesPerSec <= 0 || r.UnavailablePerSec <= 0 || r.Elapsed <= 0 {
 		t.Fatalf("rates and latencies: %+v", r)
+	}
+}
+
+// TestLoadLongestCountsRefusals: the slowest answer is reported whatever
+// its status, here a refusal that takes longer than any success.
+func TestLoadLongestCountsRefusals(t *testing.T) {
+	const slow = 50 * time.Millisecond
+	var n atomic.Int64
+	s := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 5 {
+			time.Sleep(slow) // the server under test being slow: what is measured
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	}), false)
+	r, err := loadgen.Load(context.Background(), []loadgen.Client{{}}, loadgen.LoadOptions{URL: s.URL, Workers: 1, Requests: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Unavailable != 1 || r.RetryAfter != 0 || r.Longest < slow || r.P99 >= slow {
+		t.Fatalf("one slow refusal: %+v", r)
 	}
 }
 

@@ -39,6 +39,14 @@ type TPM struct {
 // Start runs a fresh swtpm (new endorsement and owner seeds).
 func Start(t testing.TB) *TPM {
 	t.Helper()
+	s := newTPM(t)
+	s.start()
+	return s
+}
+
+// newTPM makes the directories of a swtpm that is not running yet.
+func newTPM(t testing.TB) *TPM {
+	t.Helper()
 	if _, err := exec.LookPath("swtpm"); err != nil {
 		t.Fatalf("swtpm is not installed: run `make test` (it installs swtpm) or `apt-get install swtpm`")
 	}
@@ -55,7 +63,6 @@ func Start(t testing.TB) *TPM {
 		s.stop(syscall.SIGKILL)
 		os.RemoveAll(dir)
 	})
-	s.start()
 	return s
 }
 
