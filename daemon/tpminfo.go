@@ -31,10 +31,10 @@ type TPMReport struct {
 	LockoutAuthKept bool `json:"lockout_auth_kept"`
 }
 
-// TPMInfo reads the TPM's description and, with rates, measures its
-// signing rates (a few seconds).
-func (s *State) TPMInfo(ctx context.Context, rates bool) (*TPMReport, error) {
-	info, err := s.TPM.Info(ctx, tpm.InfoOptions{Rates: rates})
+// TPMInfo reads the TPM's description and, when rateTime is positive,
+// measures its signing rates, signing for rateTime with each key type.
+func (s *State) TPMInfo(ctx context.Context, rateTime time.Duration) (*TPMReport, error) {
+	info, err := s.TPM.Info(ctx, tpm.InfoOptions{Rates: rateTime > 0, RateTime: rateTime})
 	if err != nil {
 		return nil, err
 	}

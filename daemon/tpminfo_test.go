@@ -48,7 +48,7 @@ func TestInitGuardsTheLockoutHierarchy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := s.TPMInfo(ctx, false)
+	rep, err := s.TPMInfo(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestInitGuardsTheLockoutHierarchy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if rep, err := s.TPMInfo(ctx, false); err != nil || rep.LockoutAuthKept || !rep.Lockout.AuthSet {
+	if rep, err := s.TPMInfo(ctx, 0); err != nil || rep.LockoutAuthKept || !rep.Lockout.AuthSet {
 		t.Fatalf("second state: %+v, %v: the lockout auth is set, and not this state's", rep, err)
 	}
 }

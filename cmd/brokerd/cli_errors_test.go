@@ -49,6 +49,7 @@ func TestCLIErrors(t *testing.T) {
 		{name: "version", args: []string{"--version"}, stdout: "brokerd dev (simulator: "},
 		{name: "unknown global flag", args: []string{"--nope", "key", "list"}, code: 2, stderr: "brokerd: unknown flag --nope (see brokerd --help)", not: "Usage"},
 		{name: "unknown command flag", args: []string{"key", "list", "--nope"}, code: 2, stderr: "brokerd key list: unknown flag --nope (see brokerd key list --help)", not: "Usage"},
+		{name: "rate time", args: []string{"tpm", "info", "--rate-time", "0s"}, code: 2, stderr: "--rate-time must be positive (use --no-rates to measure none)"},
 		{name: "operands", args: []string{"client", "revoke", "a", "b"}, code: 2, stderr: "want one argument after the flags, got 2", not: "(s)"},
 		{name: "no CSR", args: []string{"client", "sign", "--csr", files["text"], "--name", "a", "--out", c.path("a.crt")}, code: 1,
 			stderr: files["text"] + ": not a certificate signing request (PEM or DER)", not: "asn1"},

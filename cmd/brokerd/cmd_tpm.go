@@ -48,11 +48,12 @@ func cmdTPMEK(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdTPMInfo(ctx context.Context, e *env, args []string) error {
-	fs := e.flags("tpm info", "[--json] [--no-rates]",
+	fs := e.flags("tpm info", "[--json] [--no-rates] [--rate-time DURATION]",
 		"Describe the TPM: maker, firmware, algorithms, PCR banks, FIPS mode, lockout, handles, EK\n"+
 			"certificates, signing rates (seconds of signatures), known-bad firmware and what to do.")
 	asJSON := fs.Bool("json", false, "print JSON")
 	noRates := fs.Bool("no-rates", false, "do not measure the signing rates")
+	rateTime := fs.Duration("rate-time", tpm.DefaultRateTime, "how long to sign with each key type when measuring rates")
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
@@ -60,7 +61,13 @@ func cmdTPMInfo(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep, err := s.TPMInfo(ctx, !*noRates)
+	if *rateTime <= 0 {
+		return usagef("--rate-time must be positive (use --no-rates to measure none)")
+	}
+	if *noRates {
+		*rateTime = 0
+	}
+	rep, err := s.TPMInfo(ctx, *rateTime)
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ func TestTPMInfo(t *testing.T) {
 		} `json:"rates"`
 	}
 	c.start()
-	out := c.must("tpm", "info", "--json") // through the daemon's admin socket
+	out := c.must("tpm", "info", "--json", "--rate-time", "100ms") // through the daemon's admin socket
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("tpm info --json: %v\n%s", err, out)
 	}
