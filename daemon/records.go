@@ -25,8 +25,8 @@ func (d *Daemon) record(op, keyID, detail string, failed error) {
 
 // handshakeRefused counts a client certificate refused at the handshake;
 // flushRecords puts the counts on record every minute.
-func (d *Daemon) handshakeRefused(presented []*x509.Certificate, reason error) {
-	if rec := d.refused.add("", presented, reason); rec != nil {
+func (d *Daemon) handshakeRefused(remote string, presented []*x509.Certificate, reason error) {
+	if rec := d.refused.add(remote, presented, reason); rec != nil {
 		if _, err := d.state.Audit.Append(context.Background(), *rec); err != nil {
 			d.log.Error("audit", "op", rec.Op, "err", err)
 		}

@@ -79,7 +79,7 @@ type Config struct {
 	CheckClient func(chain []*x509.Certificate) error
 	// OnRefused, when set, hears of every client certificate refused at
 	// the handshake, with the chain the client presented.
-	OnRefused func(presented []*x509.Certificate, reason error)
+	OnRefused func(remote string, presented []*x509.Certificate, reason error)
 	Log       *slog.Logger
 
 	// Admission control, on each kind of listener (API, health) apart;
@@ -277,7 +277,7 @@ func (s *Server) tlsConfig() *tls.Config {
 				chain, err := s.verifyClient(cur.ClientCAs, cs.PeerCertificates)
 				if err != nil {
 					if s.cfg.OnRefused != nil {
-						s.cfg.OnRefused(cs.PeerCertificates, err)
+						s.cfg.OnRefused(remoteHost(hello.Conn.RemoteAddr()), cs.PeerCertificates, err)
 					}
 					s.log.Info("client certificate refused", "remote", hello.Conn.RemoteAddr().String(),
 						"subject", cs.PeerCertificates[0].Subject.String(), "reason", err.Error())
@@ -291,6 +291,16 @@ func (s *Server) tlsConfig() *tls.Config {
 			return cfg, nil
 		},
 	}
+}
+
+// remoteHost is the address of a peer without its port: refusals from
+// one host are counted together whatever port each connection used.
+func remoteHost(a net.Addr) string {
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }
 
 // charged returns cert with a key that charges each signature to the

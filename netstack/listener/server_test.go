@@ -151,10 +151,10 @@ func newVerifyingServer(t *testing.T) *verifyingServer {
 			}
 			return nil
 		},
-		OnRefused: func(presented []*x509.Certificate, reason error) {
+		OnRefused: func(remote string, presented []*x509.Certificate, reason error) {
 			v.mu.Lock()
 			defer v.mu.Unlock()
-			v.refused = append(v.refused, presented[0].Subject.CommonName+": "+reason.Error())
+			v.refused = append(v.refused, remote+" "+presented[0].Subject.CommonName+": "+reason.Error())
 		},
 	}
 	srv, err := listener.NewServer(cfg, func() (*listener.Material, error) { return listener.LoadMaterial(v.f.cert, v.f.ca, v.f.key) },
@@ -237,9 +237,9 @@ func TestClientVerification(t *testing.T) {
 	}{
 		{"no certificate", "anonymous", "", nil},
 		{"valid", "alice via CA localhost", "", v.leaf(ca, "alice", testpki.Leaf{})},
-		{"other CA", "", "mallory: client certificate: x509: certificate signed by unknown authority", v.leaf(rogue, "mallory", testpki.Leaf{})},
-		{"expired", "", "old: client certificate: x509: certificate has expired", v.leaf(ca, "old", testpki.Leaf{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})},
-		{"server usage only", "", "srv: client certificate: x509: certificate specifies an incompatible key usage", v.leaf(ca, "srv", testpki.Leaf{ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})},
+		{"other CA", "", "127.0.0.1 mallory: client certificate: x509: certificate signed by unknown authority", v.leaf(rogue, "mallory", testpki.Leaf{})},
+		{"expired", "", "127.0.0.1 old: client certificate: x509: certificate has expired", v.leaf(ca, "old", testpki.Leaf{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})},
+		{"server usage only", "", "127.0.0.1 srv: client certificate: x509: certificate specifies an incompatible key usage", v.leaf(ca, "srv", testpki.Leaf{ExtUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v.takeRefused()
@@ -290,7 +290,7 @@ func TestResumptionChecksTheClient(t *testing.T) {
 		if got, err := v.get(bob); err == nil {
 			t.Fatalf("TLS %x: a revoked client resumed: %q", version, got)
 		}
-		if refused := v.takeRefused(); len(refused) != 1 || refused[0] != "bob: client certificate revoked" {
+		if refused := v.takeRefused(); len(refused) != 1 || refused[0] != "127.0.0.1 bob: client certificate revoked" {
 			t.Fatalf("TLS %x: refusals %q", version, refused)
 		}
 		v.revoke("bob", false)
