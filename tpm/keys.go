@@ -382,7 +382,7 @@ func WrapKey(ekPub crypto.PublicKey, priv crypto.PrivateKey) (*WrappedKey, error
 	case err != nil:
 		return nil, fmt.Errorf("tpm: wrap key: %w", err)
 	case alg == RSA4096 || alg == P521:
-		return nil, fmt.Errorf("tpm: wrap key: %s keys do not fit in a TPM; import the key on the appliance instead, where it is sealed", alg)
+		return nil, fmt.Errorf("tpm: wrap key: %s keys do not fit in a TPM; import the key on the appliance instead, where it is sealed", KeyType(signer))
 	}
 	// The auth value starts empty: the appliance replaces it with a fresh
 	// random one right after import (TPM2_ObjectChangeAuth).

@@ -57,6 +57,8 @@ func TestCLIErrors(t *testing.T) {
 			stderr: "not a certificate signing request (PEM or DER): the PEM holds CERTIFICATE"},
 		{name: "Ed25519", args: []string{"key", "import", "--id", "ed", "--key", files["ed25519"]}, code: 1, stderr: "unsupported key type Ed25519: " + supported, not: "ed25519."},
 		{name: "secp256k1", args: []string{"key", "import", "--id", "k1", "--key", files["secp256k1"]}, code: 1, stderr: "unsupported key type EC secp256k1: " + supported, not: "x509"},
+		{name: "P-521 wrapped", args: []string{"key", "wrap", "--ek", files["cert"], "--key", files["p521"], "--out", c.path("w.blob")}, code: 1,
+			stderr: "EC P-521 keys do not fit in a TPM; import the key on the appliance instead, where it is sealed"},
 		{name: "RSA-1024", args: []string{"key", "wrap", "--ek", files["cert"], "--key", files["rsa1024"], "--out", c.path("w.blob")}, code: 1, stderr: "unsupported key type RSA-1024: " + supported},
 		{name: "no blob", args: []string{"key", "import", "--id", "b", "--blob", files["text"]}, code: 1, stderr: "not a wrapped key made by brokerd key wrap", not: "invalid character"},
 		{name: "DER key", args: []string{"key", "import", "--id", "der.key", "--key", files["der"]}, stdout: "imported key der.key (imported, p256)"},
@@ -166,10 +168,12 @@ func errorFixtures(t *testing.T, c *cli) map[string]string {
 		"csr.der":   c.file("lost.der", csr),
 		"secp256k1": c.path("k1.key"),
 		"rsa1024":   c.path("rsa1024.key"),
+		"p521":      c.path("p521.key"),
 		"encrypted": c.path("qwac.key"),
 	}
 	mustOpenSSL(t, nil, "ecparam", "-name", "secp256k1", "-genkey", "-noout", "-out", f["secp256k1"])
 	mustOpenSSL(t, nil, "genrsa", "-out", f["rsa1024"], "1024")
+	mustOpenSSL(t, nil, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521", "-out", f["p521"])
 	mustOpenSSL(t, nil, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-aes-256-cbc", "-pass", "pass:s3cret", "-out", f["encrypted"])
 	return f
 }

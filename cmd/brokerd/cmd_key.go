@@ -237,7 +237,7 @@ func cmdKeyCert(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdKeyList(_ context.Context, e *env, args []string) error {
-	fs := e.flags("key list", "[--json] [--all]", "List the keys: id, aliases, storage kind, algorithm, certificate subject and expiry, x5t#S256.")
+	fs := e.flags("key list", "[--json] [--all]", "List the keys: id, aliases, storage kind, algorithm, purpose, certificate subject and expiry, x5t#S256.")
 	asJSON := fs.Bool("json", false, "print JSON")
 	all := fs.Bool("all", false, "also list brokerd's own keys (brokerd:tls-server, brokerd:audit, ...)")
 	if err := e.parse(fs, args); err != nil {
