@@ -23,7 +23,7 @@ APPLIANCE_PKGS := lintian debootstrap qemu-system-x86 swtpm openssl curl openssh
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: help build test lint bench bench-slowtpm run deps-test deps-demo deb deb-check e2e-appliance deps-appliance clean
+.PHONY: help build test test-go lint bench bench-slowtpm run deps-test deps-demo deb deb-check e2e-appliance deps-appliance clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,7 +35,11 @@ build: ## build bin/brokerd (linux/amd64) and bin/brokerd-linux-arm64, CGO_ENABL
 # Four packages at a time on two cores: a package's tests spend much of
 # their time waiting on swtpm and brokerd processes, and go test counts a
 # waiting test run against -p as it does a link.
-test: deps-test ## run every test (installs swtpm and friends when missing and root)
+test: ## run every test: the Go tests, then the packaged appliance (installs what it needs when root)
+	$(MAKE) test-go
+	$(MAKE) e2e-appliance
+
+test-go: deps-test ## the Go tests only, against real swtpm processes (a few minutes)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -p 4 -timeout 15m ./...
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 5m -tags simulator -run 'Simulator|Demo' ./tpm/ ./cmd/brokerd/
 
