@@ -270,13 +270,13 @@ The service, and the API socket (port 443) systemd hands to it.
 The configuration file, unless \fB\-\-config\fR names one.
 .TP
 .B \fINAME\fB_PASSWORD
-The password of an encrypted key file \fIname\fR (upper-cased, with
-\fB\-\fR, \fB.\fR and \fB/\fR as \fB_\fR), as the reference broker reads it.
+The password of an encrypted key file whose base name is \fIname\fR
+(upper-cased, with \fB\-\fR and \fB.\fR as \fB_\fR), as the reference broker reads it.
 .SH SEE ALSO
 .BR systemctl (1),
 .BR journalctl (1),
 .BR systemd.socket (5),
-/usr/share/doc/brokerd/README.install.md
+/usr/share/doc/brokerd/README.md
 `
 
 // paragraphs renders text whose paragraphs are separated by blank lines.
