@@ -293,9 +293,12 @@ func (d *Device) run(fn func() error) error {
 		return ErrClosed
 	default:
 	}
+	start := time.Now()
 	err := d.exec(fn)
+	end := time.Now()
+	d.q.observe(end.Sub(start))
 	if err == nil {
-		d.lastOK.Store(time.Now().UnixNano())
+		d.lastOK.Store(end.UnixNano())
 	}
 	d.idle.Reset(idleAfter)
 	return err

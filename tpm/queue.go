@@ -131,10 +131,13 @@ type queue struct {
 	weight     [NumClasses]int // Config.Classes[c].Weight, at least 1
 	depth      [NumClasses]int64
 	waiting    [NumClasses]atomic.Int64 // written under mu, read anywhere
+	wait       time.Duration            // Config.QueueWait: the wait budget
+	opNanos    atomic.Int64             // average hold time of an operation (see observe)
 
 	// The ErrBusy errors, made once: refusing costs no allocation.
-	full   [NumClasses]error
-	waited error
+	full     [NumClasses]error
+	waited   error
+	outlasts error
 }
 
 // waiter is one operation waiting for the token. Waiters are pooled: the
@@ -156,7 +159,62 @@ func (q *queue) init(cfg Config) {
 		q.full[c] = fmt.Errorf("%w: %d %s operations already queued", ErrBusy, q.depth[c], c)
 	}
 	q.credit = q.weight
+	q.wait = cfg.QueueWait
 	q.waited = fmt.Errorf("%w: waited %v for the TPM", ErrBusy, cfg.QueueWait)
+	q.outlasts = fmt.Errorf("%w: the operations ahead would outlast the %v wait for the TPM", ErrBusy, cfg.QueueWait)
+}
+
+// The wait budget (Config.QueueWait) bounds an operation's whole time at
+// the TPM, its wait and its own run, not only the wait: on a slow chip a
+// signature takes a good part of a second, and an operation started just
+// before its wait ran out would answer that much later. So a waiter gives
+// up after the budget less two average operations (its own, and one of
+// slack for the variance of the others), and an operation that would
+// find more operations ahead of it than fit in that time is refused at
+// once, rather than after waiting for nothing.
+
+// expected is the average time an operation holds the TPM (0 before the
+// first has run).
+func (q *queue) expected() time.Duration { return time.Duration(q.opNanos.Load()) }
+
+// observe adds an operation's hold time to the average, with a weight of
+// 1/8; a sample counts at most a quarter of the wait budget (far above a
+// signature on any chip), so one slow key generation does not refuse work
+// for long.
+func (q *queue) observe(took time.Duration) {
+	took = min(took, q.wait/4)
+	for {
+		old := q.opNanos.Load()
+		avg := int64(took)
+		if old != 0 {
+			avg = old + (avg-old)/8
+		}
+		if q.opNanos.CompareAndSwap(old, max(avg, 1)) {
+			return
+		}
+	}
+}
+
+// patience is how long an operation may wait for its turn: the budget
+// less two average operations, but at least a quarter of the budget.
+func (q *queue) patience() time.Duration {
+	return max(q.wait-2*q.expected(), q.wait/4)
+}
+
+// wouldOutlast reports whether an operation of class c, arriving now, would
+// find more operations ahead of it (those waiting in c and in the classes
+// before it, and the one running) than fit in its patience. It takes no
+// lock.
+func (q *queue) wouldOutlast(c Class) bool {
+	exp := q.expected()
+	if exp == 0 || !c.valid() {
+		return false
+	}
+	ahead := int64(1) // the operation running
+	for k := range c + 1 {
+		ahead += q.waiting[k].Load()
+	}
+	return time.Duration(ahead)*exp > q.patience()
 }
 
 // push appends w to its class's queue. Under mu.
@@ -236,15 +294,19 @@ func (d *Device) acquire(ctx context.Context, c Class) error {
 		q.mu.Unlock()
 		return q.full[c]
 	}
+	if q.wouldOutlast(c) {
+		q.mu.Unlock()
+		return q.outlasts
+	}
 	w := waiters.Get().(*waiter)
 	w.class = c
 	q.push(w)
 	q.mu.Unlock()
 
 	if w.timer == nil {
-		w.timer = time.NewTimer(d.cfg.QueueWait)
+		w.timer = time.NewTimer(q.patience())
 	} else {
-		w.timer.Reset(d.cfg.QueueWait)
+		w.timer.Reset(q.patience())
 	}
 	var err error
 	select {
@@ -305,10 +367,11 @@ func (d *Device) Waiting() [NumClasses]int {
 	return n
 }
 
-// Saturated reports whether class c's queue is full, so that an operation
-// of that class would fail with ErrBusy unless the TPM frees first. It is
-// cheap (one atomic load, no lock): callers use it to refuse work early,
+// Saturated reports whether an operation of class c would fail with
+// ErrBusy at once, unless the TPM frees first: its class's queue is full,
+// or the operations ahead of it would outlast the wait budget. It is cheap
+// (a few atomic loads, no lock): callers use it to refuse work early,
 // before parsing a request. An invalid class is never saturated.
 func (d *Device) Saturated(c Class) bool {
-	return c.valid() && d.q.waiting[c].Load() >= d.q.depth[c]
+	return c.valid() && (d.q.waiting[c].Load() >= d.q.depth[c] || d.q.wouldOutlast(c))
 }

@@ -603,3 +603,73 @@ func TestQueueStress(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The wait budget bounds the wait and the operation together: patience
+// leaves room for two average operations, and the average follows the
+// operations' hold times, one slow key generation weighing little.
+func TestQueueBudgetArithmetic(t *testing.T) {
+	t.Parallel()
+	var q queue
+	q.init(Config{QueueWait: time.Second}.withDefaults())
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		observed []time.Duration
+		avg      time.Duration
+		patience time.Duration
+	}{
+		{"nothing ran yet", nil, 0, time.Second},
+		{"first sample taken as it is", []time.Duration{100 * ms}, 100 * ms, 800 * ms},
+		{"one eighth of each new sample", []time.Duration{100 * ms, 180 * ms}, 110 * ms, 780 * ms},
+		{"a key generation counts a quarter of the budget", []time.Duration{time.Minute}, 250 * ms, 500 * ms},
+		{"patience keeps a quarter of the budget", []time.Duration{250 * ms, 250 * ms}, 250 * ms, 500 * ms},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q.opNanos.Store(0)
+			for _, d := range tc.observed {
+				q.observe(d)
+			}
+			if got := q.expected(); got != tc.avg {
+				t.Errorf("average %v, want %v", got, tc.avg)
+			}
+			if got := q.patience(); got != tc.patience {
+				t.Errorf("patience %v, want %v", got, tc.patience)
+			}
+		})
+	}
+	q.opNanos.Store(int64(400 * ms))
+	if got := q.patience(); got != 250*ms {
+		t.Errorf("patience with 400 ms operations %v, want the floor of 250 ms", got)
+	}
+}
+
+// An operation that would find more operations ahead of it than fit in
+// its patience is refused at once, and Saturated says so beforehand; the
+// operations already waiting keep their turns.
+func TestQueueRefusesWhatWouldOutlastTheBudget(t *testing.T) {
+	t.Parallel()
+	d := openQ(t, Config{QueueDepth: 64, QueueWait: time.Minute})
+	ctx := context.Background()
+	var tp tape
+	release := hold(t, d)
+	d.q.opNanos.Store(int64(6 * time.Second)) // patience 48 s: eight operations ahead (the running one included)
+	var errs []<-chan error
+	for i := range 8 {
+		if d.Saturated(ClassAPI) {
+			t.Fatalf("saturated with %d waiting", i)
+		}
+		errs = append(errs, enqueue(t, d, ctx, ClassAPI, fmt.Sprint("api", i), &tp))
+	}
+	if !d.Saturated(ClassAPI) || !d.Saturated(ClassHousekeeping) {
+		t.Error("not saturated with nine operations' worth ahead")
+	}
+	err := d.do(ctx, func() error { return errors.New("ran") })
+	if !errors.Is(err, ErrBusy) || err.Error() != "TPM busy: the operations ahead would outlast the 1m0s wait for the TPM" {
+		t.Errorf("the tenth operation: %v, want ErrBusy at once", err)
+	}
+	release()
+	wantNil(t, "queued operation", errs...)
+	if got := tp.String(); got != "api0 api1 api2 api3 api4 api5 api6 api7" {
+		t.Errorf("ran %q", got)
+	}
+}
