@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -441,4 +442,37 @@ func TestPasswordEnv(t *testing.T) {
 			t.Errorf("PasswordEnv(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// TestP521IsSealed: swtpm holds P-521 keys (TPM2_TestParms says so) but no
+// TPM hash gives a 521-bit digest, so a P-521 key is sealed and signs in
+// memory: ES with SHA-512, 132 bytes, verifying with Go's ECDSA.
+func TestP521IsSealed(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	priv, err := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.dev.Supports(tpm.P521) {
+		t.Error("the TPM is said to sign with P-521 keys")
+	}
+	info, err := e.m.Import(ctx, "p521.key", priv, keys.ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Kind != keys.KindSealed || info.Algorithm != tpm.P521 {
+		t.Fatalf("stored as %s/%s, want sealed/p521", info.Kind, info.Algorithm)
+	}
+	data := []byte("payload")
+	sig, alg, err := e.m.Sign(ctx, "p521.key", data, "", crypto.SHA512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha512.Sum512(data)
+	r, s := new(big.Int).SetBytes(sig[:66]), new(big.Int).SetBytes(sig[66:])
+	if alg != keys.ES || len(sig) != 132 || !ecdsa.Verify(&priv.PublicKey, digest[:], r, s) {
+		t.Fatalf("ES signature (%s, %d bytes) does not verify", alg, len(sig))
+	}
+	scanForKey(t, e.dir, priv, data)
 }

@@ -153,6 +153,10 @@ func (d *Device) testParms(alg Algorithm) error {
 func (d *Device) supportVerdict(alg Algorithm, err error) error {
 	var f tpm2.TPMFmt1Error
 	switch {
+	case err == nil && alg == P521:
+		// TPMs that hold P-521 keys take no 66-byte digest: brokerd seals
+		// such keys instead of signing with them in the TPM.
+		return fmt.Errorf("%s keys are %w for signing: no TPM hash gives the curve's 521-bit digest", alg, ErrUnsupported)
 	case err == nil:
 		if h, ok := ecdsaHash(alg); ok && !d.HasHash(h) {
 			return fmt.Errorf("%s keys are %w: it lacks %s, the hash their signatures need", alg, ErrUnsupported, hashName(h))
