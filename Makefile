@@ -50,8 +50,11 @@ lint: deps-demo ## gofmt, go vet and staticcheck (both build variants)
 	$(GO) run $(STATICCHECK) ./...
 	CGO_ENABLED=1 $(GO) run $(STATICCHECK) -tags simulator ./...
 
+# The adversarial benchmarks (flood, overload, audit fill) run apart: their
+# package also holds BenchmarkSlowTPM, which is make bench-slowtpm's.
 bench: deps-test ## print the performance ratios, each measured within one run
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./tpm/ ./keys/ ./store/ ./broker/ | grep -E '^(Benchmark|ok|FAIL|---)'
+	$(GO) test -run '^$$' -bench 'SignUnderFlood|Overload|AuditFill' -benchtime 1x -timeout 10m ./internal/adversarial/ | grep -E '^(Benchmark|ok|FAIL|---|    bench_test)'
 
 bench-slowtpm: deps-test ## the in-process appliance through a slow-TPM profile (TPM_PROFILE): rates, p50/p99, 503s, handshakes
 	BROKERD_TPM_PROFILE=$(abspath $(TPM_PROFILE)) $(GO) test -run '^$$' -bench SlowTPM -benchtime 1x -timeout 20m ./internal/adversarial/

@@ -81,7 +81,7 @@ type admissionCollector struct{ d *Daemon }
 var (
 	connsOpenDesc = prometheus.NewDesc("brokerd_connections_open", "Connections open, by listener.", []string{"listener"}, nil)
 	connsRefDesc  = prometheus.NewDesc("brokerd_connections_refused_total",
-		"Connections reset at accept, by listener and cap (total, per source address).", []string{"listener", "reason"}, nil)
+		"Connections reset at accept, by listener and reason (cap in total, per source address, an address over its handshake rate).", []string{"listener", "reason"}, nil)
 	hsDesc        = prometheus.NewDesc("brokerd_server_handshakes_full_total", "Full TLS handshakes of the API listeners allowed to sign.", nil, nil)
 	hsRefusedDesc = prometheus.NewDesc("brokerd_server_handshakes_refused_total",
 		"Full TLS handshakes refused before the TPM signed, their source address over its rate.", nil, nil)
@@ -101,6 +101,7 @@ func (c admissionCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(connsOpenDesc, prometheus.GaugeValue, float64(cs.Open), name)
 		ch <- prometheus.MustNewConstMetric(connsRefDesc, prometheus.CounterValue, float64(cs.RefusedCap), name, "cap")
 		ch <- prometheus.MustNewConstMetric(connsRefDesc, prometheus.CounterValue, float64(cs.RefusedCapPerIP), name, "cap_per_ip")
+		ch <- prometheus.MustNewConstMetric(connsRefDesc, prometheus.CounterValue, float64(cs.RefusedRate), name, "handshake_rate")
 	}
 	ch <- prometheus.MustNewConstMetric(hsDesc, prometheus.CounterValue, float64(st.Handshakes.Charged))
 	ch <- prometheus.MustNewConstMetric(hsRefusedDesc, prometheus.CounterValue, float64(st.Handshakes.RefusedRate))

@@ -69,8 +69,10 @@ type LoadResult struct {
 	Successes, Unavailable, RetryAfter, Failed int64
 	Statuses                                   map[int]int64
 	// TransportErrors counts requests without an answer: dial or TLS
-	// failures, connections reset, timeouts.
-	TransportErrors int64
+	// failures, connections reset, timeouts; FirstTransportError is the
+	// first of them, for diagnosis.
+	TransportErrors     int64
+	FirstTransportError error
 	// Dials counts the connections the workers opened (Workers when
 	// every connection stayed alive).
 	Dials int64
@@ -127,7 +129,8 @@ func Load(ctx context.Context, clients []Client, opts LoadOptions) (LoadResult, 
 	wg.Wait()
 	r := LoadResult{Elapsed: time.Since(start), Requests: l.requests.Load(), Successes: l.successes.Load(),
 		Unavailable: l.unavailable.Load(), RetryAfter: l.retryAfter.Load(), Failed: l.failed.Load(), Statuses: l.statuses,
-		TransportErrors: l.transport.Load(), Dials: l.dials.Load(), Longest: time.Duration(l.longest.Load())}
+		TransportErrors: l.transport.Load(), FirstTransportError: l.firstTransport, Dials: l.dials.Load(),
+		Longest: time.Duration(l.longest.Load())}
 	if s := r.Elapsed.Seconds(); s > 0 {
 		r.SuccessesPerSec, r.UnavailablePerSec = float64(r.Successes)/s, float64(r.Unavailable)/s
 	}
@@ -208,6 +211,18 @@ type load struct {
 	longest                                                                atomic.Int64 // nanoseconds
 	mu                                                                     sync.Mutex
 	statuses                                                               map[int]int64
+	firstTransport                                                         error
+}
+
+// transportError counts a request without an answer.
+func (l *load) transportError(err error) {
+	l.requests.Add(1)
+	l.transport.Add(1)
+	l.mu.Lock()
+	if l.firstTransport == nil {
+		l.firstTransport = err
+	}
+	l.mu.Unlock()
 }
 
 // request sends one request and files its outcome; it returns the
@@ -221,8 +236,7 @@ func (l *load) request(ctx context.Context, client *http.Client) (time.Duration,
 	}
 	req, err := http.NewRequestWithContext(rctx, l.opts.Method, l.opts.URL, body)
 	if err != nil { // Load checked method and URL
-		l.requests.Add(1)
-		l.transport.Add(1)
+		l.transportError(err)
 		return 0, false
 	}
 	if l.opts.Header != nil {
@@ -243,8 +257,7 @@ func (l *load) request(ctx context.Context, client *http.Client) (time.Duration,
 		return 0, false
 	}
 	if err != nil {
-		l.requests.Add(1)
-		l.transport.Add(1)
+		l.transportError(err)
 		return 0, false
 	}
 	l.requests.Add(1)

@@ -114,6 +114,9 @@ func TestLoadTransportErrors(t *testing.T) {
 	if r.Requests != 20 || r.Successes != 15 || r.TransportErrors != 5 || r.Dials < 3 || r.Dials > 7 {
 		t.Fatalf("result %+v", r)
 	}
+	if r.FirstTransportError == nil || !loadgen.Refusal(r.FirstTransportError) {
+		t.Fatalf("first transport error %v: want the closed connection", r.FirstTransportError)
+	}
 }
 
 // TestLoadEndsWithContext: the load stops when its context ends, and the

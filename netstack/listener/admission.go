@@ -32,6 +32,10 @@ type ConnStats struct {
 	// RefusedCapPerIP counts connections reset at accept because
 	// MaxConnsPerIP were open from their source address.
 	RefusedCapPerIP uint64
+	// RefusedRate counts connections reset at accept because their source
+	// address kept having full handshakes refused (API listeners only; see
+	// handshake.go).
+	RefusedRate uint64
 }
 
 // AdmissionStats is the state of admission control, for metrics.
@@ -41,6 +45,8 @@ type AdmissionStats struct {
 	API, Health ConnStats
 	// Handshakes are the full handshakes of the API listeners.
 	Handshakes HandshakeStats
+	// Paced counts the connections held after an answer (pace.go).
+	Paced PaceStats
 }
 
 // admissionEvent is what a test hook hears of.
@@ -50,6 +56,7 @@ const (
 	evAccepted     admissionEvent = "accepted"
 	evRefusedCap   admissionEvent = "refused-cap"
 	evRefusedCapIP admissionEvent = "refused-cap-per-ip"
+	evRefusedAddr  admissionEvent = "refused-rate-at-accept"
 	evReleased     admissionEvent = "released"
 	evCharged      admissionEvent = "charged"
 	evRefusedRate  admissionEvent = "refused-rate"
@@ -98,12 +105,15 @@ type connLimiter struct {
 	max, perIP int // < 0: no cap
 	v6bits     int
 	hook       admissionHook
+	// closed, when set, tells the addresses whose connections are reset
+	// at accept whatever the counts.
+	closed func(netip.Prefix) bool
 
 	mu     sync.Mutex
 	open   int
 	byAddr map[netip.Prefix]int // only addresses with a connection open
 
-	accepted, refusedCap, refusedCapIP atomic.Uint64
+	accepted, refusedCap, refusedCapIP, refusedRate atomic.Uint64
 }
 
 func newConnLimiter(kind string, cfg Config) *connLimiter {
@@ -113,6 +123,10 @@ func newConnLimiter(kind string, cfg Config) *connLimiter {
 
 // acquire counts a new connection from key, or says why it is refused.
 func (l *connLimiter) acquire(key netip.Prefix) (admissionEvent, bool) {
+	if l.closed != nil && l.closed(key) {
+		l.refusedRate.Add(1)
+		return evRefusedAddr, false
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.max >= 0 && l.open >= l.max {
@@ -152,7 +166,7 @@ func (l *connLimiter) stats() ConnStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return ConnStats{Open: l.open, Addrs: len(l.byAddr), Accepted: l.accepted.Load(),
-		RefusedCap: l.refusedCap.Load(), RefusedCapPerIP: l.refusedCapIP.Load()}
+		RefusedCap: l.refusedCap.Load(), RefusedCapPerIP: l.refusedCapIP.Load(), RefusedRate: l.refusedRate.Load()}
 }
 
 // wrap returns a listener that admits connections through l.

@@ -53,9 +53,10 @@ func (k *keptAlive) get(t *testing.T) (string, bool) {
 // TestKeptAliveClientsServedDuringFlood: while one address floods the
 // API listener with full handshakes (to the end and dropped after the
 // ServerHello), /health over TLS and held connections, until its
-// handshake bucket and then its connection cap refuse it, certified clients
-// with a kept-alive connection, from that address and from another, are
-// served on that connection; the flood's connections leave no state.
+// handshake bucket refuses it and its refusals close it at accept,
+// certified clients with a kept-alive connection, from that address and
+// from another, are served on that connection; the flood's connections
+// leave no state.
 func TestKeptAliveClientsServedDuringFlood(t *testing.T) {
 	t.Parallel()
 	clock := &testClock{now: time.Unix(1e9, 0)} // the buckets never refill
@@ -89,10 +90,17 @@ func TestKeptAliveClientsServedDuringFlood(t *testing.T) {
 	// /health over TLS: the bucket of 127.0.0.1 runs dry.
 	start(loadgen.FloodOptions{Handshakes: 4, Health: 2})
 	start(loadgen.FloodOptions{Handshakes: 4, Health: 2, AbortAfterServerHello: true})
-	a.waitFor("the flood refused by rate", func(s listener.AdmissionStats) bool { return s.Handshakes.RefusedRate >= 10 })
-	// Held connections: 127.0.0.1 reaches its cap.
+	// After a burst of refused handshakes (the buckets never refill
+	// here), 127.0.0.1's new connections are reset at accept.
+	a.waitFor("the flood refused by rate", func(s listener.AdmissionStats) bool {
+		return s.Handshakes.RefusedRate >= 4 && s.API.RefusedRate >= 10
+	})
+	// Held connections: refused at accept too.
+	before := a.srv.AdmissionStats().API
 	start(loadgen.FloodOptions{Conns: 10, HoldConns: true})
-	a.waitFor("the flood refused by cap", func(s listener.AdmissionStats) bool { return s.API.RefusedCapPerIP >= 10 })
+	a.waitFor("the held connections refused", func(s listener.AdmissionStats) bool {
+		return s.API.RefusedRate+s.API.RefusedCapPerIP >= before.RefusedRate+before.RefusedCapPerIP+10
+	})
 	for range 20 {
 		for _, c := range []struct {
 			k    *keptAlive

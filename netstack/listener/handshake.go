@@ -75,25 +75,55 @@ type handshakeBuckets struct {
 	charged, refused, evicted atomic.Uint64
 }
 
+// bucket is one address's: tokens for full handshakes (or requests), and
+// strikes, a second bucket of the same rate and burst that each refusal
+// drains: an address with no strike left has its new connections reset at
+// accept (see closed).
 type bucket struct {
-	key    netip.Prefix
-	tokens float64
-	at     time.Time
+	key             netip.Prefix
+	tokens, strikes float64
+	at              time.Time
 }
 
 func newHandshakeBuckets(cfg Config) *handshakeBuckets {
-	b := &handshakeBuckets{rate: cfg.HandshakesPerIP, burst: float64(cfg.HandshakeBurstPerIP), max: cfg.MaxTrackedIPs,
-		now: cfg.Clock, m: map[netip.Prefix]*list.Element{}}
+	return newBuckets(cfg.HandshakesPerIP, cfg.HandshakeBurstPerIP, cfg.MaxTrackedIPs, cfg.Clock)
+}
+
+// newBuckets makes a table of token buckets, rate tokens a second (< 0:
+// no limit) up to burst, for at most max addresses.
+func newBuckets(rate float64, burst, max int, now func() time.Time) *handshakeBuckets {
+	b := &handshakeBuckets{rate: rate, burst: float64(burst), max: max, now: now, m: map[netip.Prefix]*list.Element{}}
 	b.lru.Init()
 	return b
 }
 
 // level is what the bucket holds at now.
 func (b *handshakeBuckets) level(k *bucket, now time.Time) float64 {
+	return b.fill(k.tokens, k, now)
+}
+
+// fill is v, a level of k at k.at, refilled up to now.
+func (b *handshakeBuckets) fill(v float64, k *bucket, now time.Time) float64 {
 	if d := now.Sub(k.at); d > 0 {
-		return min(b.burst, k.tokens+d.Seconds()*b.rate)
+		return min(b.burst, v+d.Seconds()*b.rate)
 	}
-	return k.tokens
+	return v
+}
+
+// closed reports whether key has used up its strikes: its full handshakes
+// were refused a burst's worth of times, faster than the rate. Its new
+// connections are then reset at accept, before the key exchange a refused
+// handshake costs, until a strike comes back (1/rate). An address whose
+// handshakes are resumed, or within its rate, is never closed.
+func (b *handshakeBuckets) closed(key netip.Prefix) bool {
+	if b.rate < 0 {
+		return false
+	}
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.m[key]
+	return e != nil && b.fill(e.Value.(*bucket).strikes, e.Value.(*bucket), now) < 1
 }
 
 // take charges one full handshake to key, or refuses it.
@@ -103,37 +133,13 @@ func (b *handshakeBuckets) take(key netip.Prefix) bool {
 		b.notify(evCharged, key)
 		return true
 	}
-	now := b.now()
 	b.mu.Lock()
-	// Sweep: an address whose bucket has refilled is no different from
-	// one never seen. Two per call: the table shrinks back to the
-	// addresses still being limited.
-	for range 2 {
-		e := b.lru.Back()
-		if e == nil {
-			break
-		}
-		if k := e.Value.(*bucket); k.key == key || b.level(k, now) < b.burst {
-			break
-		}
-		b.drop(e)
-	}
-	var k *bucket
-	if e := b.m[key]; e != nil {
-		k = e.Value.(*bucket)
-		k.tokens, k.at = b.level(k, now), now
-		b.lru.MoveToFront(e)
-	} else {
-		for len(b.m) >= b.max {
-			b.drop(b.lru.Back())
-			b.evicted.Add(1)
-		}
-		k = &bucket{key: key, tokens: b.burst, at: now}
-		b.m[key] = b.lru.PushFront(k)
-	}
+	k := b.bucketOf(key, b.now())
 	ok := k.tokens >= 1
 	if ok {
 		k.tokens--
+	} else {
+		k.strikes = max(k.strikes-1, 0)
 	}
 	b.mu.Unlock()
 	if !ok {
@@ -144,6 +150,61 @@ func (b *handshakeBuckets) take(key netip.Prefix) bool {
 	b.charged.Add(1)
 	b.notify(evCharged, key)
 	return true
+}
+
+// reserve takes a token from key's bucket and returns how long its holder
+// waits for it: 0 while the bucket holds one, else until its turn (the
+// bucket goes into debt) if that is within max, else max without a token.
+func (b *handshakeBuckets) reserve(key netip.Prefix, max time.Duration) time.Duration {
+	if b.rate < 0 {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := b.bucketOf(key, b.now())
+	if k.tokens >= 1 {
+		k.tokens--
+		return 0
+	}
+	wait := time.Duration((1 - k.tokens) / b.rate * float64(time.Second))
+	if wait > max {
+		b.refused.Add(1)
+		return max
+	}
+	k.tokens--
+	b.charged.Add(1)
+	return wait
+}
+
+// bucketOf returns key's bucket, filled up to now, made if need be. Under
+// mu.
+func (b *handshakeBuckets) bucketOf(key netip.Prefix, now time.Time) *bucket {
+	// Sweep: an address whose bucket has refilled is no different from
+	// one never seen. Two per call: the table shrinks back to the
+	// addresses still being limited.
+	for range 2 {
+		e := b.lru.Back()
+		if e == nil {
+			break
+		}
+		if k := e.Value.(*bucket); k.key == key || b.level(k, now) < b.burst || b.fill(k.strikes, k, now) < b.burst {
+			break
+		}
+		b.drop(e)
+	}
+	if e := b.m[key]; e != nil {
+		k := e.Value.(*bucket)
+		k.tokens, k.strikes, k.at = b.level(k, now), b.fill(k.strikes, k, now), now
+		b.lru.MoveToFront(e)
+		return k
+	}
+	for len(b.m) >= b.max {
+		b.drop(b.lru.Back())
+		b.evicted.Add(1)
+	}
+	k := &bucket{key: key, tokens: b.burst, strikes: b.burst, at: now}
+	b.m[key] = b.lru.PushFront(k)
+	return k
 }
 
 func (b *handshakeBuckets) drop(e *list.Element) {

@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -25,10 +26,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newBuckets(rate float64, burst, max int, clock *fakeClock) *handshakeBuckets {
-	return newHandshakeBuckets(Config{HandshakesPerIP: rate, HandshakeBurstPerIP: burst, MaxTrackedIPs: max, Clock: clock.Now})
-}
-
 func key(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
 }
@@ -38,7 +35,7 @@ func key(i int) netip.Prefix {
 func TestBucketRefill(t *testing.T) {
 	t.Parallel()
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
-	b := newBuckets(2, 3, 16, clock)
+	b := newBuckets(2, 3, 16, clock.Now)
 	take := func(k netip.Prefix, want ...bool) {
 		t.Helper()
 		for i, w := range want {
@@ -58,7 +55,7 @@ func TestBucketRefill(t *testing.T) {
 	if st := b.stats(); st.Charged != 8 || st.RefusedRate != 4 {
 		t.Fatalf("stats %+v", st)
 	}
-	unlimited := newBuckets(-1, 1, 16, clock)
+	unlimited := newBuckets(-1, 1, 16, clock.Now)
 	for range 100 {
 		if !unlimited.take(key(1)) {
 			t.Fatal("a negative rate limits")
@@ -75,7 +72,7 @@ func TestBucketRefill(t *testing.T) {
 func TestBucketTableBounded(t *testing.T) {
 	t.Parallel()
 	clock := &fakeClock{now: time.Unix(1e9, 0)}
-	b := newBuckets(1, 2, 8, clock)
+	b := newBuckets(1, 2, 8, clock.Now)
 	hot := key(0)
 	b.take(hot)
 	b.take(hot)
@@ -100,5 +97,68 @@ func TestBucketTableBounded(t *testing.T) {
 	}
 	if st := b.stats(); st.Tracked != 4 || st.Evicted != 10001-8 {
 		t.Fatalf("after the sweep: %+v", st)
+	}
+}
+
+// TestStrikesCloseAnAddress: an address is closed at accept once a
+// burst's worth of its full handshakes were refused, and open again when a
+// strike comes back at the rate; handshakes within the rate, and other
+// addresses, never close it.
+func TestStrikesCloseAnAddress(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	b := newBuckets(2, 3, 16, clock.Now)
+	hot, other := key(1), key(2)
+	for range 3 {
+		b.take(hot) // the burst, charged
+	}
+	if b.closed(hot) || b.closed(other) {
+		t.Fatal("closed before any refusal")
+	}
+	for i := range 3 {
+		if b.closed(hot) {
+			t.Fatalf("closed after %d refusals, want 3", i)
+		}
+		if b.take(hot) {
+			t.Fatal("a handshake beyond the bucket passed")
+		}
+	}
+	if !b.closed(hot) || b.closed(other) {
+		t.Fatalf("after 3 refusals: hot closed %v, other closed %v; want true, false", b.closed(hot), b.closed(other))
+	}
+	clock.Advance(499 * time.Millisecond)
+	if !b.closed(hot) {
+		t.Fatal("open again before a strike came back")
+	}
+	clock.Advance(time.Millisecond)
+	if b.closed(hot) {
+		t.Fatal("still closed with a strike back")
+	}
+	if unlimited := newBuckets(-1, 1, 16, clock.Now); unlimited.take(hot) && unlimited.closed(hot) {
+		t.Fatal("a negative rate closes")
+	}
+}
+
+// TestReserve: requests within the burst wait for nothing; beyond it each
+// waits its turn at the rate, in debt, up to max; beyond max they wait max
+// and take nothing.
+func TestReserve(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	b := newBuckets(10, 2, 16, clock.Now)
+	var got []time.Duration
+	for range 14 {
+		got = append(got, b.reserve(key(1), time.Second).Round(time.Millisecond))
+	}
+	want := "[0s 0s 100ms 200ms 300ms 400ms 500ms 600ms 700ms 800ms 900ms 1s 1s 1s]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("waits %v, want %s", got, want)
+	}
+	if w := b.reserve(key(2), time.Second); w != 0 {
+		t.Fatalf("another address waits %v", w)
+	}
+	clock.Advance(2 * time.Second) // the debt paid back, the bucket full again
+	if w := b.reserve(key(1), time.Second); w != 0 {
+		t.Fatalf("after the debt is paid: wait %v", w)
 	}
 }

@@ -106,6 +106,14 @@ type Config struct {
 	// beyond it the least recently seen is forgotten. For it and
 	// HandshakeBurstPerIP, a negative value means the default too.
 	MaxTrackedIPs int
+	// RequestsPerIP is the rate (per second) at which one source address
+	// has requests without a client certificate answered without a pause
+	// (/health, refusals), with bursts of RequestBurstPerIP; MaxPause
+	// bounds a pause, and the pause after an answer with Retry-After (a
+	// 429 or 503) to a certified client. See pace.go. Negative: no limit, no pacing.
+	RequestsPerIP     float64
+	RequestBurstPerIP int
+	MaxPause          time.Duration
 	// Clock is the time of the handshake buckets (tests fake it);
 	// time.Now when nil.
 	Clock func() time.Time
@@ -131,6 +139,10 @@ func DefaultConfig() Config {
 		HandshakesPerIP:     10,
 		HandshakeBurstPerIP: 32,
 		MaxTrackedIPs:       4096,
+		// A monitor polls /health a few times a second at most.
+		RequestsPerIP:     200,
+		RequestBurstPerIP: 200,
+		MaxPause:          time.Second,
 	}
 }
 
@@ -175,6 +187,15 @@ func (c Config) withDefaults() Config {
 	if c.MaxTrackedIPs <= 0 {
 		c.MaxTrackedIPs = d.MaxTrackedIPs
 	}
+	if c.RequestsPerIP == 0 {
+		c.RequestsPerIP = d.RequestsPerIP
+	}
+	if c.RequestBurstPerIP <= 0 {
+		c.RequestBurstPerIP = d.RequestBurstPerIP
+	}
+	if c.MaxPause == 0 {
+		c.MaxPause = d.MaxPause
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -197,6 +218,8 @@ type Server struct {
 	apiConns, healthConns *connLimiter
 	// handshakes charges full handshakes to their source address.
 	handshakes *handshakeBuckets
+	// pace holds connections after answers that do no work.
+	pace *pacer
 
 	wg      sync.WaitGroup
 	errOnce sync.Once
@@ -211,13 +234,14 @@ func NewServer(cfg Config, load func() (*Material, error), api, health http.Hand
 		return nil, fmt.Errorf("listener: IPv6 prefix length %d: want 1 to 128", cfg.IPv6PrefixLen)
 	}
 	s := &Server{cfg: cfg, load: load, log: cfg.Log, errc: make(chan error, 1), conns: connTable{m: map[net.Conn]*connAuth{}},
-		apiConns: newConnLimiter(listenerAPI, cfg), healthConns: newConnLimiter(listenerHealth, cfg), handshakes: newHandshakeBuckets(cfg)}
+		apiConns: newConnLimiter(listenerAPI, cfg), healthConns: newConnLimiter(listenerHealth, cfg), handshakes: newHandshakeBuckets(cfg), pace: newPacer(cfg)}
+	s.apiConns.closed = s.handshakes.closed
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
 	errLog := slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug)
 	s.api = &http.Server{
-		Handler:           api,
+		Handler:           s.pace.wrap(api),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -228,7 +252,7 @@ func NewServer(cfg Config, load func() (*Material, error), api, health http.Hand
 		ConnState:         s.connState,
 	}
 	if health != nil {
-		s.health = &http.Server{Handler: health, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
+		s.health = &http.Server{Handler: s.pace.wrap(health), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
 			WriteTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, ErrorLog: errLog}
 	}
 	return s, nil
@@ -460,7 +484,7 @@ func (s *Server) serve(srv *http.Server, l net.Listener, name string) {
 
 // AdmissionStats reports what admission control did so far.
 func (s *Server) AdmissionStats() AdmissionStats {
-	return AdmissionStats{API: s.apiConns.stats(), Health: s.healthConns.stats(), Handshakes: s.handshakes.stats()}
+	return AdmissionStats{API: s.apiConns.stats(), Health: s.healthConns.stats(), Handshakes: s.handshakes.stats(), Paced: s.pace.stats()}
 }
 
 // Err delivers the first error of a listener that stopped by itself.
