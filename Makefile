@@ -53,7 +53,7 @@ lint: deps-demo ## gofmt, go vet and staticcheck (both build variants)
 # The adversarial benchmarks (flood, overload, audit fill) run apart: their
 # package also holds BenchmarkSlowTPM, which is make bench-slowtpm's.
 bench: deps-test ## print the performance ratios, each measured within one run
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./tpm/ ./keys/ ./store/ ./broker/ | grep -E '^(Benchmark|ok|FAIL|---)'
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./tpm/ ./keys/ ./store/ ./audit/ ./broker/ | grep -E '^(Benchmark|ok|FAIL|---)'
 	$(GO) test -run '^$$' -bench 'SignUnderFlood|Overload|AuditFill' -benchtime 1x -timeout 10m ./internal/adversarial/ | grep -E '^(Benchmark|ok|FAIL|---|    bench_test)'
 
 bench-slowtpm: deps-test ## the in-process appliance through a slow-TPM profile (TPM_PROFILE): rates, p50/p99, 503s, handshakes
