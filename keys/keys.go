@@ -13,9 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +26,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/dn"
 	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/store"
@@ -633,10 +632,7 @@ func info(id string, aliases []string, rec *record) (Info, error) {
 
 // X5tS256 is a certificate's SHA-256 thumbprint as JOSE and RFC 8705 write
 // it: base64url without padding.
-func X5tS256(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
+func X5tS256(c *x509.Certificate) string { return certs.X5tS256(c) }
 
 func parseChain(ders [][]byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
