@@ -168,12 +168,15 @@ type route map[string]http.HandlerFunc // method → handler
 // verified client certificate.
 func (a *API) Handler() http.Handler {
 	routes := map[string]route{
-		"/":             {http.MethodGet: a.root},
-		"/health":       {http.MethodGet: a.health},
-		"/sign":         {http.MethodPost: a.sign},
-		"/makeRequest":  {http.MethodPost: a.makeRequest},
-		"/keys":         {http.MethodGet: a.listKeys},
-		"/openapi.json": {http.MethodGet: a.openapi},
+		"/":                {http.MethodGet: a.root},
+		"/health":          {http.MethodGet: a.health},
+		"/sign":            {http.MethodPost: a.sign},
+		"/makeRequest":     {http.MethodPost: a.makeRequest},
+		"/jws":             {http.MethodPost: a.signJWS},
+		"/jws/verify":      {http.MethodPost: a.verifyJWS},
+		"/clientAssertion": {http.MethodPost: a.clientAssertion},
+		"/keys":            {http.MethodGet: a.listKeys},
+		"/openapi.json":    {http.MethodGet: a.openapi},
 	}
 	return a.logged(a.requireClient(router(routes, a.cfg.ServerName)))
 }

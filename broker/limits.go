@@ -68,4 +68,5 @@ func opOf(path string) string {
 }
 
 // knownPaths are the API's paths, for labels.
-var knownPaths = map[string]bool{"/": true, "/health": true, "/keys": true, "/openapi.json": true}
+var knownPaths = map[string]bool{"/": true, "/health": true, "/keys": true, "/openapi.json": true,
+	"/jws": true, "/jws/verify": true, "/clientAssertion": true, "/httpsig": true}

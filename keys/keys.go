@@ -112,6 +112,8 @@ type record struct {
 	// PurposeSet: the operator set Purpose; otherwise it follows the
 	// certificate.
 	PurposeSet bool `json:"purpose_set,omitempty"`
+	// JOSE are the key's defaults for the JWS helpers.
+	JOSE JOSEDefaults `json:"jose,omitzero"`
 }
 
 // Info describes a key without its secrets.
@@ -135,6 +137,8 @@ type Info struct {
 	// operator set it rather than the certificate.
 	Purpose    Purpose `json:"purpose"`
 	PurposeSet bool    `json:"purpose_set,omitempty"`
+	// JOSE are the key's defaults for the JWS helpers.
+	JOSE JOSEDefaults `json:"jose,omitzero"`
 	// Warnings say what can make the key unusable: for a key sealed to
 	// PCRs, what changes each of them (tpm.PCRWarnings). Commands that
 	// store a key show them.
@@ -608,7 +612,7 @@ func (m *Manager) List() ([]Info, error) {
 
 func info(id string, aliases []string, rec *record) (Info, error) {
 	i := Info{ID: id, Aliases: slices.Clone(aliases), Kind: rec.Kind, Algorithm: rec.Algorithm, Created: rec.Created,
-		ChainLen: len(rec.Chain), Origins: slices.Clone(rec.Origins), Purpose: rec.Purpose, PurposeSet: rec.PurposeSet}
+		ChainLen: len(rec.Chain), Origins: slices.Clone(rec.Origins), Purpose: rec.Purpose, PurposeSet: rec.PurposeSet, JOSE: rec.JOSE}
 	if i.Aliases == nil {
 		i.Aliases = []string{}
 	}
