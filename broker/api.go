@@ -175,6 +175,7 @@ func (a *API) Handler() http.Handler {
 		"/jws":             {http.MethodPost: a.signJWS},
 		"/jws/verify":      {http.MethodPost: a.verifyJWS},
 		"/clientAssertion": {http.MethodPost: a.clientAssertion},
+		"/httpsig":         {http.MethodPost: a.signHTTP},
 		"/keys":            {http.MethodGet: a.listKeys},
 		"/openapi.json":    {http.MethodGet: a.openapi},
 	}

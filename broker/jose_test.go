@@ -51,7 +51,8 @@ func helperStack(t *testing.T) (*stack, *http.Client) {
 			NotBefore: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		cert := b.QTSP.Issue(t, priv.Public(), leaf)
-		if _, err := s.keys.Import(ctx, id, priv, keys.ImportOptions{Chain: []*x509.Certificate{cert, b.QTSP.Cert}}); err != nil {
+		alias := strings.TrimSuffix(id, ".key") + ".crt"
+		if _, err := s.keys.Import(ctx, id, priv, keys.ImportOptions{Chain: []*x509.Certificate{cert, b.QTSP.Cert}, Aliases: []string{alias}}); err != nil {
 			t.Fatal(err)
 		}
 	}

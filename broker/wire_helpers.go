@@ -196,3 +196,100 @@ func (v *validator) integer(in *value, loc []locPart) (int64, bool) {
 	v.add("int_type", "Input should be a valid integer", in, "", loc)
 	return 0, false
 }
+
+// httpSigParams is a validated POST /httpsig request.
+type httpSigParams struct {
+	KeyID, Method, Path string
+	Headers             [][2]string
+	Body                string
+	SignedHeaders       []string // nil: the default list
+	RequestTarget       bool
+	Hash                crypto.Hash
+}
+
+// parseHTTPSig validates {"params": {"key_id": str, "method": str, "path":
+// str, "headers": [[k, v]...] = [], "body": str = "", "signed_headers":
+// [str...]|null, "request_target": bool = false, "hash_algorithm":
+// "SHA256"|"SHA512"|null}}. Headers are checked as makeRequest's are.
+func parseHTTPSig(body []byte, contentType string) (httpSigParams, validationErrors, error) {
+	out := httpSigParams{Hash: crypto.SHA256}
+	rq, verrs, err := decodeParams(body, contentType)
+	if rq == nil {
+		return out, verrs, err
+	}
+	v, params, pv, ploc := &rq.v, rq.params, rq.raw, rq.loc
+	out.KeyID = v.requiredStr(params, pv, "key_id", ploc)
+	out.Method = v.requiredStr(params, pv, "method", ploc)
+	out.Path = v.requiredStr(params, pv, "path", ploc)
+	if f, ok := params.get("headers"); ok {
+		out.Headers = v.headers(f, at(ploc, "headers"))
+	}
+	if f, ok := params.get("body"); ok {
+		out.Body, _ = v.str(f, at(ploc, "body"))
+	}
+	out.SignedHeaders, out.RequestTarget = v.signedHeaders(params, ploc)
+	_, out.Hash = v.algorithms(params, ploc)
+	return out, v.errs, nil
+}
+
+// bankSignParams is makeRequest's sign option.
+type bankSignParams struct {
+	KeyID         string
+	SignedHeaders []string
+	RequestTarget bool
+	Hash          crypto.Hash
+}
+
+// bankSign validates {"key_id": str, "scheme": "berlin-group",
+// "signed_headers": [str...]|null, "request_target": bool = false,
+// "hash_algorithm": "SHA256"|"SHA512"|null}.
+func (v *validator) bankSign(in *value, loc []locPart) *bankSignParams {
+	o := v.model(in, loc)
+	if o == nil {
+		return nil
+	}
+	out := &bankSignParams{Hash: crypto.SHA256}
+	out.KeyID = v.requiredStr(o, in, "key_id", loc)
+	if f, ok := v.required(o, in, "scheme", loc); ok {
+		v.enum(f, []string{"berlin-group"}, at(loc, "scheme"))
+	}
+	out.SignedHeaders, out.RequestTarget = v.signedHeaders(o, loc)
+	_, out.Hash = v.algorithms(o, loc)
+	return out
+}
+
+// headers validates list[tuple[str, str]] of HTTP headers.
+func (v *validator) headers(in *value, loc []locPart) [][2]string {
+	hs, ok := v.pairs(in, loc)
+	if !ok {
+		return nil
+	}
+	for i, h := range hs {
+		v.header(h, in.arr[i], at(loc, i))
+	}
+	return hs
+}
+
+// signedHeaders validates signed_headers (list[str]|null) and
+// request_target (bool = false).
+func (v *validator) signedHeaders(o *object, loc []locPart) ([]string, bool) {
+	var names []string
+	if f, ok := o.get("signed_headers"); ok && f.kind != kNull {
+		sloc := at(loc, "signed_headers")
+		if f.kind != kArray {
+			v.add("list_type", "Input should be a valid list", f, "", sloc)
+		} else {
+			names = []string{}
+			for i, item := range f.arr {
+				if s, ok := v.str(item, at(sloc, i)); ok {
+					names = append(names, s)
+				}
+			}
+		}
+	}
+	var target bool
+	if f, ok := o.get("request_target"); ok {
+		target, _ = v.boolean(f, at(loc, "request_target"))
+	}
+	return names, target
+}

@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"crypto"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -32,8 +34,8 @@ func checkDecoded(t *testing.T, verrs validationErrors, err error) bool {
 	return true
 }
 
-// FuzzParseHelpers: the decoders of /jws, /jws/verify, /clientAssertion
-// never panic, every 422 is valid JSON, and what they accept
+// FuzzParseHelpers: the decoders of /jws, /jws/verify, /clientAssertion,
+// /httpsig and makeRequest's sign option never panic, every 422 is valid JSON, and what they accept
 // holds: a known profile, header claims that are plain JSON, a JWKS
 // that is a JSON object.
 func FuzzParseHelpers(f *testing.F) {
@@ -42,6 +44,8 @@ func FuzzParseHelpers(f *testing.F) {
 		`{"params":{"jws":"a..b","payload":null,"certificate":"-----BEGIN","jwks":{"keys":[]}}}`,
 		`{"params":{"key_id":"k","client_id":"c","audience":"a","lifetime_s":1.5}}`,
 
+		`{"params":{"key_id":"k","method":"POST","path":"/p?q","headers":[["Date","x"],["a b","c\r"]],"body":"","signed_headers":["digest",1],"request_target":1}}`,
+		`{"params":{"request":{"method":"GET","origin":"o","path":"/","sign":{"key_id":"k","scheme":"berlin-group","signed_headers":null}}}}`,
 		`{"params":{"header":Infinity,"lifetime_s":"99999999999999999999"}}`, `[`, ``,
 	} {
 		f.Add([]byte(s))
@@ -64,6 +68,17 @@ func FuzzParseHelpers(f *testing.F) {
 			}
 		}
 		parseAssertionChecked(t, body)
+		if p, verrs, err := parseHTTPSig(body, "application/json"); checkDecoded(t, verrs, err) {
+			for _, h := range p.Headers {
+				if !isToken(h[0]) || strings.ContainsAny(h[1], "\r\n\x00") {
+					t.Fatalf("accepted header %q", h)
+				}
+			}
+		}
+		if p, verrs, err := parseMakeRequest(body, "application/json"); checkDecoded(t, verrs, err) && p.Sign != nil &&
+			p.Sign.Hash != crypto.SHA256 && p.Sign.Hash != crypto.SHA512 {
+			t.Fatalf("accepted a sign option with hash %v", p.Sign.Hash)
+		}
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/jws"
 )
 
@@ -66,15 +67,7 @@ func selfSigned(t *testing.T, priv crypto.Signer) *x509.Certificate {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(42), RawSubject: subject, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testpki.Create(t, tmpl, tmpl, priv.Public(), priv)
 }
 
 var now = time.Unix(1501497671, 0)
