@@ -61,6 +61,10 @@ type Config struct {
 	// Health reports whether brokerd can serve: the TPM answers and the
 	// state is writable. nil means always healthy.
 	Health func(ctx context.Context) error
+	// Warnings, when set, lists what an operator should act on before it
+	// stops brokerd (a key's certificate about to expire): GET
+	// /health?details shows them to clients with a certificate.
+	Warnings func() []string
 	// Audit records every operation before its answer leaves. Only
 	// benchmarks leave it nil, to measure what the audit log costs.
 	Audit Auditor
@@ -470,6 +474,9 @@ func (a *API) root(w http.ResponseWriter, _ *http.Request) {
 	writeRaw(w, http.StatusOK, []byte(`{"result":"eIDAS broker"}`))
 }
 
+// health is GET /health: {"result":"ok"}, byte for byte as the reference
+// answers; with ?details and a client certificate, also the warnings an
+// operator should act on.
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Health != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -481,7 +488,21 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeRaw(w, http.StatusOK, []byte(`{"result":"ok"}`))
+	if !r.URL.Query().Has("details") || listener.VerifiedChain(r) == nil {
+		writeRaw(w, http.StatusOK, []byte(`{"result":"ok"}`))
+		return
+	}
+	warnings := []string{}
+	if a.cfg.Warnings != nil {
+		warnings = append(warnings, a.cfg.Warnings()...)
+	}
+	type details struct {
+		Warnings []string `json:"warnings"`
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Result  string  `json:"result"`
+		Details details `json:"details"`
+	}{"ok", details{warnings}})
 }
 
 // HealthError is a health check failure whose Reason may be shown to

@@ -4,16 +4,21 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +44,8 @@ func helperStack(t *testing.T) (*stack, *http.Client) {
 	s, _ := bankStack(t, stackOptions{bank: b, rules: []policy.Rule{{Name: "tpp", CN: "tpp", Keys: []string{"*"},
 		Ops: []string{"jws", "httpsig", "clientAssertion", "makeRequest"}, Origins: []string{b.URL}, AllowPrivate: true}}})
 	ctx := context.Background()
-	subject := pkix.Name{Country: []string{"GB"}, Organization: []string{"Surgicon Limited"}, CommonName: "0015800001041RHAAY"}
+	subject := pkix.Name{Country: []string{"GB"}, Organization: []string{"Surgicon Limited"}, CommonName: "0015800001041RHAAY",
+		ExtraNames: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 97}, Value: "PSDGB-OB-Unknown0015800001041RHAAY"}}}
 	qseal := testpki.QSealStatements(t, testpki.PSD2Roles(t, "PSP_PI", "PSP_AI"), "Financial Conduct Authority", "GB-FCA")
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -112,7 +118,7 @@ func TestJWSProfiles(t *testing.T) {
 			`{"alg":"PS256",` + obCrit + `,"http://openbanking.org.uk/iat":%d,"http://openbanking.org.uk/iss":"0015800001041RHAAY/HQuZPIt3ipkh33Uxytox1E","http://openbanking.org.uk/tan":"openbanking.org.uk","kid":"90210ABAD"}`,
 			func(t *testing.T, out string) { opensslPSS(t, seal, out, payload, true) }},
 		{"ob-3.1.3, iss from the certificate", `"key_id":"seal.key","profile":"ob-3.1.3","crypto_algorithm":"PS","hash_algorithm":"SHA256"`,
-			`{"alg":"PS256","b64":false,"crit":["b64","http://openbanking.org.uk/iat","http://openbanking.org.uk/iss","http://openbanking.org.uk/tan"],"http://openbanking.org.uk/iat":%d,"http://openbanking.org.uk/iss":"C = GB, O = Surgicon Limited, CN = 0015800001041RHAAY","http://openbanking.org.uk/tan":"openbanking.org.uk","kid":"90210ABAD"}`,
+			`{"alg":"PS256","b64":false,"crit":["b64","http://openbanking.org.uk/iat","http://openbanking.org.uk/iss","http://openbanking.org.uk/tan"],"http://openbanking.org.uk/iat":%d,"http://openbanking.org.uk/iss":"C = GB, O = Surgicon Limited, CN = 0015800001041RHAAY, organizationIdentifier = PSDGB-OB-Unknown0015800001041RHAAY","http://openbanking.org.uk/tan":"openbanking.org.uk","kid":"90210ABAD"}`,
 			func(t *testing.T, out string) { opensslPSS(t, seal, out, payload, false) }},
 		{"compact, EC", `"key_id":"seal-ec.key"`,
 			`{"alg":"ES256","kid":"` + x5t(sealEC) + `","x5t#S256":"` + x5t(sealEC) + `"}`,
@@ -208,7 +214,7 @@ func goJoseVerify(t *testing.T, cert *x509.Certificate, out, detached string, al
 	if detached != "" {
 		obj, err = jose.ParseDetached(out, []byte(detached), []jose.SignatureAlgorithm{alg})
 	} else {
-		obj, err = jose.ParseSigned(out, []jose.SignatureAlgorithm{alg})
+		obj, err = jose.ParseSignedCompact(out, []jose.SignatureAlgorithm{alg})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -365,4 +371,52 @@ func TestHelperRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKeysShowCertificateFacts: GET /keys tells a client what each key's
+// certificate says: subject, issuer, organizationIdentifier, QcType, the
+// PSD2 roles and authority, validity, x5t#S256 and SHA-1 fingerprint.
+func TestKeysShowCertificateFacts(t *testing.T) {
+	t.Parallel()
+	s, c := helperStack(t)
+	leaf := leafOf(t, s, "seal.key")
+	status, body := get(t, c, s.url+"/keys")
+	var res struct {
+		Result []map[string]any `json:"result"`
+	}
+	if status != 200 || json.Unmarshal([]byte(body), &res) != nil {
+		t.Fatalf("%d %s", status, body)
+	}
+	var seal map[string]any
+	for _, k := range res.Result {
+		if k["id"] == "seal.key" {
+			seal = k
+		}
+	}
+	sum := sha1.Sum(leaf.Raw)
+	want := map[string]any{"id": "seal.key", "aliases": []any{"seal.crt"}, "kind": "imported", "algorithm": "rsa2048", "purpose": "qseal",
+		"subject":                 "organizationIdentifier=PSDGB-OB-Unknown0015800001041RHAAY,CN=0015800001041RHAAY,O=Surgicon Limited,C=GB",
+		"issuer":                  "CN=Test QTSP,O=brokerd tests",
+		"organization_identifier": "PSDGB-OB-Unknown0015800001041RHAAY", "qc_types": []any{"eseal"},
+		"psd2":       map[string]any{"roles": []any{"PSP_PI", "PSP_AI"}, "nca_name": "Financial Conduct Authority", "nca_id": "GB-FCA"},
+		"not_before": leaf.NotBefore.UTC().Format(time.RFC3339), "not_after": leaf.NotAfter.UTC().Format(time.RFC3339),
+		"x5t#S256": keys.X5tS256(leaf), "sha1_fingerprint": hex.EncodeToString(sum[:]),
+		"certificate_chain": []any{string(testpki.CertPEM(leaf)), string(testpki.CertPEM(s.bank.QTSP.Cert))}}
+	if !reflect.DeepEqual(seal, want) {
+		got, _ := json.MarshalIndent(seal, "", " ")
+		exp, _ := json.MarshalIndent(want, "", " ")
+		t.Errorf("seal.key\n%s\nwant\n%s", got, exp)
+	}
+}
+
+// get fetches url and returns the status and body.
+func get(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

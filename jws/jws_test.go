@@ -181,7 +181,7 @@ func TestCompactAndDetachedVerifyWithGoJose(t *testing.T) {
 			}
 			var obj *jose.JSONWebSignature
 			if c.profile == jws.Compact {
-				obj, err = jose.ParseSigned(res.JWS, []jose.SignatureAlgorithm{alg})
+				obj, err = jose.ParseSignedCompact(res.JWS, []jose.SignatureAlgorithm{alg})
 			} else {
 				obj, err = jose.ParseDetached(res.JWS, payload, []jose.SignatureAlgorithm{alg})
 			}

@@ -129,7 +129,18 @@ type Info struct {
 	NotBefore *time.Time `json:"not_before,omitempty"`
 	NotAfter  *time.Time `json:"not_after,omitempty"`
 	X5tS256   string     `json:"x5t#S256,omitempty"`
-	ChainLen  int        `json:"chain_length"`
+	// SHA1 is the leaf's SHA-1 fingerprint (hex), which holder-of-key
+	// schemes behind TLS-terminating proxies compare.
+	SHA1 string `json:"sha1_fingerprint,omitempty"`
+	// OrganizationID is the subject's organizationIdentifier (2.5.4.97),
+	// e.g. PSDGB-FCA-123456: the PSD2 authorisation number.
+	OrganizationID string `json:"organization_identifier,omitempty"`
+	// QcTypes are the QcType statement's types: web (a QWAC), eseal (a
+	// QSealC), esign.
+	QcTypes []string `json:"qc_types,omitempty"`
+	// PSD2 is the PSD2 QCStatement: roles and competent authority.
+	PSD2     *certs.PSD2 `json:"psd2,omitempty"`
+	ChainLen int         `json:"chain_length"`
 	// Origins are the bank origins the key may be used for as a QWAC;
 	// empty: any the policy allows.
 	Origins []string `json:"origins,omitempty"`
@@ -629,7 +640,11 @@ func info(id string, aliases []string, rec *record) (Info, error) {
 		}
 		nb, na := leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
 		i.Subject, i.Issuer, i.NotBefore, i.NotAfter = dn.Format(leaf.RawSubject), dn.Format(leaf.RawIssuer), &nb, &na
-		i.X5tS256 = X5tS256(leaf)
+		i.X5tS256, i.SHA1 = X5tS256(leaf), certs.SHA1Fingerprint(leaf)
+		i.OrganizationID, i.QcTypes = certs.OrganizationID(leaf), certs.QcTypes(leaf)
+		if p, ok := certs.PSD2Of(leaf); ok {
+			i.PSD2 = &p
+		}
 	}
 	return i, nil
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 )
@@ -20,4 +21,19 @@ func X5tS256(c *x509.Certificate) string {
 func SHA1Fingerprint(c *x509.Certificate) string {
 	sum := sha1.Sum(c.Raw)
 	return hex.EncodeToString(sum[:])
+}
+
+// oidOrganizationID is organizationIdentifier (ETSI EN 319 412-1).
+var oidOrganizationID = asn1.ObjectIdentifier{2, 5, 4, 97}
+
+// OrganizationID is the subject's organizationIdentifier (2.5.4.97), the
+// PSD2 authorisation number of eIDAS certificates ("PSDGB-FCA-123456");
+// "" when it has none.
+func OrganizationID(c *x509.Certificate) string {
+	for _, n := range c.Subject.Names {
+		if s, ok := n.Value.(string); ok && n.Type.Equal(oidOrganizationID) {
+			return s
+		}
+	}
+	return ""
 }
