@@ -111,14 +111,19 @@ func (a *API) publicKey(ctx context.Context, k signingKey) (crypto.PublicKey, er
 	return s.Public(), nil
 }
 
-// requestRefused answers what a helper cannot build as asked (err says
-// why, after its package's prefix).
+// requestRefused answers what a helper cannot build as asked.
 func requestRefused(err error, sentinel error) apiError {
+	return apiError{status: http.StatusBadRequest, message: "Cannot sign as asked", data: reason(err, sentinel)}
+}
+
+// reason is err's message after its sentinel's ("jws: invalid: the
+// signature does not verify" → "the signature does not verify").
+func reason(err error, sentinel error) string {
 	msg := err.Error()
 	if i := strings.Index(msg, sentinel.Error()+": "); i >= 0 {
 		msg = msg[i+len(sentinel.Error())+2:]
 	}
-	return apiError{status: http.StatusBadRequest, message: "Cannot sign as asked", data: msg}
+	return msg
 }
 
 // helperError maps an error of a helper's signing: the request's own

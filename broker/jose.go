@@ -123,10 +123,11 @@ func (a *API) verifyJWS(w http.ResponseWriter, r *http.Request) {
 	v, err := jws.Verify(req)
 	switch {
 	case errors.Is(err, jws.ErrInvalid):
-		rec.Detail = audit.Truncate("invalid: "+err.Error(), audit.MaxField)
-		a.reply(w, r, rec, success(append(pyQuote([]byte(`{"result":{"valid":false,"reason":`), err.Error()), "}}"...)))
+		why := reason(err, jws.ErrInvalid)
+		rec.Detail = audit.Truncate("invalid: "+why, audit.MaxField)
+		a.reply(w, r, rec, success(append(pyQuote([]byte(`{"result":{"valid":false,"reason":`), why), "}}"...)))
 	case err != nil:
-		a.reply(w, r, rec, failure(apiError{status: http.StatusBadRequest, message: "Malformed JWS", data: err.Error()}))
+		a.reply(w, r, rec, failure(apiError{status: http.StatusBadRequest, message: "Malformed JWS", data: reason(err, jws.ErrMalformed)}))
 	default:
 		rec.Alg, rec.Detail = string(v.Alg), "valid"
 		b := append(pyQuote([]byte(`{"result":{"valid":true,"alg":`), string(v.Alg)), `,"kid":`...)
