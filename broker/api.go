@@ -87,8 +87,8 @@ type Config struct {
 	// default DefaultMaxInFlightPerClient.
 	MaxInFlightPerClient int
 	// TPMBusy, when set, reports whether the TPM's queue for clients'
-	// operations is full: /sign is then refused at once, before its body
-	// is read.
+	// operations is full: /sign and the signing helpers are then refused
+	// at once, before their body is read.
 	TPMBusy func() bool
 	// MaxBankCalls bounds the makeRequest calls in progress; default
 	// DefaultMaxBankCalls.
@@ -376,8 +376,8 @@ func (a *API) requireClient(next http.Handler) http.Handler {
 			return
 		}
 		defer a.inFlight.release(id.Fingerprint)
-		if r.URL.Path == "/sign" && a.cfg.TPMBusy != nil && a.cfg.TPMBusy() {
-			a.reply(w, r, audit.Record{Op: "sign"}, failure(tpmBusy))
+		if signers[r.URL.Path] && a.cfg.TPMBusy != nil && a.cfg.TPMBusy() {
+			a.reply(w, r, audit.Record{Op: opOf(r.URL.Path)}, failure(tpmBusy))
 			return
 		}
 		if a.cfg.CheckClient != nil {

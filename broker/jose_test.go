@@ -26,6 +26,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/brokerd/brokerd/broker"
 	"github.com/brokerd/brokerd/internal/mockbank"
 	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/keys"
@@ -419,4 +420,31 @@ func get(t *testing.T, c *http.Client, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestHelpersRefusedWhenTheTPMIsBusy: with the TPM's queue full, the
+// signing helpers are refused at once, like /sign, on record; verifying
+// needs no TPM and goes on.
+func TestHelpersRefusedWhenTheTPMIsBusy(t *testing.T) {
+	t.Parallel()
+	s, c := helperStack(t)
+	busy := s.serve(broker.Config{Audit: s.log, TPMBusy: func() bool { return true }})
+	const refusal = `{"code":503,"message":"TPM busy","data":"too many operations are waiting for the TPM; retry later"}`
+	for _, tc := range []struct{ path, op, params string }{
+		{"/sign", "sign", `"key_id":"seal.key","data":"x"`},
+		{"/jws", "jws", `"key_id":"seal.key","payload":"x"`},
+		{"/clientAssertion", "clientAssertion", `"key_id":"seal.key","client_id":"c","audience":"a"`},
+		{"/httpsig", "httpsig", `"key_id":"seal.key","method":"GET","path":"/"`},
+	} {
+		seq, _ := s.log.Head()
+		if status, body := post(t, c, busy+tc.path, `{"params":{`+tc.params+`}}`); status != 503 || body != refusal {
+			t.Errorf("%s: %d %s", tc.path, status, body)
+		}
+		if recs := records(t, s, seq); len(recs) != 1 || recs[0].Op != tc.op || recs[0].Status != 503 {
+			t.Errorf("%s: records %+v", tc.path, recs)
+		}
+	}
+	if status, body := post(t, c, busy+"/jws/verify", `{"params":{"jws":"a..b","payload":"x","certificate":"x"}}`); status != 400 {
+		t.Errorf("/jws/verify: %d %s", status, body)
+	}
 }
