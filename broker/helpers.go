@@ -86,16 +86,24 @@ func certificateInForce(id string, chain []*x509.Certificate, now time.Time) *ap
 	return nil
 }
 
-// signFunc signs data with the key as /sign does, with the algorithm
-// family and hash a JOSE algorithm names (PS256: PS, SHA-256).
-func (a *API) signFunc(ctx context.Context, id string) func([]byte, jose.SignatureAlgorithm) ([]byte, error) {
+// signData signs data with key k as /sign does. useKey refused QWACs;
+// keys.Signable's other refusal, a TLS 1.3 CertificateVerify content (64
+// spaces first), cannot arise: what the helpers sign starts with base64url
+// (JWS), a header name (an HTTP token) or "(request-target)".
+func (a *API) signData(ctx context.Context, k signingKey, data []byte, alg keys.SignAlg, h crypto.Hash) ([]byte, error) {
+	sig, _, err := a.keys.Sign(ctx, k.info.ID, data, alg, h)
+	return sig, err
+}
+
+// signFunc signs with the algorithm family and hash a JOSE algorithm
+// names (PS256: PS, SHA-256).
+func (a *API) signFunc(ctx context.Context, k signingKey) func([]byte, jose.SignatureAlgorithm) ([]byte, error) {
 	return func(data []byte, alg jose.SignatureAlgorithm) ([]byte, error) {
 		h := crypto.SHA256
 		if strings.HasSuffix(string(alg), "512") {
 			h = crypto.SHA512
 		}
-		sig, _, err := a.keys.Sign(ctx, id, data, keys.SignAlg(alg[:2]), h)
-		return sig, err
+		return a.signData(ctx, k, data, keys.SignAlg(alg[:2]), h)
 	}
 }
 

@@ -51,7 +51,7 @@ func (a *API) httpSign(w http.ResponseWriter, r *http.Request, keyID string, h c
 	if !ok {
 		return httpsig.Result{}, false
 	}
-	res, err := httpsig.Sign(httpsig.Key{Cert: k.leaf(), Hash: h, Sign: a.signString(r.Context(), k.info.ID, h)}, req)
+	res, err := httpsig.Sign(httpsig.Key{Cert: k.leaf(), Hash: h, Sign: a.signString(r.Context(), k, h)}, req)
 	if err != nil {
 		logOf(r).add("error", err.Error())
 		a.reply(w, r, *rec, failure(helperError(err, httpsig.ErrRequest, keyID)))
@@ -71,11 +71,8 @@ func (k signingKey) leaf() *x509.Certificate {
 }
 
 // signString signs a signing string with RSASSA-PKCS1-v1_5 (RS) and h.
-func (a *API) signString(ctx context.Context, id string, h crypto.Hash) func([]byte) ([]byte, error) {
-	return func(data []byte) ([]byte, error) {
-		sig, _, err := a.keys.Sign(ctx, id, data, keys.RS, h)
-		return sig, err
-	}
+func (a *API) signString(ctx context.Context, k signingKey, h crypto.Hash) func([]byte) ([]byte, error) {
+	return func(data []byte) ([]byte, error) { return a.signData(ctx, k, data, keys.RS, h) }
 }
 
 // signBankCall adds the Berlin Group headers to a makeRequest that asks

@@ -58,7 +58,7 @@ func (a *API) joseKey(r *http.Request, k signingKey, family string, hash crypto.
 	if err != nil {
 		return jws.Key{}, "", err
 	}
-	return jws.Key{Public: pub, Chain: k.chain, Sign: a.signFunc(r.Context(), k.info.ID),
+	return jws.Key{Public: pub, Chain: k.chain, Sign: a.signFunc(r.Context(), k),
 		KID: k.info.JOSE.KID, ISS: k.info.JOSE.OBISS, TAN: k.info.JOSE.OBTAN}, alg, nil
 }
 

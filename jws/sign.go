@@ -267,8 +267,14 @@ type opaque struct {
 	alg jose.SignatureAlgorithm
 }
 
-func (o opaque) Public() *jose.JSONWebKey        { return &jose.JSONWebKey{Key: o.k.Public} }
+// Public is the key's public JWK, without kid: the header's kid is set
+// with the other claims.
+func (o opaque) Public() *jose.JSONWebKey { return &jose.JSONWebKey{Key: o.k.Public} }
+
+// Algs is the one algorithm the key signs with here.
 func (o opaque) Algs() []jose.SignatureAlgorithm { return []jose.SignatureAlgorithm{o.alg} }
+
+// SignPayload signs the signing input go-jose built.
 func (o opaque) SignPayload(input []byte, alg jose.SignatureAlgorithm) ([]byte, error) {
 	return o.k.Sign(input, alg)
 }

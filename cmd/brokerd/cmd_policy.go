@@ -134,7 +134,7 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 			"may follow): allow or deny, and the rule that made the decision. A certificate the\n"+
 			"daemon refuses at the handshake (another CA, revoked) is denied. Exits 1 on deny.")
 	certFile := e.path(fs, "cert", admin.Read, "client certificate `file`")
-	op := fs.String("op", "", "`operation`: sign or makeRequest")
+	op := fs.String("op", "", "`operation`: sign, makeRequest, jws, httpsig or clientAssertion")
 	key := fs.String("key", "", "key `id` or alias")
 	originFlag := fs.String("origin", "", "bank `origin` (makeRequest)")
 	asJSON := fs.Bool("json", false, "print JSON")
