@@ -61,6 +61,10 @@ type Config struct {
 	// Health reports whether brokerd can serve: the TPM answers and the
 	// state is writable. nil means always healthy.
 	Health func(ctx context.Context) error
+	// Warnings, when set, lists what an operator should act on before it
+	// stops brokerd (a key's certificate about to expire): GET
+	// /health?details shows them to clients with a certificate.
+	Warnings func() []string
 	// Audit records every operation before its answer leaves. Only
 	// benchmarks leave it nil, to measure what the audit log costs.
 	Audit Auditor
@@ -83,8 +87,8 @@ type Config struct {
 	// default DefaultMaxInFlightPerClient.
 	MaxInFlightPerClient int
 	// TPMBusy, when set, reports whether the TPM's queue for clients'
-	// operations is full: /sign is then refused at once, before its body
-	// is read.
+	// operations is full: /sign and the signing helpers are then refused
+	// at once, before their body is read.
 	TPMBusy func() bool
 	// MaxBankCalls bounds the makeRequest calls in progress; default
 	// DefaultMaxBankCalls.
@@ -168,12 +172,16 @@ type route map[string]http.HandlerFunc // method → handler
 // verified client certificate.
 func (a *API) Handler() http.Handler {
 	routes := map[string]route{
-		"/":             {http.MethodGet: a.root},
-		"/health":       {http.MethodGet: a.health},
-		"/sign":         {http.MethodPost: a.sign},
-		"/makeRequest":  {http.MethodPost: a.makeRequest},
-		"/keys":         {http.MethodGet: a.listKeys},
-		"/openapi.json": {http.MethodGet: a.openapi},
+		"/":                {http.MethodGet: a.root},
+		"/health":          {http.MethodGet: a.health},
+		"/sign":            {http.MethodPost: a.sign},
+		"/makeRequest":     {http.MethodPost: a.makeRequest},
+		"/jws":             {http.MethodPost: a.signJWS},
+		"/jws/verify":      {http.MethodPost: a.verifyJWS},
+		"/clientAssertion": {http.MethodPost: a.clientAssertion},
+		"/httpsig":         {http.MethodPost: a.signHTTP},
+		"/keys":            {http.MethodGet: a.listKeys},
+		"/openapi.json":    {http.MethodGet: a.openapi},
 	}
 	return a.logged(a.requireClient(router(routes, a.cfg.ServerName)))
 }
@@ -368,8 +376,8 @@ func (a *API) requireClient(next http.Handler) http.Handler {
 			return
 		}
 		defer a.inFlight.release(id.Fingerprint)
-		if r.URL.Path == "/sign" && a.cfg.TPMBusy != nil && a.cfg.TPMBusy() {
-			a.reply(w, r, audit.Record{Op: "sign"}, failure(tpmBusy))
+		if signers[r.URL.Path] && a.cfg.TPMBusy != nil && a.cfg.TPMBusy() {
+			a.reply(w, r, audit.Record{Op: opOf(r.URL.Path)}, failure(tpmBusy))
 			return
 		}
 		if a.cfg.CheckClient != nil {
@@ -466,6 +474,9 @@ func (a *API) root(w http.ResponseWriter, _ *http.Request) {
 	writeRaw(w, http.StatusOK, []byte(`{"result":"eIDAS broker"}`))
 }
 
+// health is GET /health: {"result":"ok"}, byte for byte as the reference
+// answers; with ?details and a client certificate, also the warnings an
+// operator should act on.
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Health != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -477,7 +488,21 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeRaw(w, http.StatusOK, []byte(`{"result":"ok"}`))
+	if !r.URL.Query().Has("details") || listener.VerifiedChain(r) == nil {
+		writeRaw(w, http.StatusOK, []byte(`{"result":"ok"}`))
+		return
+	}
+	warnings := []string{}
+	if a.cfg.Warnings != nil {
+		warnings = append(warnings, a.cfg.Warnings()...)
+	}
+	type details struct {
+		Warnings []string `json:"warnings"`
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Result  string  `json:"result"`
+		Details details `json:"details"`
+	}{"ok", details{warnings}})
 }
 
 // HealthError is a health check failure whose Reason may be shown to

@@ -55,11 +55,8 @@ var bankCallsFull = apiError{status: http.StatusServiceUnavailable, message: "Ba
 // opOf names the operation of a request path, for refusals recorded
 // before the handler runs.
 func opOf(path string) string {
-	switch path {
-	case "/sign":
-		return "sign"
-	case "/makeRequest":
-		return "makeRequest"
+	if op, ok := operations[path]; ok {
+		return op
 	}
 	if _, ok := knownPaths[path]; ok {
 		return path
@@ -67,5 +64,13 @@ func opOf(path string) string {
 	return "other" // a metrics label must not take any path a client sends
 }
 
-// knownPaths are the API's paths, for labels.
+// operations name the operations of the API's paths; signers are those
+// that sign with the TPM, refused at once when its queue is full.
+var (
+	operations = map[string]string{"/sign": "sign", "/makeRequest": "makeRequest", "/jws": "jws",
+		"/jws/verify": "jws.verify", "/clientAssertion": "clientAssertion", "/httpsig": "httpsig"}
+	signers = map[string]bool{"/sign": true, "/jws": true, "/clientAssertion": true, "/httpsig": true}
+)
+
+// knownPaths are the API's other paths, for labels.
 var knownPaths = map[string]bool{"/": true, "/health": true, "/keys": true, "/openapi.json": true}

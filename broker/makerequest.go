@@ -91,6 +91,9 @@ func (a *API) makeRequest(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	if !a.signBankCall(w, r, c) {
+		return
+	}
 	c.req.CheckHop = a.hopChecker(c)
 	select {
 	case a.bankCalls <- struct{}{}:

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -110,16 +111,35 @@ func hashName(h interface{ String() string }) string {
 	return strings.ReplaceAll(h.String(), "-", "")
 }
 
-// keyEntry is one key of GET /keys.
+// keyEntry is one key of GET /keys: what it is and what its certificate
+// says.
 type keyEntry struct {
-	ID        string     `json:"id"`
-	Aliases   []string   `json:"aliases"`
-	Kind      keys.Kind  `json:"kind"`
-	Algorithm string     `json:"algorithm"`
-	Subject   string     `json:"subject,omitempty"`
-	NotAfter  *time.Time `json:"not_after,omitempty"`
-	X5tS256   string     `json:"x5t#S256,omitempty"`
-	Chain     []string   `json:"certificate_chain"`
+	ID             string       `json:"id"`
+	Aliases        []string     `json:"aliases"`
+	Kind           keys.Kind    `json:"kind"`
+	Algorithm      string       `json:"algorithm"`
+	Purpose        keys.Purpose `json:"purpose"`
+	Subject        string       `json:"subject,omitempty"`
+	Issuer         string       `json:"issuer,omitempty"`
+	OrganizationID string       `json:"organization_identifier,omitempty"`
+	QcTypes        []string     `json:"qc_types,omitempty"`
+	PSD2           *certs.PSD2  `json:"psd2,omitempty"`
+	NotBefore      *time.Time   `json:"not_before,omitempty"`
+	NotAfter       *time.Time   `json:"not_after,omitempty"`
+	X5tS256        string       `json:"x5t#S256,omitempty"`
+	SHA1           string       `json:"sha1_fingerprint,omitempty"`
+	Chain          []string     `json:"certificate_chain"`
+}
+
+// newKeyEntry describes key i with its chain.
+func newKeyEntry(i keys.Info, chain []*x509.Certificate) keyEntry {
+	e := keyEntry{ID: i.ID, Aliases: i.Aliases, Kind: i.Kind, Algorithm: string(i.Algorithm), Purpose: i.Purpose,
+		Subject: i.Subject, Issuer: i.Issuer, OrganizationID: i.OrganizationID, QcTypes: i.QcTypes, PSD2: i.PSD2,
+		NotBefore: i.NotBefore, NotAfter: i.NotAfter, X5tS256: i.X5tS256, SHA1: i.SHA1, Chain: []string{}}
+	for _, c := range chain {
+		e.Chain = append(e.Chain, string(certs.EncodePEM(c)))
+	}
+	return e
 }
 
 // listKeys is GET /keys: the keys this client may use, with their
@@ -143,12 +163,7 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) {
 			writeError(w, apiError{status: http.StatusInternalServerError, message: "Internal server error"})
 			return
 		}
-		e := keyEntry{ID: i.ID, Aliases: i.Aliases, Kind: i.Kind, Algorithm: string(i.Algorithm),
-			Subject: i.Subject, NotAfter: i.NotAfter, X5tS256: i.X5tS256, Chain: []string{}}
-		for _, c := range chain {
-			e.Chain = append(e.Chain, string(certs.EncodePEM(c)))
-		}
-		out = append(out, e)
+		out = append(out, newKeyEntry(i, chain))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"result": out})
 }

@@ -93,6 +93,9 @@ type makeRequestParams struct {
 	Body                 string
 	TLS                  *tlsParams // nil: no client certificate
 	FollowRedirects      bool
+	// Sign, when set, has brokerd sign the request itself (an extension:
+	// the reference has no such field).
+	Sign *bankSignParams
 }
 
 // tlsParams names the QWAC.
@@ -146,16 +149,13 @@ func (v *validator) request(req *object, in *value, loc []locPart, out *makeRequ
 		out.Query, _ = v.pairs(f, at(loc, "query"))
 	}
 	if f, ok := req.get("headers"); ok {
-		hloc := at(loc, "headers")
-		if hs, ok := v.pairs(f, hloc); ok {
-			for i, h := range hs {
-				v.header(h, f.arr[i], at(hloc, i))
-			}
-			out.Headers = hs
-		}
+		out.Headers = v.headers(f, at(loc, "headers"))
 	}
 	if f, ok := req.get("body"); ok {
 		out.Body, _ = v.str(f, at(loc, "body"))
+	}
+	if f, ok := req.get("sign"); ok && f.kind != kNull {
+		out.Sign = v.bankSign(f, at(loc, "sign"))
 	}
 	if f, ok := req.get("tls"); ok && f.kind != kNull {
 		tloc := at(loc, "tls")

@@ -56,6 +56,7 @@ type Config struct {
 	Audit    Audit   `toml:"audit"`
 	Metrics  Metrics `toml:"metrics"`
 	Log      Log     `toml:"log"`
+	Keys     Keys    `toml:"keys"`
 
 	// path is the file this configuration was read from.
 	path string
@@ -110,6 +111,17 @@ type API struct {
 	IdleTimeout         Duration `toml:"idle_timeout"`
 	ShutdownTimeout     Duration `toml:"shutdown_timeout"`
 }
+
+// Keys configures what brokerd says of the keys it holds.
+type Keys struct {
+	// ExpiryWarningDays: a key whose certificate expires within this many
+	// days is named in /health?details, the log and the metric
+	// brokerd_certificate_expiry_warning; 0 warns of none.
+	ExpiryWarningDays int `toml:"expiry_warning_days"`
+}
+
+// DefaultExpiryWarningDays is keys.expiry_warning_days unless set.
+const DefaultExpiryWarningDays = 30
 
 // Health configures the plain-HTTP listener that serves only GET /health.
 type Health struct {
@@ -256,6 +268,7 @@ func Default() *Config {
 		},
 		Health:  Health{Listen: []string{}},
 		Metrics: Metrics{Listen: []string{}},
+		Keys:    Keys{ExpiryWarningDays: DefaultExpiryWarningDays},
 		Policy:  Policy{File: "policy.toml", RoleOID: policy.DefaultRoleOID},
 		PKI: PKI{ServerNames: []string{}, ServerValidity: Duration{p.ServerValidity}, RenewBefore: Duration{p.RenewBefore},
 			ClientValidity: Duration{p.ClientValidity}, CRLValidity: Duration{p.CRLValidity}},
@@ -384,6 +397,9 @@ func (c *Config) problems() []string {
 	}
 	if c.Admin.Socket == "" {
 		p.add("admin.socket: must be set")
+	}
+	if d := c.Keys.ExpiryWarningDays; d < 0 || d > 3650 {
+		p.add("keys.expiry_warning_days: %d is not 0 to 3650", d)
 	}
 	if c.Audit.DenialQuota < 1 {
 		p.add("audit.denial_quota: must be positive")

@@ -30,6 +30,7 @@ func TestLoadErrors(t *testing.T) {
 		{"audit limits", "[audit]\ncheckpoint_every = 0\ncheckpoint_interval = \"10ms\"\nretention = \"5m\"\n",
 			[]string{"audit.checkpoint_every: must be positive", "audit.checkpoint_interval: 10ms is shorter than a second", "audit.retention: 5m0s (want 0"}},
 		{"negative retention", "[audit]\nretention = \"-1h\"\n", []string{"audit.retention: -1h0m0s"}},
+		{"expiry warning", "[keys]\nexpiry_warning_days = -1\n", []string{"keys.expiry_warning_days: -1 is not 0 to 3650"}},
 	}
 	if !tpm.SimulatorAvailable {
 		cases = append(cases, struct {
@@ -92,6 +93,9 @@ func TestRenderRoundTrip(t *testing.T) {
 	back, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if back.Keys.ExpiryWarningDays != config.DefaultExpiryWarningDays {
+		t.Errorf("keys.expiry_warning_days read back as %d", back.Keys.ExpiryWarningDays)
 	}
 	if back.TPM.QueueWait.Duration != 1500*time.Millisecond || len(back.TPM.SealPCRs) != 2 || back.TPM.SealPCRs[1] != 11 {
 		t.Fatalf("read back %+v", back.TPM)

@@ -270,6 +270,20 @@ func (s *State) SetKeyOrigins(ctx context.Context, actor, id string, origins []s
 	return info, s.Record(ctx, actor, "admin.key.origins", info.ID, strings.Join(info.Origins, " "))
 }
 
+// SetKeyJOSE changes the JOSE defaults of key id (kid, Open Banking iss
+// and tan), and audits it.
+func (s *State) SetKeyJOSE(ctx context.Context, actor, id string, c keys.JOSEChange) (keys.Info, error) {
+	if err := s.operatorKey(id); err != nil {
+		return keys.Info{}, err
+	}
+	info, err := s.Keys.SetJOSE(id, c)
+	if err != nil {
+		return keys.Info{}, err
+	}
+	j := info.JOSE
+	return info, s.Record(ctx, actor, "admin.key.config", info.ID, fmt.Sprintf("jws_kid %q ob_iss %q ob_tan %q", j.KID, j.OBISS, j.OBTAN))
+}
+
 // SetKeyPurpose fixes what key id is for ("" lets its certificate say),
 // and audits it.
 func (s *State) SetKeyPurpose(ctx context.Context, actor, id string, p keys.Purpose) (keys.Info, error) {

@@ -260,7 +260,7 @@ func (d *Daemon) buildAPI(ctx context.Context) error {
 	d.api = broker.New(broker.Config{MaxBody: d.cfg.API.MaxBody, Health: d.health, Audit: d.state.Audit, DenialQuota: d.cfg.Audit.DenialQuota,
 		CheckClient: d.rev.Check, Identity: policy.IdentityOptions{RoleOID: d.cfg.RoleOID()}, ServerName: d.serverName, Log: d.log, Observe: d.metrics.observe,
 		TPMBusy:              func() bool { return d.state.TPM.Saturated(tpm.ClassAPI) },
-		MaxInFlightPerClient: d.cfg.API.MaxInFlightPerClient, MaxBankCalls: d.cfg.Bank.MaxCalls},
+		MaxInFlightPerClient: d.cfg.API.MaxInFlightPerClient, MaxBankCalls: d.cfg.Bank.MaxCalls, Warnings: d.keyWarnings},
 		d.state.Keys, d.pol, d.bank)
 	srv, err := listener.NewServer(listener.Config{
 		MinVersion:          d.cfg.TLSMinVersion(),
@@ -449,6 +449,7 @@ func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 	run(func() { d.selfCheck(ctx) })
 	run(func() { d.flushRecords(ctx, time.Minute) })
 	run(func() { d.reportStatus(ctx, 30*time.Second) })
+	run(func() { d.logExpiry(ctx, 24*time.Hour) })
 	if len(d.metricsL) > 0 {
 		run(func() { d.serveMetrics(ctx, d.metricsL) })
 	}

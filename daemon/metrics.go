@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/brokerd/brokerd/keys"
 	"github.com/brokerd/brokerd/netstack/listener"
 	"github.com/brokerd/brokerd/tpm"
 	"github.com/prometheus/client_golang/prometheus"
@@ -143,13 +144,27 @@ type expiryCollector struct{ d *Daemon }
 var expiryDesc = prometheus.NewDesc("brokerd_certificate_expiry_days", "Days until the certificate expires (negative: expired).",
 	[]string{"key"}, nil)
 
-func (c expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+var expiryWarningDesc = prometheus.NewDesc("brokerd_certificate_expiry_warning",
+	"1 when the key's certificate expires within keys.expiry_warning_days (or has expired), else 0.", []string{"key"}, nil)
+
+func (c expiryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- expiryDesc
+	ch <- expiryWarningDesc
+}
 
 func (c expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	infos, _ := c.d.state.Keys.List()
+	warned := map[string]bool{}
+	for _, k := range expiring(infos, c.d.cfg.Keys.ExpiryWarningDays, time.Now()) {
+		warned[k.id] = true
+	}
 	for _, i := range infos {
-		if i.NotAfter != nil {
-			ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, time.Until(*i.NotAfter).Hours()/24, i.ID)
+		if i.NotAfter == nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, time.Until(*i.NotAfter).Hours()/24, i.ID)
+		if !keys.Reserved(i.ID) {
+			ch <- prometheus.MustNewConstMetric(expiryWarningDesc, prometheus.GaugeValue, map[bool]float64{true: 1}[warned[i.ID]], i.ID)
 		}
 	}
 }

@@ -13,9 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +26,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/brokerd/brokerd/internal/certs"
 	"github.com/brokerd/brokerd/internal/dn"
 	"github.com/brokerd/brokerd/internal/origin"
 	"github.com/brokerd/brokerd/store"
@@ -113,6 +112,8 @@ type record struct {
 	// PurposeSet: the operator set Purpose; otherwise it follows the
 	// certificate.
 	PurposeSet bool `json:"purpose_set,omitempty"`
+	// JOSE are the key's defaults for the JWS helpers.
+	JOSE JOSEDefaults `json:"jose,omitzero"`
 }
 
 // Info describes a key without its secrets.
@@ -128,7 +129,18 @@ type Info struct {
 	NotBefore *time.Time `json:"not_before,omitempty"`
 	NotAfter  *time.Time `json:"not_after,omitempty"`
 	X5tS256   string     `json:"x5t#S256,omitempty"`
-	ChainLen  int        `json:"chain_length"`
+	// SHA1 is the leaf's SHA-1 fingerprint (hex), which holder-of-key
+	// schemes behind TLS-terminating proxies compare.
+	SHA1 string `json:"sha1_fingerprint,omitempty"`
+	// OrganizationID is the subject's organizationIdentifier (2.5.4.97),
+	// e.g. PSDGB-FCA-123456: the PSD2 authorisation number.
+	OrganizationID string `json:"organization_identifier,omitempty"`
+	// QcTypes are the QcType statement's types: web (a QWAC), eseal (a
+	// QSealC), esign.
+	QcTypes []string `json:"qc_types,omitempty"`
+	// PSD2 is the PSD2 QCStatement: roles and competent authority.
+	PSD2     *certs.PSD2 `json:"psd2,omitempty"`
+	ChainLen int         `json:"chain_length"`
 	// Origins are the bank origins the key may be used for as a QWAC;
 	// empty: any the policy allows.
 	Origins []string `json:"origins,omitempty"`
@@ -136,6 +148,8 @@ type Info struct {
 	// operator set it rather than the certificate.
 	Purpose    Purpose `json:"purpose"`
 	PurposeSet bool    `json:"purpose_set,omitempty"`
+	// JOSE are the key's defaults for the JWS helpers.
+	JOSE JOSEDefaults `json:"jose,omitzero"`
 	// Warnings say what can make the key unusable: for a key sealed to
 	// PCRs, what changes each of them (tpm.PCRWarnings). Commands that
 	// store a key show them.
@@ -609,7 +623,7 @@ func (m *Manager) List() ([]Info, error) {
 
 func info(id string, aliases []string, rec *record) (Info, error) {
 	i := Info{ID: id, Aliases: slices.Clone(aliases), Kind: rec.Kind, Algorithm: rec.Algorithm, Created: rec.Created,
-		ChainLen: len(rec.Chain), Origins: slices.Clone(rec.Origins), Purpose: rec.Purpose, PurposeSet: rec.PurposeSet}
+		ChainLen: len(rec.Chain), Origins: slices.Clone(rec.Origins), Purpose: rec.Purpose, PurposeSet: rec.PurposeSet, JOSE: rec.JOSE}
 	if i.Aliases == nil {
 		i.Aliases = []string{}
 	}
@@ -626,17 +640,18 @@ func info(id string, aliases []string, rec *record) (Info, error) {
 		}
 		nb, na := leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
 		i.Subject, i.Issuer, i.NotBefore, i.NotAfter = dn.Format(leaf.RawSubject), dn.Format(leaf.RawIssuer), &nb, &na
-		i.X5tS256 = X5tS256(leaf)
+		i.X5tS256, i.SHA1 = X5tS256(leaf), certs.SHA1Fingerprint(leaf)
+		i.OrganizationID, i.QcTypes = certs.OrganizationID(leaf), certs.QcTypes(leaf)
+		if p, ok := certs.PSD2Of(leaf); ok {
+			i.PSD2 = &p
+		}
 	}
 	return i, nil
 }
 
 // X5tS256 is a certificate's SHA-256 thumbprint as JOSE and RFC 8705 write
 // it: base64url without padding.
-func X5tS256(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
+func X5tS256(c *x509.Certificate) string { return certs.X5tS256(c) }
 
 func parseChain(ders [][]byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate

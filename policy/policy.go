@@ -33,10 +33,27 @@ type Op string
 const (
 	OpSign        Op = "sign"
 	OpMakeRequest Op = "makeRequest"
+	// OpJWS signs JSON Web Signatures (POST /jws) and verifies them (POST
+	// /jws/verify, which uses no key).
+	OpJWS Op = "jws"
+	// OpHTTPSig makes Berlin Group HTTP signatures: POST /httpsig, and the
+	// sign option of makeRequest (which needs makeRequest too).
+	OpHTTPSig Op = "httpsig"
+	// OpClientAssertion signs RFC 7523 client assertions.
+	OpClientAssertion Op = "clientAssertion"
 )
 
 // Ops lists the operations rules may name.
-var Ops = []Op{OpSign, OpMakeRequest}
+var Ops = []Op{OpSign, OpMakeRequest, OpJWS, OpHTTPSig, OpClientAssertion}
+
+// opNames is Ops for messages: "sign, makeRequest, ...".
+func opNames() string {
+	names := make([]string, len(Ops))
+	for i, op := range Ops {
+		names[i] = string(op)
+	}
+	return strings.Join(names, ", ")
+}
 
 // Rule allows clients matching all of its matchers to use its keys for its
 // operations (and, for makeRequest, its origins). Empty matchers are not
@@ -132,11 +149,11 @@ func (r *Rule) normalise() error {
 		return errors.New("no keys: give key ids or \"*\"")
 	}
 	if len(r.Ops) == 0 {
-		return errors.New("no operations: give sign, makeRequest or \"*\"")
+		return fmt.Errorf("no operations: give %s or \"*\"", opNames())
 	}
 	for _, op := range r.Ops {
 		if op != "*" && !slices.Contains(Ops, Op(op)) {
-			return fmt.Errorf("unknown operation %q (want sign, makeRequest or *)", op)
+			return fmt.Errorf("unknown operation %q (want %s or *)", op, opNames())
 		}
 	}
 	origins, err := origin.Normalize(r.Origins)

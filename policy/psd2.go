@@ -2,142 +2,24 @@ package policy
 
 import (
 	"encoding/asn1"
-	"slices"
-	"unicode/utf8"
 
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+	"github.com/brokerd/brokerd/internal/certs"
 )
 
-// The PSD2 QCStatement of ETSI TS 119 495 lives in the qcStatements
-// extension (RFC 3739), next to others such as QcCompliance and QcType:
-//
-//	QCStatements ::= SEQUENCE OF QCStatement
-//	QCStatement  ::= SEQUENCE { statementId OBJECT IDENTIFIER, statementInfo ANY OPTIONAL }
-//	PSD2QcType   ::= SEQUENCE { rolesOfPSP RolesOfPSP, nCAName NCAName, nCAId NCAId }
-//	RolesOfPSP   ::= SEQUENCE OF RoleOfPSP
-//	RoleOfPSP    ::= SEQUENCE { roleOfPspOid OBJECT IDENTIFIER, roleOfPspName UTF8String (SIZE(1..256)) }
-//	NCAName, NCAId ::= UTF8String (SIZE(1..256))
-
-// oidQCStatements is id-pe-qcStatements.
+// oidQCStatements is id-pe-qcStatements, the extension that carries the
+// PSD2 QCStatement of ETSI TS 119 495.
 func oidQCStatements() asn1.ObjectIdentifier { return asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 3} }
 
-// oidPSD2Statement is id-etsi-psd2-qcStatement.
-func oidPSD2Statement() asn1.ObjectIdentifier { return asn1.ObjectIdentifier{0, 4, 0, 19495, 2} }
-
-// oidPSD2Roles is the arc of the PSD2 role OIDs.
-func oidPSD2Roles() asn1.ObjectIdentifier { return asn1.ObjectIdentifier{0, 4, 0, 19495, 1} }
-
-// psd2RoleName is the name TS 119 495 gives the role 0.4.0.19495.1.arc;
-// "" for other arcs.
-func psd2RoleName(arc int) string {
-	switch arc {
-	case 1:
-		return "PSP_AS"
-	case 2:
-		return "PSP_PI"
-	case 3:
-		return "PSP_AI"
-	case 4:
-		return "PSP_IC"
+// parseQCStatements reads the PSD2 roles and the NCA id from a
+// qcStatements extension's value (certs.ParsePSD2): nothing when it holds
+// no valid PSD2 statement.
+func parseQCStatements(der []byte) (roles []string, ncaID string) {
+	p, ok := certs.ParsePSD2(der)
+	if !ok || len(p.Roles) == 0 {
+		return nil, p.NCAID
 	}
-	return ""
-}
-
-// psd2RoleOf names the PSD2 role whose OID is oid; "" for other OIDs.
-func psd2RoleOf(oid asn1.ObjectIdentifier) string {
-	roles := oidPSD2Roles()
-	if len(oid) != len(roles)+1 || !oid[:len(roles)].Equal(roles) {
-		return ""
-	}
-	return psd2RoleName(oid[len(roles)])
+	return p.Roles, p.NCAID
 }
 
 // isPSD2Role reports whether name is a PSD2 role's canonical name.
-func isPSD2Role(name string) bool {
-	for arc := 1; psd2RoleName(arc) != ""; arc++ {
-		if psd2RoleName(arc) == name {
-			return true
-		}
-	}
-	return false
-}
-
-// parseQCStatements reads the PSD2 roles and the NCA id from a
-// qcStatements extension's value. A value that is not DER of the ASN.1
-// above, or that has no PSD2 statement or more than one, yields nothing;
-// a role that is not one of the four, or whose name disagrees with its
-// OID, is skipped.
-func parseQCStatements(der []byte) (roles []string, ncaID string) {
-	info, ok := psd2StatementInfo(der)
-	if !ok {
-		return nil, ""
-	}
-	return parsePSD2QcType(info)
-}
-
-// psd2StatementInfo returns the statementInfo element of the only PSD2
-// statement in a qcStatements value.
-func psd2StatementInfo(der []byte) (cryptobyte.String, bool) {
-	in := cryptobyte.String(der)
-	var statements cryptobyte.String
-	if !in.ReadASN1(&statements, cbasn1.SEQUENCE) || !in.Empty() {
-		return nil, false
-	}
-	var found []cryptobyte.String
-	for !statements.Empty() {
-		var (
-			st   cryptobyte.String
-			id   asn1.ObjectIdentifier
-			info cryptobyte.String
-		)
-		if !statements.ReadASN1(&st, cbasn1.SEQUENCE) || !st.ReadASN1ObjectIdentifier(&id) {
-			return nil, false
-		}
-		if !st.Empty() && (!st.ReadAnyASN1Element(&info, new(cbasn1.Tag)) || !st.Empty()) {
-			return nil, false
-		}
-		if id.Equal(oidPSD2Statement()) {
-			found = append(found, info)
-		}
-	}
-	if len(found) != 1 {
-		return nil, false
-	}
-	return found[0], true
-}
-
-// parsePSD2QcType reads a PSD2QcType element.
-func parsePSD2QcType(in cryptobyte.String) (roles []string, ncaID string) {
-	var qc, rolesOfPSP, ncaName, id cryptobyte.String
-	if !in.ReadASN1(&qc, cbasn1.SEQUENCE) || !in.Empty() ||
-		!qc.ReadASN1(&rolesOfPSP, cbasn1.SEQUENCE) ||
-		!readName(&qc, &ncaName) || !readName(&qc, &id) || !qc.Empty() {
-		return nil, ""
-	}
-	for !rolesOfPSP.Empty() {
-		var (
-			role cryptobyte.String
-			oid  asn1.ObjectIdentifier
-			name cryptobyte.String
-		)
-		if !rolesOfPSP.ReadASN1(&role, cbasn1.SEQUENCE) || !role.ReadASN1ObjectIdentifier(&oid) ||
-			!readName(&role, &name) || !role.Empty() {
-			return nil, ""
-		}
-		if r := psd2RoleOf(oid); r != "" && r == string(name) && !slices.Contains(roles, r) {
-			roles = append(roles, r)
-		}
-	}
-	return roles, string(id)
-}
-
-// readName reads a UTF8String of 1 to 256 characters, the size TS 119 495
-// sets for role names, NCA names and NCA ids.
-func readName(in, out *cryptobyte.String) bool {
-	if !in.ReadASN1(out, cbasn1.UTF8String) || !utf8.Valid(*out) {
-		return false
-	}
-	n := utf8.RuneCount(*out)
-	return n >= 1 && n <= 256
-}
+func isPSD2Role(name string) bool { return certs.IsPSD2Role(name) }

@@ -81,6 +81,7 @@ func commandTable() map[string]command {
 		"key sign":      {"sign standard input, print base64", cmdKeySign, always},
 		"key delete":    {"delete a key", cmdKeyDelete, always},
 		"key origins":   {"bind a QWAC to the bank origins it may be used for", cmdKeyOrigins, always},
+		"key config":    {"set a key's JWS defaults: kid, Open Banking iss and tan", cmdKeyConfig, always},
 		"client sign":   {"certify a client's CSR with brokerd's CA", cmdClientSign, always},
 		"client issue":  {"make a client key and certificate here (quick LAN set-up)", cmdClientIssue, always},
 		"client list":   {"list the client certificates brokerd's CA issued", cmdClientList, always},

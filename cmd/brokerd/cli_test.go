@@ -396,6 +396,7 @@ func TestKeyLifecycle(t *testing.T) {
 		"id": "qwac.key", "kind": "tpm", "algorithm": "p256",
 		"subject":  "CN=tpp.example,organizationIdentifier=PSDFI-FINFSA-29884997,O=Example Oy,C=FI",
 		"x5t#S256": base64.RawURLEncoding.EncodeToString(thumb), "chain_length": 2.0,
+		"organization_identifier": "PSDFI-FINFSA-29884997", "sha1_fingerprint": hex.EncodeToString(mustOpenSSL(t, der, "dgst", "-sha1", "-binary")),
 	}
 	for k, v := range want {
 		if infos[0][k] != v {
@@ -409,6 +410,18 @@ func TestKeyLifecycle(t *testing.T) {
 	if !strings.Contains(table, "qwac.key") || !strings.Contains(table, "qwac.crt") {
 		t.Errorf("key list table:\n%s", table)
 	}
+	// The JWS defaults: set, cleared one by one, shown by key list.
+	if out := c.must("key", "config", "--id", "qwac.key", "--ob-iss", "org/ssa", "--ob-tan", "openbanking.org.uk"); out != "key qwac.key: jws kid (x5t#S256), ob iss org/ssa, ob tan openbanking.org.uk\n" {
+		t.Errorf("key config: %q", out)
+	}
+	if out := c.must("key", "config", "--id", "qwac.key", "--ob-iss", "", "--jws-kid", "k1"); out != "key qwac.key: jws kid k1, ob iss (certificate subject), ob tan openbanking.org.uk\n" {
+		t.Errorf("key config: %q", out)
+	}
+	if err := json.Unmarshal([]byte(c.must("key", "list", "--json")), &infos); err != nil || fmt.Sprint(infos[0]["jose"]) != "map[kid:k1 ob_tan:openbanking.org.uk]" {
+		t.Errorf("key list jose: %v %v", infos[0]["jose"], err)
+	}
+	c.fail(1, `"qwac.crt" is an alias of "qwac.key"; give the key id`, "key", "config", "--id", "qwac.crt", "--jws-kid", "x")
+	c.fail(2, "--id is required", "key", "config", "--ob-tan", "x")
 	// Clients of the reference broker name the certificate file.
 	if sig := c.sign("x", "--id", "qwac.crt"); len(sig) != 88 {
 		t.Errorf("ES signature through the alias: %q (want 64 bytes, base64)", sig)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -8,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -352,5 +354,44 @@ func cmdKeyOrigins(ctx context.Context, e *env, args []string) error {
 	} else {
 		fmt.Fprintf(e.stdout, "key %s may be used for %s only\n", info.ID, strings.Join(info.Origins, ", "))
 	}
+	return nil
+}
+
+func cmdKeyConfig(ctx context.Context, e *env, args []string) error {
+	fs := e.flags("key config", "--id ID [--ob-iss S] [--ob-tan S] [--jws-kid S]",
+		"Set a key's defaults for the signing helpers (POST /jws, /clientAssertion): the\n"+
+			"kid of its JWS headers (default: the certificate's x5t#S256) and, for UK Open\n"+
+			"Banking's x-jws-signature, the iss claim (default: the certificate's subject;\n"+
+			"with the OB Directory, \"{org-id}/{software-statement-id}\") and the tan claim\n"+
+			"(the trust anchor, e.g. openbanking.org.uk). An empty value removes a default;\n"+
+			"flags not given stay as they are. A client's header claims override them.")
+	id := fs.String("id", "", "key `id`")
+	iss := fs.String("ob-iss", "", "Open Banking `iss` claim")
+	tan := fs.String("ob-tan", "", "Open Banking `tan` claim (trust anchor domain)")
+	kid := fs.String("jws-kid", "", "`kid` of the key's JWS headers")
+	if err := e.parse(fs, args, "id"); err != nil {
+		return err
+	}
+	var c keys.JOSEChange
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "ob-iss":
+			c.OBISS = iss
+		case "ob-tan":
+			c.OBTAN = tan
+		case "jws-kid":
+			c.KID = kid
+		}
+	})
+	s, err := e.openState()
+	if err != nil {
+		return err
+	}
+	info, err := s.SetKeyJOSE(ctx, e.actor(), *id, c)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "key %s: jws kid %s, ob iss %s, ob tan %s\n", info.ID,
+		cmp.Or(info.JOSE.KID, "(x5t#S256)"), cmp.Or(info.JOSE.OBISS, "(certificate subject)"), cmp.Or(info.JOSE.OBTAN, "(none)"))
 	return nil
 }

@@ -17,8 +17,9 @@ import (
 func cmdPolicyAllow(ctx context.Context, e *env, args []string) error {
 	fs := e.flags("policy allow", "--name RULE MATCHER... --keys ID[,ID...]|'*' --ops OP[,OP...]|'*' [--origin URL]... [--allow-private]",
 		"Add or replace rule RULE. A client matching every matcher given may use the keys for\n"+
-			"the operations (sign, makeRequest) and, for makeRequest, the origins. The daemon\n"+
-			"applies the change within a second. Default deny: what no rule allows is refused.")
+			"the operations (sign, makeRequest, jws, httpsig, clientAssertion) and, for\n"+
+			"makeRequest, the origins. The daemon applies the change within a second.\n"+
+			"Default deny: what no rule allows is refused.")
 	r := policy.Rule{}
 	fs.StringVar(&r.Name, "name", "", "rule `name`")
 	fs.StringVar(&r.CN, "cn", "", "match the client certificate's subject `CN`")
@@ -31,7 +32,7 @@ func cmdPolicyAllow(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&r.PSD2Role, "psd2-role", "", "match a PSD2 `role` in the certificate's QCStatement (ETSI TS 119 495): PSP_AS, PSP_PI, PSP_AI or PSP_IC")
 	fs.BoolVar(&r.AnyClient, "any-client", false, "match any client with a verified certificate")
 	keyList := fs.String("keys", "", "key `ids` (comma-separated) or '*'")
-	opList := fs.String("ops", "", "`operations` (sign, makeRequest; comma-separated) or '*'")
+	opList := fs.String("ops", "", "`operations` (sign, makeRequest, jws, httpsig, clientAssertion; comma-separated) or '*'")
 	var origins multiFlag
 	fs.Var(&origins, "origin", "bank `origin` scheme://host[:port] for makeRequest; host may start with *. (repeatable)")
 	fs.BoolVar(&r.AllowPrivate, "allow-private", false, "let makeRequest reach loopback/private addresses of these origins' literal hosts")
@@ -133,7 +134,7 @@ func cmdPolicyTest(_ context.Context, e *env, args []string) error {
 			"may follow): allow or deny, and the rule that made the decision. A certificate the\n"+
 			"daemon refuses at the handshake (another CA, revoked) is denied. Exits 1 on deny.")
 	certFile := e.path(fs, "cert", admin.Read, "client certificate `file`")
-	op := fs.String("op", "", "`operation`: sign or makeRequest")
+	op := fs.String("op", "", "`operation`: sign, makeRequest, jws, httpsig or clientAssertion")
 	key := fs.String("key", "", "key `id` or alias")
 	originFlag := fs.String("origin", "", "bank `origin` (makeRequest)")
 	asJSON := fs.Bool("json", false, "print JSON")

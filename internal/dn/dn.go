@@ -155,3 +155,28 @@ func Canonical(s string) (string, error) {
 	}
 	return Format(raw), nil
 }
+
+// OpenSSL renders a DER-encoded name the way openssl's default display
+// and UK Open Banking's iss claim write it: in certificate order (least
+// specific first), "name = value" joined by ", " ("C = GB, O = Surgicon
+// Limited, organizationIdentifier = PSDGB-OB-Unknown0015800001041RHAAY,
+// CN = 0015800001041RHAAY"); "" when raw does not parse.
+func OpenSSL(raw []byte) string {
+	var rdns pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(raw, &rdns); err != nil || len(rest) > 0 {
+		return ""
+	}
+	var parts []string
+	for _, rdn := range rdns {
+		var set []string
+		for _, atv := range rdn {
+			name, ok := oidNames[atv.Type.String()]
+			if !ok {
+				name = atv.Type.String()
+			}
+			set = append(set, name+" = "+fmt.Sprint(atv.Value))
+		}
+		parts = append(parts, strings.Join(set, " + "))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -5,6 +5,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"testing"
 
 	"github.com/brokerd/brokerd/internal/dn"
@@ -54,5 +56,35 @@ func TestCanonical(t *testing.T) {
 	b, err := dn.Canonical("CN=Test CA, O=Example Oy, C=FI")
 	if err != nil || a != b || a != "CN=Test CA,O=Example Oy,C=FI" {
 		t.Fatalf("Canonical: %q, %q, %v", a, b, err)
+	}
+}
+
+// TestOpenSSL: names in certificate order, "name = value", as openssl
+// and UK Open Banking's iss write them.
+func TestOpenSSL(t *testing.T) {
+	atv := func(oid asn1.ObjectIdentifier, v string) pkix.AttributeTypeAndValue {
+		return pkix.AttributeTypeAndValue{Type: oid, Value: v}
+	}
+	c, o, cn, orgID, ou := asn1.ObjectIdentifier{2, 5, 4, 6}, asn1.ObjectIdentifier{2, 5, 4, 10}, asn1.ObjectIdentifier{2, 5, 4, 3},
+		asn1.ObjectIdentifier{2, 5, 4, 97}, asn1.ObjectIdentifier{2, 5, 4, 11}
+	for _, tc := range []struct {
+		in   pkix.RDNSequence
+		want string
+	}{
+		{pkix.RDNSequence{{atv(c, "GB")}, {atv(o, "Surgicon Limited")}, {atv(orgID, "PSDGB-OB-Unknown0015800001041RHAAY")}, {atv(cn, "0015800001041RHAAY")}},
+			"C = GB, O = Surgicon Limited, organizationIdentifier = PSDGB-OB-Unknown0015800001041RHAAY, CN = 0015800001041RHAAY"},
+		{pkix.RDNSequence{{atv(c, "FI")}, {atv(o, "Example, Oy"), atv(ou, "ops")}, {atv(asn1.ObjectIdentifier{1, 2, 3}, "x")}},
+			"C = FI, OU = ops + O = Example, Oy, 1.2.3 = x"}, // DER sorts a SET
+	} {
+		raw, err := asn1.Marshal(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := dn.OpenSSL(raw); got != tc.want {
+			t.Errorf("OpenSSL = %q, want %q", got, tc.want)
+		}
+	}
+	if got := dn.OpenSSL([]byte{0x30}); got != "" {
+		t.Errorf("OpenSSL(garbage) = %q", got)
 	}
 }

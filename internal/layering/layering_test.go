@@ -15,7 +15,7 @@ const module = "github.com/brokerd/brokerd/"
 // rank, so every arrow points one way. Leaf helpers under internal/ (which
 // import nothing of the module themselves) rank 0 and go anywhere.
 var rank = map[string]int{
-	"tpm": 1, "store": 1, "policy": 1,
+	"tpm": 1, "store": 1, "policy": 1, "jws": 1, "httpsig": 1,
 	"keys": 2, "audit": 2, "admin": 2, "netstack": 2, "netstack/listener": 2, "netstack/bank": 2,
 	"pki":         3,
 	"broker":      4,

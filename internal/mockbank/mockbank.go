@@ -2,7 +2,8 @@
 // server on loopback that requires a client certificate from a test QTSP
 // CA (a QWAC), records the raw requests it gets, and answers the ways
 // banks do (redirects, compression, ZIP files, latin-1 text, repeated
-// headers, slow and large answers).
+// headers, slow and large answers), and checks Berlin Group request
+// signatures (/bg/).
 package mockbank
 
 import (
@@ -227,6 +228,7 @@ func (b *Bank) routes() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(e)
 	})
+	mux.HandleFunc("/bg/", b.serveBerlin)
 	mux.HandleFunc("/redirect", func(w http.ResponseWriter, r *http.Request) {
 		rawRequest(r)
 		code, _ := strconv.Atoi(r.URL.Query().Get("code"))

@@ -65,11 +65,23 @@ type flatQcType struct {
 // (0.4.0.19495.2) with each role its own RoleOfPSP SEQUENCE.
 func PSD2QCStatements(t testing.TB, roles []PSD2Role, ncaName, ncaID string) pkix.Extension {
 	t.Helper()
+	return qcStatements(t, 3, psd2Info(roles, ncaName, ncaID))
+}
+
+// QSealStatements is PSD2QCStatements as a QSealC carries it: QcType
+// eseal (0.4.0.1862.1.6.2) instead of web.
+func QSealStatements(t testing.TB, roles []PSD2Role, ncaName, ncaID string) pkix.Extension {
+	t.Helper()
+	return qcStatements(t, 2, psd2Info(roles, ncaName, ncaID))
+}
+
+// psd2Info is the PSD2 statement's info, each role its own SEQUENCE.
+func psd2Info(roles []PSD2Role, ncaName, ncaID string) psd2QcType {
 	qc := psd2QcType{NCAName: ncaName, NCAID: ncaID, Roles: []roleOfPSP{}}
 	for _, r := range roles {
 		qc.Roles = append(qc.Roles, roleOfPSP(r))
 	}
-	return qcStatements(t, qc)
+	return qc
 }
 
 // PSD2QCStatementsFlattened is PSD2QCStatements with the wrong encoding
@@ -81,14 +93,14 @@ func PSD2QCStatementsFlattened(t testing.TB, roles []PSD2Role, ncaName, ncaID st
 	for _, r := range roles {
 		flat = append(flat, r.OID, asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte(r.Name)})
 	}
-	return qcStatements(t, flatQcType{Roles: [][]any{flat}, NCAName: ncaName, NCAID: ncaID})
+	return qcStatements(t, 3, flatQcType{Roles: [][]any{flat}, NCAName: ncaName, NCAID: ncaID})
 }
 
-// qcStatements encodes QcCompliance, QcType web and the PSD2 statement
-// whose info is psd2.
-func qcStatements(t testing.TB, psd2 any) pkix.Extension {
+// qcStatements encodes QcCompliance, QcType 0.4.0.1862.1.6.typeArc (3:
+// web, 2: eseal) and the PSD2 statement whose info is psd2.
+func qcStatements(t testing.TB, typeArc int, psd2 any) pkix.Extension {
 	t.Helper()
-	web := asn1.ObjectIdentifier{0, 4, 0, 1862, 1, 6, 3}
+	web := asn1.ObjectIdentifier{0, 4, 0, 1862, 1, 6, typeArc}
 	statements := []qcStatement{
 		{ID: asn1.ObjectIdentifier{0, 4, 0, 1862, 1, 1}},
 		{ID: asn1.ObjectIdentifier{0, 4, 0, 1862, 1, 6}, Info: asn1.RawValue{FullBytes: marshal(t, []asn1.ObjectIdentifier{web})}},

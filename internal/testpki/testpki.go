@@ -93,7 +93,14 @@ func (ca *CA) Issue(t testing.TB, pub crypto.PublicKey, l Leaf) *x509.Certificat
 	if l.IsCA {
 		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
+	return Create(t, tmpl, ca.Cert, pub, ca.Key)
+}
+
+// Create is x509.CreateCertificate then x509.ParseCertificate, failing
+// the test on error: for certificates Leaf cannot describe.
+func Create(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, priv crypto.Signer) *x509.Certificate {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, priv)
 	if err != nil {
 		t.Fatal(err)
 	}
