@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/audit"
@@ -75,37 +74,17 @@ func cmdAuditVerify(_ context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stderr, "note: using the audit key recorded in the file itself; an auditor should give --pub")
 	}
 	if *asJSON {
-		if err := writeJSON(e.stdout, rep); err != nil {
-			return err
-		}
+		err = writeJSON(e.stdout, rep)
 	} else {
-		printReport(e, rep)
+		err = rep.WriteText(e.stdout)
+	}
+	if err != nil {
+		return err
 	}
 	if !rep.OK() {
 		return errors.New(rep.Problem)
 	}
 	return nil
-}
-
-func printReport(e *env, rep *audit.Report) {
-	if !rep.OK() {
-		// Counts stop where verification stopped: they would mislead.
-		fmt.Fprintf(e.stdout, "FAILED: %s\n", rep.Problem)
-		return
-	}
-	if rep.Pruned != nil {
-		fmt.Fprintf(e.stdout, "records before %d were pruned (before %s); the signed anchor holds\n",
-			rep.Pruned.FirstSeq, rep.Pruned.PrunedBefore.Format(time.RFC3339))
-	}
-	fmt.Fprintf(e.stdout, "%d records (%d to %d), %d checkpoints\n", rep.Records, rep.FirstSeq, rep.LastSeq, rep.Checkpoints)
-	if c := rep.LastCheckpoint; c != nil {
-		fmt.Fprintf(e.stdout, "last checkpoint: record %d at %s (TPM clock %d ms, reset %d, restart %d)\n",
-			c.Seq, c.Time.Format(time.RFC3339), c.TPMClock, c.ResetCount, c.RestartCount)
-	}
-	if rep.Uncovered > 0 {
-		fmt.Fprintf(e.stdout, "%d records after the last checkpoint are not signed yet\n", rep.Uncovered)
-	}
-	fmt.Fprintln(e.stdout, "ok")
 }
 
 func cmdAuditExport(_ context.Context, e *env, args []string) error {

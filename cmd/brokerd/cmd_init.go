@@ -51,7 +51,7 @@ func cmdInit(ctx context.Context, e *env, args []string) error {
 	}
 	var tlsIn *daemon.TLSFiles
 	if !o.OwnCA {
-		if tlsIn, err = daemon.ReadTLSFiles(*tlsCert, *tlsKey, *clientCA, e.password(*tlsKey, *pwFile, "--tls-key-password-file")); err != nil {
+		if tlsIn, err = daemon.ReadTLSFiles(*tlsCert, *tlsKey, *clientCA, e.keyFiles().Password(*tlsKey, *pwFile, "--tls-key-password-file")); err != nil {
 			return err
 		}
 	}

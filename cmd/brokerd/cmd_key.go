@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -114,7 +113,7 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 		aliases = append(aliases, filepath.Base(*certFile))
 	}
 	opts := keys.ImportOptions{Aliases: aliases, Chain: chain, Purpose: *use}
-	priv, w, err := e.readKey(*keyFile, *blobFile, *pwFile)
+	priv, w, err := e.keyFiles().Read(*keyFile, *blobFile, *pwFile)
 	if err != nil {
 		return err
 	}
@@ -133,33 +132,11 @@ func cmdKeyImport(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// readKey reads the private key in keyFile, or else the wrapped key in
-// blobFile.
-func (e *env) readKey(keyFile, blobFile, pwFile string) (crypto.Signer, *tpm.WrappedKey, error) {
-	if keyFile == "" {
-		w, err := readAs(e, blobFile, tpm.ParseWrappedKey)
-		return nil, w, err
-	}
-	priv, err := readAs(e, keyFile, func(data []byte) (crypto.Signer, error) {
-		defer clear(data) // the key's own copy is all that stays in memory
-		return keys.ParsePrivateKeyPEM(data, e.password(keyFile, pwFile, ""))
-	})
-	return priv, nil, err
-}
-
 func aliasNote(aliases []string) string {
 	if len(aliases) == 0 {
 		return ""
 	}
 	return ", also known as " + strings.Join(aliases, ", ")
-}
-
-// password returns the PasswordFunc of an encrypted key file: the
-// password file, else <KEY_FILE_NAME>_PASSWORD, else a terminal prompt.
-// fileFlag names the password file's flag (default --password-file).
-func (e *env) password(keyFile, pwFile, fileFlag string) keys.PasswordFunc {
-	return keys.PasswordSource{KeyFile: keyFile, File: pwFile, FileFlag: fileFlag, ReadFile: e.fs().ReadFile,
-		Getenv: e.getenv, Ask: e.askPassword}.Func()
 }
 
 func cmdKeyWrap(_ context.Context, e *env, args []string) error {
@@ -186,7 +163,7 @@ func cmdKeyWrap(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	priv, _, err := e.readKey(*keyFile, "", *pwFile)
+	priv, _, err := e.keyFiles().Read(*keyFile, "", *pwFile)
 	if err != nil {
 		return err
 	}

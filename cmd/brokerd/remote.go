@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/brokerd/brokerd/internal/keyfile"
+
 	"github.com/brokerd/brokerd/admin"
 	"github.com/brokerd/brokerd/daemon"
 	"github.com/brokerd/brokerd/keys"
@@ -36,24 +38,10 @@ func readAs[T any](e *env, path string, parse func([]byte) (T, error)) (T, error
 	return v, nil
 }
 
-// askPassword asks the user on their terminal; ok is false when there is
-// no terminal to ask on.
-func (e *env) askPassword(question string) (pw []byte, ok bool, err error) {
-	if e.prompt != nil {
-		pw, err = e.prompt(question)
-		if errors.Is(err, admin.ErrNoPrompt) {
-			return nil, false, nil
-		}
-		return pw, err == nil, err
-	}
-	f, isFile := e.stdin.(*os.File)
-	if !isFile || !term.IsTerminal(int(f.Fd())) {
-		return nil, false, nil
-	}
-	fmt.Fprint(e.stderr, question)
-	pw, err = term.ReadPassword(int(f.Fd()))
-	fmt.Fprintln(e.stderr)
-	return pw, true, err
+// keyFiles reads the operator's key files: theirs, with their terminal,
+// also inside the daemon.
+func (e *env) keyFiles() keyfile.Reader {
+	return keyfile.Reader{ReadFile: e.fs().ReadFile, Getenv: e.getenv, Prompt: e.prompt, Stdin: e.stdin, Stderr: e.stderr}
 }
 
 // callDaemon runs the command inside the running daemon, through its
@@ -79,7 +67,7 @@ func (e *env) callDaemon(ctx context.Context, name string, cmd command, args []s
 	local := admin.Local{Stdin: e.stdin, Stdout: e.stdout, Stderr: e.stderr, Allow: admin.Allow(grants)}
 	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) && name == "key import" {
 		local.Prompt = func(q string) ([]byte, error) {
-			pw, _, err := e.askPassword(q)
+			pw, _, err := e.keyFiles().Ask(q)
 			return pw, err
 		}
 	}
