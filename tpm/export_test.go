@@ -25,3 +25,11 @@ func SessionsStarted(d *Device) int {
 	d.do(context.Background(), func() error { n = d.crypto.sessionsStarted; return nil })
 	return n
 }
+
+// ResourceManagerRules returns c with the device told to follow the rules
+// of a kernel resource manager (flush only what it tracks, keep one key
+// loaded) whatever the address: swtpm plays /dev/tpmrm0.
+func ResourceManagerRules(c Config) Config {
+	c.resourceManager = true
+	return c
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,6 +81,24 @@ func (t timeouts) forCommand(cmd []byte) time.Duration {
 	return t.command
 }
 
+// ResourceManager reports whether the address is a kernel resource
+// manager (/dev/tpmrm0, or a link to one): it virtualises object handles
+// per open file, flushes a file's objects and sessions when it is closed,
+// and passes session handles through, so flushing a session brokerd did
+// not start would end another program's. A raw device (/dev/tpm0), swtpm's
+// socket and the simulator have no resource manager: whatever a client
+// leaves loaded stays, and brokerd flushes it.
+func (a Address) ResourceManager() bool {
+	if a.Kind != KindDevice {
+		return false
+	}
+	p := a.Path
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	return strings.HasPrefix(filepath.Base(p), "tpmrm")
+}
+
 // openTransport connects to the TPM at addr with per-command deadlines.
 func openTransport(addr Address, to timeouts, simSeed int64) (transport.TPMCloser, error) {
 	switch addr.Kind {
@@ -93,20 +112,35 @@ func openTransport(addr Address, to timeouts, simSeed int64) (transport.TPMClose
 		}
 		return &socketTransport{path: addr.Path, to: to}, nil
 	case KindDevice:
-		f, err := os.OpenFile(addr.Path, os.O_RDWR, 0)
+		f, err := openDevice(addr.Path)
 		if err != nil {
-			return nil, fmt.Errorf("%w: open %s: %w", ErrUnavailable, addr, err)
+			return nil, fmt.Errorf("tpm: open %s: %w", addr, err)
 		}
-		fi, err := f.Stat()
-		if err == nil && fi.Mode()&os.ModeCharDevice == 0 {
-			f.Close()
-			return nil, fmt.Errorf("tpm: open %s: not a character device", addr)
-		}
-		return newDeviceTransport(f, to), nil
+		return newDeviceTransport(f, addr.Path, addr.ResourceManager(), to), nil
 	case KindSimulator:
 		return openSimulator(simSeed)
 	}
 	return nil, fmt.Errorf("tpm: open %s: unknown address kind", addr)
+}
+
+// openDevice opens a kernel TPM device.
+func openDevice(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Mode()&os.ModeCharDevice == 0 {
+		f.Close()
+		return nil, errors.New("not a character device")
+	}
+	return f, nil
+}
+
+// sender is a transport that sends a command with a deadline given by
+// its caller (the retries of a warning share the command's deadline).
+type sender interface {
+	sendBy(cmd []byte, deadline time.Time) ([]byte, error)
 }
 
 // socketTransport talks to swtpm's unix-socket server with a deadline on
@@ -121,9 +155,12 @@ type socketTransport struct {
 	conn net.Conn // nil when idle; used by the token holder only
 }
 
+// Send sends cmd within its command's deadline.
 func (s *socketTransport) Send(cmd []byte) ([]byte, error) {
-	timeout := s.to.forCommand(cmd)
-	deadline := time.Now().Add(timeout)
+	return s.sendBy(cmd, time.Now().Add(s.to.forCommand(cmd)))
+}
+
+func (s *socketTransport) sendBy(cmd []byte, deadline time.Time) ([]byte, error) {
 	reused := s.conn != nil
 	if err := s.write(cmd, deadline); err != nil {
 		if !reused {
@@ -198,29 +235,120 @@ func readResponse(r io.Reader) ([]byte, error) {
 // poll on the device (Linux 4.18+), reads and writes carry deadlines;
 // otherwise a command runs on a helper goroutine and a timeout abandons it,
 // refusing further commands until the abandoned one returns.
+//
+// A command whose response did not come within its deadline stays queued
+// in the kernel: until its response is read (or the kernel gives up on
+// the TPM, 120 s for most commands), every later write on that file fails
+// with EBUSY. So after a failed round trip the transport either reads
+// that response before the next command (a raw device, which one file at
+// a time may open) or, on a resource manager, lets go of the file and
+// opens the device again for the next command. Closing the old file waits
+// in the kernel until the command it queued has run, so it is closed on a
+// goroutine of its own; closing it also flushes every object and session
+// brokerd had loaded through it.
 type deviceTransport struct {
-	f         *os.File
+	path      string
+	rm        bool
 	to        timeouts
 	deadlines bool
+
+	f       *os.File // nil after a failed round trip on a resource manager
+	pending bool     // a raw device's response is still to be read
 
 	mu    sync.Mutex
 	stuck chan struct{} // closed when an abandoned command returns; nil if none
 }
 
-func newDeviceTransport(f *os.File, to timeouts) *deviceTransport {
-	d := &deviceTransport{f: f, to: to}
+func newDeviceTransport(f *os.File, path string, rm bool, to timeouts) *deviceTransport {
+	d := &deviceTransport{f: f, path: path, rm: rm, to: to}
 	d.deadlines = f.SetDeadline(time.Time{}) == nil
 	return d
 }
 
+// Send sends cmd within its command's deadline.
 func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
-	timeout := d.to.forCommand(cmd)
-	if d.deadlines {
-		if err := d.f.SetDeadline(time.Now().Add(timeout)); err != nil {
-			return nil, fmt.Errorf("%w: set deadline: %w", ErrUnavailable, err)
-		}
-		return d.roundTrip(cmd)
+	return d.sendBy(cmd, time.Now().Add(d.to.forCommand(cmd)))
+}
+
+func (d *deviceTransport) sendBy(cmd []byte, deadline time.Time) ([]byte, error) {
+	if !d.deadlines {
+		return d.sendAbandoning(cmd, time.Until(deadline))
 	}
+	if err := d.ready(deadline); err != nil {
+		return nil, err
+	}
+	if err := d.f.SetDeadline(deadline); err != nil {
+		return nil, fmt.Errorf("%w: set deadline: %w", ErrUnavailable, err)
+	}
+	if _, err := d.f.Write(cmd); err != nil {
+		d.letGo(false)
+		return nil, fmt.Errorf("%w: send command: %w", ErrUnavailable, err)
+	}
+	rsp, err := d.response()
+	if err != nil {
+		d.letGo(true)
+		return nil, err
+	}
+	return rsp, nil
+}
+
+// ready makes the device take a command: it opens the device again after
+// a resource manager's file was let go, and reads the response of a raw
+// device's command that missed its deadline, by the new deadline.
+func (d *deviceTransport) ready(deadline time.Time) error {
+	if d.f == nil {
+		f, err := openDevice(d.path)
+		if err != nil {
+			return fmt.Errorf("reopen %s: %w", d.path, err)
+		}
+		d.f = f
+	}
+	if !d.pending {
+		return nil
+	}
+	if err := d.f.SetDeadline(deadline); err != nil {
+		return fmt.Errorf("%w: set deadline: %w", ErrUnavailable, err)
+	}
+	if _, err := d.response(); err != nil {
+		return fmt.Errorf("tpm: an earlier command has not returned: %w", err)
+	}
+	d.pending = false
+	return nil
+}
+
+// letGo gives up on the file after a failed round trip: on a resource
+// manager it is closed (on its own goroutine, see deviceTransport) and the
+// next command opens the device again; on a raw device, whose one file
+// cannot be opened twice, the response of a command that reached the
+// kernel (queued) is read before the next command.
+func (d *deviceTransport) letGo(queued bool) {
+	if !d.rm {
+		d.pending = d.pending || queued
+		return
+	}
+	go d.f.Close()
+	d.f = nil
+}
+
+// response reads one response within the file's deadline.
+func (d *deviceTransport) response() ([]byte, error) {
+	// The kernel hands out a response in one read of a large enough buffer.
+	buf := make([]byte, maxResponse)
+	n, err := d.read(buf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
+	}
+	rsp, err := readResponse(bytes.NewReader(buf[:n]))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
+	}
+	return rsp, nil
+}
+
+// sendAbandoning runs a command on a helper goroutine (a kernel without
+// poll on the device: no deadlines on the file) and abandons it after
+// timeout, refusing further commands until it returns.
+func (d *deviceTransport) sendAbandoning(cmd []byte, timeout time.Duration) ([]byte, error) {
 	d.mu.Lock()
 	stuck := d.stuck
 	d.mu.Unlock()
@@ -259,17 +387,7 @@ func (d *deviceTransport) roundTrip(cmd []byte) ([]byte, error) {
 	if _, err := d.f.Write(cmd); err != nil {
 		return nil, fmt.Errorf("%w: send command: %w", ErrUnavailable, err)
 	}
-	// The kernel hands out a response in one read of a large enough buffer.
-	buf := make([]byte, maxResponse)
-	n, err := d.read(buf)
-	if err != nil {
-		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
-	}
-	rsp, err := readResponse(bytes.NewReader(buf[:n]))
-	if err != nil {
-		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
-	}
-	return rsp, nil
+	return d.response()
 }
 
 // read reads the response. The device is in Go's poller (non-blocking):
@@ -297,4 +415,10 @@ func (d *deviceTransport) read(buf []byte) (int, error) {
 	return n, rerr
 }
 
-func (d *deviceTransport) Close() error { return d.f.Close() }
+// Close closes the device's file, if it has one.
+func (d *deviceTransport) Close() error {
+	if d.f == nil {
+		return nil
+	}
+	return d.f.Close()
+}
