@@ -12,11 +12,13 @@ import (
 )
 
 // Backoff between the attempts of a command the TPM asked to send again:
-// it doubles from retryFirst up to retryMax, and attempts stop at the
-// command's deadline.
+// it doubles from retryFirst up to retryMax. Attempts stop after
+// retryAttempts (about 0.5 s of backoff in all), or earlier when the next
+// one would not fit in the command's deadline.
 const (
-	retryFirst = 5 * time.Millisecond
-	retryMax   = 200 * time.Millisecond
+	retryFirst    = 5 * time.Millisecond
+	retryMax      = 200 * time.Millisecond
+	retryAttempts = 8
 )
 
 // retryTransport sends every command of the device. A TPM may answer
@@ -43,6 +45,7 @@ func (r *retryTransport) Send(cmd []byte) ([]byte, error) {
 	backoff := retryFirst
 	for attempt := 1; ; attempt++ {
 		r.sent.Add(1)
+		start := time.Now()
 		rsp, err := r.send(cmd, deadline)
 		if err != nil {
 			return nil, err
@@ -56,8 +59,10 @@ func (r *retryTransport) Send(cmd []byte) ([]byte, error) {
 			r.log.Debug("tpm: command failed", "command", ccName(cc), "rc", rcName(rc))
 			return rsp, nil
 		}
-		if time.Now().Add(backoff).After(deadline) {
-			r.log.Warn("tpm: the TPM still asks to retry at the command's deadline", "command", ccName(cc), "rc", rcName(rc), "attempts", attempt)
+		// The next attempt must fit: the backoff, then as long as this
+		// one took, twice.
+		if attempt == retryAttempts || time.Now().Add(backoff+2*time.Since(start)).After(deadline) {
+			r.log.Warn("tpm: the TPM still asks to retry; giving up", "command", ccName(cc), "rc", rcName(rc), "attempts", attempt)
 			return rsp, nil
 		}
 		r.log.Info("tpm: the TPM asks to retry", "command", ccName(cc), "rc", rcName(rc), "attempt", attempt, "backoff", backoff)
