@@ -121,7 +121,7 @@ type Device struct {
 	log  *slog.Logger
 	tr   *retryTransport
 	// rm says the TPM is behind a kernel resource manager: brokerd
-	// flushes only what it tracks.
+	// flushes only what it tracks, and keeps one key loaded.
 	rm bool
 	// rocaHook, set by tests only, stands in for ROCAFingerprint.
 	rocaHook func(n *big.Int) bool
@@ -137,6 +137,11 @@ type Device struct {
 	// Set in Open, read-only afterwards.
 	srkPub  tpm2.TPMTPublic
 	srkName tpm2.TPM2BName
+
+	// psrk is the persistent storage root key brokerd uses, nil if none
+	// (the SRK is then a transient object, made from the template).
+	// Owned by the token holder.
+	psrk *object
 
 	// Owned by the token holder.
 	objs  objectCache
@@ -172,7 +177,7 @@ func Open(cfg Config, log *slog.Logger) (*Device, error) {
 		tr:   &retryTransport{tr: tr, to: to, log: log},
 		rm:   addr.ResourceManager() || cfg.resourceManager,
 		quit: make(chan struct{}),
-		objs: objectCache{m: map[string]*object{}},
+		objs: objectCache{m: map[string]*object{}, saved: map[string]savedObject{}},
 	}
 	d.q.init(cfg)
 	if err := d.setup(); err != nil {
@@ -194,6 +199,9 @@ func (d *Device) setup() error {
 		return d.failure(err)
 	}
 	d.srkPub, d.srkName = *srk.pub, srk.name
+	if err := d.adoptPersistentSRK(srk); err != nil {
+		return err
+	}
 	return d.probe()
 }
 
@@ -317,6 +325,9 @@ func (d *Device) run(fn func() error) error {
 	err := d.exec(fn)
 	if err == nil {
 		d.lastOK.Store(time.Now().UnixNano())
+	}
+	if d.rm && !d.dirty {
+		d.keepKeyInUse()
 	}
 	d.idle.Reset(idleAfter)
 	return err
