@@ -214,7 +214,17 @@ func (d *Device) ResourceManager() bool { return d.rm }
 
 // Commands returns how many commands the device has sent to the TPM since
 // Open, each attempt of a command the TPM asked to retry included.
-func (d *Device) Commands() uint64 { return d.tr.sent.Load() }
+func (d *Device) Commands() uint64 {
+	var n uint64
+	for _, c := range d.tr.counts() {
+		n += c
+	}
+	return n
+}
+
+// CommandCounts returns how many commands the device has sent to the TPM
+// since Open, by their TPM 2.0 Part 3 names ("TPM2_Sign").
+func (d *Device) CommandCounts() map[string]uint64 { return d.tr.counts() }
 
 // SRKName returns the Name of the storage root key: it identifies the TPM
 // (and its owner seed), so state made on one TPM can be recognised on another.

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -28,14 +28,38 @@ const (
 // a short backoff, as long as the command's deadline allows; a command in
 // an HMAC session may be sent again as it is, since the TPM did not
 // advance the session's nonce. Every other code that is not a success is
-// logged with its name (and returned). It counts the commands it sends.
+// logged with its name (and returned). It counts the commands it sends,
+// by command code.
 //
-// It is used by the token holder only; Sent may be read by anyone.
+// It sends for the token holder only; its counts may be read by anyone.
 type retryTransport struct {
-	tr   transport.TPMCloser
-	to   timeouts
-	log  *slog.Logger
-	sent atomic.Uint64
+	tr  transport.TPMCloser
+	to  timeouts
+	log *slog.Logger
+
+	mu   sync.Mutex
+	sent map[tpm2.TPMCC]uint64
+}
+
+// count counts one command sent.
+func (r *retryTransport) count(cc tpm2.TPMCC) {
+	r.mu.Lock()
+	if r.sent == nil {
+		r.sent = map[tpm2.TPMCC]uint64{}
+	}
+	r.sent[cc]++
+	r.mu.Unlock()
+}
+
+// counts returns how many commands were sent, by Part 3 name.
+func (r *retryTransport) counts() map[string]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]uint64, len(r.sent))
+	for cc, n := range r.sent {
+		out[ccName(cc)] += n
+	}
+	return out
 }
 
 // Send sends cmd, again while the TPM answers a retry warning and the
@@ -43,8 +67,9 @@ type retryTransport struct {
 func (r *retryTransport) Send(cmd []byte) ([]byte, error) {
 	deadline := time.Now().Add(r.to.forCommand(cmd))
 	backoff := retryFirst
+	cc := commandCode(cmd)
 	for attempt := 1; ; attempt++ {
-		r.sent.Add(1)
+		r.count(cc)
 		start := time.Now()
 		rsp, err := r.send(cmd, deadline)
 		if err != nil {
@@ -54,7 +79,6 @@ func (r *retryTransport) Send(cmd []byte) ([]byte, error) {
 		if rc == tpm2.TPMRCSuccess {
 			return rsp, nil
 		}
-		cc := commandCode(cmd)
 		if !retryable(rc) {
 			r.log.Debug("tpm: command failed", "command", ccName(cc), "rc", rcName(rc))
 			return rsp, nil

@@ -231,12 +231,16 @@ func TestOneCommandPerSignature(t *testing.T) {
 				cfg = tpm.ResourceManagerRules(cfg)
 			}
 			d, p, _ := proxied(t, cfg, tpmproxy.Options{})
-			for _, s := range []*tpm.Signer{signerFor(t, d, tpm.RSA2048), signerFor(t, d, tpm.P256)} {
+			for alg, cmd := range map[tpm.Algorithm]string{tpm.RSA2048: "TPM2_RSA_Decrypt", tpm.P256: "TPM2_Sign"} {
+				s := signerFor(t, d, alg)
 				mustSign(t, s) // loads it (again, under a resource manager's rules)
-				before, sent := p.Total(), d.Commands()
+				before, sent, counts := p.Total(), d.Commands(), d.CommandCounts()
 				mustSign(t, s)
 				if n, m := p.Total()-before, d.Commands()-sent; n != 1 || m != 1 {
 					t.Fatalf("a signature with a loaded key took %d TPM commands (%d counted by the device), want 1", n, m)
+				}
+				if n := d.CommandCounts()[cmd] - counts[cmd]; n != 1 {
+					t.Fatalf("%s counted %d times for one signature", cmd, n)
 				}
 			}
 			if n, err := d.CachedObjects(context.Background()); err != nil || n != c.wantCached {
