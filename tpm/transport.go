@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -123,12 +122,18 @@ func openTransport(addr Address, to timeouts, simSeed int64) (transport.TPMClose
 	return nil, fmt.Errorf("tpm: open %s: unknown address kind", addr)
 }
 
-// openDevice opens a kernel TPM device.
+// openDevice opens a kernel TPM device, blocking: a write runs the
+// command and returns when the TPM has answered, and the read that
+// follows returns the answer. (Go's poller, where os.OpenFile puts the
+// file, does not help: while a command is in the TPM, the kernel holds the
+// file's lock in read, write and poll alike, so no deadline interrupts
+// them; see deviceTransport.)
 func openDevice(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, &os.PathError{Op: "open", Path: path, Err: err})
 	}
+	f := os.NewFile(uintptr(fd), path)
 	fi, err := f.Stat()
 	if err == nil && fi.Mode()&os.ModeCharDevice == 0 {
 		f.Close()
@@ -231,38 +236,39 @@ func readResponse(r io.Reader) ([]byte, error) {
 	return rsp, nil
 }
 
-// deviceTransport talks to a kernel TPM device. When the kernel supports
-// poll on the device (Linux 4.18+), reads and writes carry deadlines;
-// otherwise a command runs on a helper goroutine and a timeout abandons it,
-// refusing further commands until the abandoned one returns.
+// deviceTransport talks to a kernel TPM device. Each command runs on a
+// goroutine of its own, and the caller waits for it until the command's
+// deadline: a command in the TPM holds the device file's lock in the
+// kernel, and no read, write or poll on that file returns before the TPM
+// answers or the kernel gives up on it (120 s for most commands, 300 s for
+// key generation).
 //
-// A command whose response did not come within its deadline stays queued
-// in the kernel: until its response is read (or the kernel gives up on
-// the TPM, 120 s for most commands), every later write on that file fails
-// with EBUSY. So after a failed round trip the transport either reads
-// that response before the next command (a raw device, which one file at
-// a time may open) or, on a resource manager, lets go of the file and
-// opens the device again for the next command. Closing the old file waits
-// in the kernel until the command it queued has run, so it is closed on a
-// goroutine of its own; closing it also flushes every object and session
-// brokerd had loaded through it.
+// A command abandoned at its deadline stays in the kernel. On a raw
+// device, which one file at a time may open, the next command waits (by
+// its own deadline) for the abandoned one to return: its goroutine reads
+// its answer, and the file takes commands again. On a resource manager, the
+// file is let go of: its goroutine closes it once the command has
+// returned (which flushes every object and session brokerd had loaded
+// through it), and the next command opens the device again, so brokerd
+// signs again as soon as the TPM answers.
 type deviceTransport struct {
-	path      string
-	rm        bool
-	to        timeouts
-	deadlines bool
+	open func() (*os.File, error) // opens the device (blocking)
+	rm   bool
+	to   timeouts
 
-	f       *os.File // nil after a failed round trip on a resource manager
-	pending bool     // a raw device's response is still to be read
-
-	mu    sync.Mutex
-	stuck chan struct{} // closed when an abandoned command returns; nil if none
+	f     *os.File      // nil after a failed command on a resource manager
+	stuck chan struct{} // raw device: closed when the abandoned command returns; nil if none
 }
 
 func newDeviceTransport(f *os.File, path string, rm bool, to timeouts) *deviceTransport {
-	d := &deviceTransport{f: f, path: path, rm: rm, to: to}
-	d.deadlines = f.SetDeadline(time.Time{}) == nil
-	return d
+	open := func() (*os.File, error) {
+		f, err := openDevice(path)
+		if err != nil {
+			return nil, fmt.Errorf("reopen %s: %w", path, err)
+		}
+		return f, nil
+	}
+	return &deviceTransport{open: open, f: f, rm: rm, to: to}
 }
 
 // Send sends cmd within its command's deadline.
@@ -271,70 +277,85 @@ func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
 }
 
 func (d *deviceTransport) sendBy(cmd []byte, deadline time.Time) ([]byte, error) {
-	if !d.deadlines {
-		return d.sendAbandoning(cmd, time.Until(deadline))
-	}
 	if err := d.ready(deadline); err != nil {
 		return nil, err
 	}
-	if err := d.f.SetDeadline(deadline); err != nil {
-		return nil, fmt.Errorf("%w: set deadline: %w", ErrUnavailable, err)
+	type result struct {
+		rsp []byte
+		err error
 	}
-	if _, err := d.f.Write(cmd); err != nil {
-		d.letGo(false)
-		return nil, fmt.Errorf("%w: send command: %w", ErrUnavailable, err)
+	f := d.f
+	ch := make(chan result, 1)
+	done := make(chan struct{})
+	go func() {
+		rsp, err := roundTrip(f, cmd)
+		ch <- result{rsp, err}
+		close(done)
+	}()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			d.letGo(done)
+		}
+		return r.rsp, r.err
+	case <-timer.C:
+		d.letGo(done)
+		return nil, fmt.Errorf("%w: no answer by the command's deadline", ErrUnavailable)
 	}
-	rsp, err := d.response()
-	if err != nil {
-		d.letGo(true)
-		return nil, err
-	}
-	return rsp, nil
 }
 
-// ready makes the device take a command: it opens the device again after
-// a resource manager's file was let go, and reads the response of a raw
-// device's command that missed its deadline, by the new deadline.
+// ready makes the device take a command by deadline: it opens the
+// device again after a resource manager's file was let go of, and waits
+// for a raw device's abandoned command to return.
 func (d *deviceTransport) ready(deadline time.Time) error {
+	if d.stuck != nil {
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		select {
+		case <-d.stuck:
+			d.stuck = nil
+		case <-timer.C:
+			return fmt.Errorf("tpm: an earlier command has not returned: %w", ErrUnavailable)
+		}
+	}
 	if d.f == nil {
-		f, err := openDevice(d.path)
+		f, err := d.open()
 		if err != nil {
-			return fmt.Errorf("reopen %s: %w", d.path, err)
+			return err
 		}
 		d.f = f
 	}
-	if !d.pending {
-		return nil
-	}
-	if err := d.f.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("%w: set deadline: %w", ErrUnavailable, err)
-	}
-	if _, err := d.response(); err != nil {
-		return fmt.Errorf("tpm: an earlier command has not returned: %w", err)
-	}
-	d.pending = false
 	return nil
 }
 
-// letGo gives up on the file after a failed round trip: on a resource
-// manager it is closed (on its own goroutine, see deviceTransport) and the
-// next command opens the device again; on a raw device, whose one file
-// cannot be opened twice, the response of a command that reached the
-// kernel (queued) is read before the next command.
-func (d *deviceTransport) letGo(queued bool) {
+// letGo gives up on the file after a failed command, whose goroutine
+// closes done when it returns: on a resource manager the file is closed
+// then (closing waits for the TPM in the kernel) and the next command
+// opens the device again; on a raw device the next commands wait for it.
+func (d *deviceTransport) letGo(done chan struct{}) {
 	if !d.rm {
-		d.pending = d.pending || queued
+		d.stuck = done
 		return
 	}
-	go d.f.Close()
+	f := d.f
 	d.f = nil
+	go func() {
+		<-done
+		f.Close()
+	}()
 }
 
-// response reads one response within the file's deadline.
-func (d *deviceTransport) response() ([]byte, error) {
+// roundTrip writes a command to a blocking device file and reads its
+// answer.
+func roundTrip(f *os.File, cmd []byte) ([]byte, error) {
+	if _, err := f.Write(cmd); err != nil {
+		return nil, fmt.Errorf("%w: send command: %w", ErrUnavailable, err)
+	}
 	// The kernel hands out a response in one read of a large enough buffer.
 	buf := make([]byte, maxResponse)
-	n, err := d.read(buf)
+	n, err := f.Read(buf)
 	if err != nil {
 		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
 	}
@@ -343,76 +364,6 @@ func (d *deviceTransport) response() ([]byte, error) {
 		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
 	}
 	return rsp, nil
-}
-
-// sendAbandoning runs a command on a helper goroutine (a kernel without
-// poll on the device: no deadlines on the file) and abandons it after
-// timeout, refusing further commands until it returns.
-func (d *deviceTransport) sendAbandoning(cmd []byte, timeout time.Duration) ([]byte, error) {
-	d.mu.Lock()
-	stuck := d.stuck
-	d.mu.Unlock()
-	if stuck != nil {
-		select {
-		case <-stuck:
-		default:
-			return nil, fmt.Errorf("tpm: an earlier command has not returned: %w", ErrUnavailable)
-		}
-	}
-	type result struct {
-		rsp []byte
-		err error
-	}
-	ch := make(chan result, 1)
-	done := make(chan struct{})
-	go func() {
-		rsp, err := d.roundTrip(cmd)
-		ch <- result{rsp, err}
-		close(done)
-	}()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case r := <-ch:
-		return r.rsp, r.err
-	case <-timer.C:
-		d.mu.Lock()
-		d.stuck = done
-		d.mu.Unlock()
-		return nil, fmt.Errorf("tpm: no answer within %v: %w", timeout, ErrUnavailable)
-	}
-}
-
-func (d *deviceTransport) roundTrip(cmd []byte) ([]byte, error) {
-	if _, err := d.f.Write(cmd); err != nil {
-		return nil, fmt.Errorf("%w: send command: %w", ErrUnavailable, err)
-	}
-	return d.response()
-}
-
-// read reads the response. The device is in Go's poller (non-blocking):
-// while the command still runs, the kernel's read returns 0 bytes rather
-// than EAGAIN, which os.File.Read would turn into io.EOF, leaving the
-// response unread in the kernel (every later write then fails with
-// EBUSY). So 0 bytes means "wait until readable", within the deadline.
-func (d *deviceTransport) read(buf []byte) (int, error) {
-	if !d.deadlines {
-		return d.f.Read(buf) // blocking fd: read waits for the response
-	}
-	rc, err := d.f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var n int
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		n, rerr = syscall.Read(int(fd), buf)
-		return !(errors.Is(rerr, syscall.EAGAIN) || (rerr == nil && n == 0))
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, rerr
 }
 
 // Close closes the device's file, if it has one.
