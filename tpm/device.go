@@ -43,12 +43,16 @@ type Config struct {
 	resourceManager bool
 }
 
+// kernelKeygenTimeout is how long the kernel waits for TPM2_Create and
+// TPM2_CreatePrimary before it gives up on the TPM.
+const kernelKeygenTimeout = 300 * time.Second
+
 // DefaultConfig is the configuration of a TPM on a Linux appliance.
 func DefaultConfig() Config {
 	return Config{
 		Address:        DefaultAddress,
 		CommandTimeout: 10 * time.Second,
-		KeygenTimeout:  5 * time.Minute,
+		KeygenTimeout:  kernelKeygenTimeout,
 		QueueDepth:     128,
 		QueueWait:      5 * time.Second,
 		Classes: [NumClasses]ClassConfig{
@@ -180,6 +184,10 @@ func Open(cfg Config, log *slog.Logger) (*Device, error) {
 		objs: objectCache{m: map[string]*object{}, saved: map[string]savedObject{}},
 	}
 	d.q.init(cfg)
+	if d.rm && cfg.KeygenTimeout < kernelKeygenTimeout {
+		log.Warn("tpm: tpm.keygen_timeout is below the 300 s the kernel gives key generation: brokerd may give up on one the TPM still finishes",
+			"keygen_timeout", cfg.KeygenTimeout)
+	}
 	if err := d.setup(); err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("tpm: open %s: %w", addr, err)

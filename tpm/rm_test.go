@@ -8,8 +8,10 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -420,5 +422,39 @@ func TestEKKeyReloadsWithoutEK(t *testing.T) {
 	mustSign(t, s)
 	if n, m := p.Count(uint32(tpm2.TPMCCCreatePrimary))-cp, p.Count(uint32(tpm2.TPMCCPolicySecret))-sess; n != 0 || m != 0 {
 		t.Fatalf("reloading a key under the EK took %d CreatePrimary and %d PolicySecret, want 0", n, m)
+	}
+}
+
+// TestKeygenTimeoutBelowTheKernels: behind a resource manager, a key
+// generation deadline below the kernel's 300 s is warned about at Open;
+// the default is not, and neither is any deadline on swtpm.
+func TestKeygenTimeoutBelowTheKernels(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		rm     bool
+		keygen time.Duration
+		warns  bool
+	}{
+		{"resource manager, 3 minutes", true, 3 * time.Minute, true},
+		{"resource manager, default", true, 0, false},
+		{"swtpm, 3 minutes", false, 3 * time.Minute, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := tpm.Config{Address: swtpmtest.Start(t).Address(), KeygenTimeout: c.keygen}
+			if c.rm {
+				cfg = tpm.ResourceManagerRules(cfg)
+			}
+			var logs strings.Builder
+			d, err := tpm.Open(cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.Close()
+			if got := strings.Contains(logs.String(), "keygen_timeout"); got != c.warns {
+				t.Fatalf("warned: %v, want %v; logs: %s", got, c.warns, logs.String())
+			}
+		})
 	}
 }
