@@ -120,20 +120,29 @@ func defaultServerNames() []string {
 	return names
 }
 
+// InitReport says what Init bound the state to.
+type InitReport struct {
+	// SRK is the Name of the TPM's storage root key.
+	SRK []byte
+	// SRKPersistence says, for an operator, whether the storage root key
+	// is persistent at 0x81000001 (see tpm.Device.PersistSRK).
+	SRKPersistence string
+}
+
 // Init writes a new configuration at cfgPath and a state bound to the TPM:
 // the audit key, and either brokerd's own CA with a server certificate
 // (tlsIn nil) or the given TLS material, and an empty (deny-all) policy.
-// It refuses to overwrite anything; on failure it removes what it wrote,
-// so that it can simply be run again. It returns the TPM's storage root
-// key name.
-func Init(ctx context.Context, cfgPath string, cfg *config.Config, tlsIn *TLSFiles, log *slog.Logger) ([]byte, error) {
+// It makes the storage root key persistent when the TPM allows. It
+// refuses to overwrite anything; on failure it removes what it wrote, so
+// that it can simply be run again.
+func Init(ctx context.Context, cfgPath string, cfg *config.Config, tlsIn *TLSFiles, log *slog.Logger) (InitReport, error) {
 	if a, err := tpm.ParseAddress(cfg.TPM.Address); err == nil && a.Kind == tpm.KindSimulator && cfg.TPM.SimulatorSeed == 0 {
 		var b [8]byte
 		rand.Read(b[:])
 		cfg.TPM.SimulatorSeed = int64(binary.LittleEndian.Uint64(b[:])>>1) | 1
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return InitReport{}, err
 	}
 	tlsDir := filepath.Join(filepath.Dir(cfgPath), "tls")
 	policyFile := filepath.Join(filepath.Dir(cfgPath), cfg.Policy.File)
@@ -142,9 +151,9 @@ func Init(ctx context.Context, cfgPath string, cfg *config.Config, tlsIn *TLSFil
 		written = append(written, filepath.Join(tlsDir, f))
 	}
 	if err := mustBeNew(written); err != nil {
-		return nil, err
+		return InitReport{}, err
 	}
-	srk, err := initState(ctx, cfg, tlsDir, tlsIn, log)
+	rep, err := initState(ctx, cfg, tlsDir, tlsIn, log)
 	if err == nil {
 		err = (&policy.Policy{}).Save(policyFile)
 	}
@@ -155,9 +164,9 @@ func Init(ctx context.Context, cfgPath string, cfg *config.Config, tlsIn *TLSFil
 		for _, p := range written {
 			os.Remove(p)
 		}
-		return nil, err
+		return InitReport{}, err
 	}
-	return srk, nil
+	return rep, nil
 }
 
 // mustBeNew fails when any of paths exists.
@@ -173,9 +182,9 @@ func mustBeNew(paths []string) error {
 }
 
 // initState makes the state file, the audit key and the TLS identity.
-func initState(ctx context.Context, cfg *config.Config, tlsDir string, tlsIn *TLSFiles, log *slog.Logger) ([]byte, error) {
+func initState(ctx context.Context, cfg *config.Config, tlsDir string, tlsIn *TLSFiles, log *slog.Logger) (InitReport, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, err
+		return InitReport{}, err
 	}
 	// The configuration being written keeps relative paths; the state
 	// works with them resolved.
@@ -183,19 +192,20 @@ func initState(ctx context.Context, cfg *config.Config, tlsDir string, tlsIn *TL
 	resolved.API.TLSCert, resolved.API.ClientCA = filepath.Join(tlsDir, "server.crt"), filepath.Join(tlsDir, "client-ca.pem")
 	s, err := OpenState(&resolved, log)
 	if err != nil {
-		return nil, err
+		return InitReport{}, err
 	}
 	defer s.Close()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s.warnFirmware(ctx, log)
+	rep := InitReport{SRKPersistence: s.persistSRK(ctx, log)}
 	if _, err := s.AuditKey(ctx); err != nil {
-		return nil, err
+		return InitReport{}, err
 	}
 	s.guardLockout(ctx, log)
 	if err := os.MkdirAll(tlsDir, 0o755); err != nil {
-		return nil, err
+		return InitReport{}, err
 	}
 	if tlsIn == nil {
 		err = s.installOwnCA(ctx, tlsDir)
@@ -203,9 +213,22 @@ func initState(ctx context.Context, cfg *config.Config, tlsDir string, tlsIn *TL
 		err = s.installTLS(ctx, tlsDir, tlsIn)
 	}
 	if err != nil {
-		return nil, err
+		return InitReport{}, err
 	}
-	return s.TPM.SRKName(), nil
+	rep.SRK = s.TPM.SRKName()
+	return rep, nil
+}
+
+// persistSRK makes the TPM's storage root key persistent if it can, and
+// says what it found or did. A TPM that refuses is no reason to stop: the
+// key is made as a transient object then, as before.
+func (s *State) persistSRK(ctx context.Context, log *slog.Logger) string {
+	p, err := s.TPM.PersistSRK(ctx)
+	if err != nil {
+		log.Warn("tpm: the storage root key stays transient", "err", err)
+		return "the storage root key stays transient: " + err.Error()
+	}
+	return p.String()
 }
 
 // installTLS imports the server key into the TPM and writes the server

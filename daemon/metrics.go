@@ -88,10 +88,12 @@ var (
 		"Full TLS handshakes refused before the TPM signed, their source address over its rate.", nil, nil)
 	trackedDesc = prometheus.NewDesc("brokerd_admission_tracked_addresses", "Source addresses with a handshake bucket.", nil, nil)
 	waitingDesc = prometheus.NewDesc("brokerd_tpm_waiting", "Operations waiting for the TPM, by priority class.", []string{"class"}, nil)
+	tpmCmdDesc  = prometheus.NewDesc("brokerd_tpm_commands_total",
+		"Commands sent to the TPM, by command (TPM2_Sign...); each attempt of one the TPM asked to retry counts.", []string{"command"}, nil)
 )
 
 func (c admissionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connsOpenDesc, connsRefDesc, hsDesc, hsRefusedDesc, trackedDesc, waitingDesc} {
+	for _, d := range []*prometheus.Desc{connsOpenDesc, connsRefDesc, hsDesc, hsRefusedDesc, trackedDesc, waitingDesc, tpmCmdDesc} {
 		ch <- d
 	}
 }
@@ -109,6 +111,9 @@ func (c admissionCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(trackedDesc, prometheus.GaugeValue, float64(st.Handshakes.Tracked))
 	for class, n := range c.d.state.TPM.Waiting() {
 		ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(n), tpm.Class(class).String())
+	}
+	for cmd, n := range c.d.state.TPM.CommandCounts() {
+		ch <- prometheus.MustNewConstMetric(tpmCmdDesc, prometheus.CounterValue, float64(n), cmd)
 	}
 }
 

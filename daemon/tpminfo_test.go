@@ -13,11 +13,19 @@ import (
 	"github.com/brokerd/brokerd/internal/swtpmtest"
 	"github.com/brokerd/brokerd/internal/testpki"
 	"github.com/brokerd/brokerd/keys"
+	"github.com/brokerd/brokerd/tpm"
 )
 
 // initOn initialises a state in a directory of its own on the TPM at
 // address and returns its configuration and what Init logged.
 func initOn(t *testing.T, address string) (*config.Config, string) {
+	t.Helper()
+	cfg, logs, _ := initReport(t, address)
+	return cfg, logs
+}
+
+// initReport is initOn that also returns Init's report.
+func initReport(t *testing.T, address string) (*config.Config, string, daemon.InitReport) {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "etc", "brokerd.toml")
@@ -25,14 +33,34 @@ func initOn(t *testing.T, address string) (*config.Config, string) {
 	cfg.TPM.Address, cfg.StateDir = address, filepath.Join(dir, "state")
 	cfg.Admin.Socket, cfg.PKI.ServerNames = filepath.Join(dir, "admin.sock"), []string{"localhost"}
 	var logs bytes.Buffer
-	if _, err := daemon.Init(ctx, path, cfg, nil, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
+	rep, err := daemon.Init(ctx, path, cfg, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg, logs.String()
+	if cfg, err = config.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, logs.String(), rep
+}
+
+// TestInitPersistsTheSRK: the first init on a TPM makes the storage root
+// key persistent and says so; the next finds it so, and both bind their
+// state to the same key.
+func TestInitPersistsTheSRK(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	_, _, first := initReport(t, sw.Address())
+	_, _, second := initReport(t, sw.Address())
+	for _, c := range []struct {
+		rep  daemon.InitReport
+		want tpm.SRKPersistence
+	}{{first, tpm.SRKMadePersistent}, {second, tpm.SRKPersistent}} {
+		if c.rep.SRKPersistence != c.want.String() {
+			t.Errorf("init says %q, want %q", c.rep.SRKPersistence, c.want)
+		}
+	}
+	if string(first.SRK) != string(second.SRK) {
+		t.Error("the storage root key's Name changed once persistent")
+	}
 }
 
 // TestInitGuardsTheLockoutHierarchy: init gives an empty lockout hierarchy

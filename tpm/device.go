@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
-	"github.com/google/go-tpm/tpm2/transport"
 )
 
 // Config configures a Device. Zero fields take DefaultConfig's values.
@@ -21,7 +20,9 @@ type Config struct {
 	// CommandTimeout bounds every TPM command except key generation.
 	CommandTimeout time.Duration
 	// KeygenTimeout bounds key and primary-key generation, which takes
-	// seconds to minutes on hardware TPMs.
+	// seconds to minutes on hardware TPMs. The kernel allows such a
+	// command 300 s before it gives up on the TPM: a shorter deadline
+	// gives up on a command the TPM may still finish.
 	KeygenTimeout time.Duration
 	// QueueDepth bounds the operations of ClassAPI waiting for the TPM;
 	// the other classes' bounds default to shares of it (see ClassConfig).
@@ -35,14 +36,23 @@ type Config struct {
 	// SimulatorSeed fixes the simulator's seeds (simulator builds only);
 	// zero means random.
 	SimulatorSeed int64
+
+	// resourceManager makes the device treat the TPM as behind a kernel
+	// resource manager whatever its address (tests: swtpm playing
+	// /dev/tpmrm0's rules).
+	resourceManager bool
 }
+
+// kernelKeygenTimeout is how long the kernel waits for TPM2_Create and
+// TPM2_CreatePrimary before it gives up on the TPM.
+const kernelKeygenTimeout = 300 * time.Second
 
 // DefaultConfig is the configuration of a TPM on a Linux appliance.
 func DefaultConfig() Config {
 	return Config{
 		Address:        DefaultAddress,
 		CommandTimeout: 10 * time.Second,
-		KeygenTimeout:  3 * time.Minute,
+		KeygenTimeout:  kernelKeygenTimeout,
 		QueueDepth:     128,
 		QueueWait:      5 * time.Second,
 		Classes: [NumClasses]ClassConfig{
@@ -113,7 +123,10 @@ type Device struct {
 	addr Address
 	cfg  Config
 	log  *slog.Logger
-	tr   transport.TPMCloser
+	tr   *retryTransport
+	// rm says the TPM is behind a kernel resource manager: brokerd
+	// flushes only what it tracks, and keeps one key loaded.
+	rm bool
 	// rocaHook, set by tests only, stands in for ROCAFingerprint.
 	rocaHook func(n *big.Int) bool
 
@@ -129,6 +142,11 @@ type Device struct {
 	srkPub  tpm2.TPMTPublic
 	srkName tpm2.TPM2BName
 
+	// psrk is the persistent storage root key brokerd uses, nil if none
+	// (the SRK is then a transient object, made from the template).
+	// Owned by the token holder.
+	psrk *object
+
 	// Owned by the token holder.
 	objs  objectCache
 	dirty bool
@@ -137,9 +155,11 @@ type Device struct {
 }
 
 // Open connects to the TPM, flushes transient objects and sessions left
-// behind by earlier clients, creates the storage root key and probes which
-// key types and hashes the TPM has and whether it runs in FIPS mode. A TPM
-// in failure mode fails it with ErrFailureMode.
+// behind by earlier clients (not behind a resource manager, which flushes
+// them itself and whose other clients' sessions must live on), finds or
+// creates the storage root key and probes which key types and hashes the
+// TPM has and whether it runs in FIPS mode. A TPM in failure mode fails it
+// with ErrFailureMode.
 func Open(cfg Config, log *slog.Logger) (*Device, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -149,7 +169,8 @@ func Open(cfg Config, log *slog.Logger) (*Device, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	addr, _ := ParseAddress(cfg.Address)
-	tr, err := openTransport(addr, timeouts{command: cfg.CommandTimeout, keygen: cfg.KeygenTimeout}, cfg.SimulatorSeed)
+	to := timeouts{command: cfg.CommandTimeout, keygen: cfg.KeygenTimeout}
+	tr, err := openTransport(addr, to, cfg.SimulatorSeed)
 	if err != nil {
 		return nil, err
 	}
@@ -157,11 +178,16 @@ func Open(cfg Config, log *slog.Logger) (*Device, error) {
 		addr: addr,
 		cfg:  cfg,
 		log:  log,
-		tr:   tr,
+		tr:   &retryTransport{tr: tr, to: to, log: log},
+		rm:   addr.ResourceManager() || cfg.resourceManager,
 		quit: make(chan struct{}),
-		objs: objectCache{m: map[string]*object{}},
+		objs: objectCache{m: map[string]*object{}, saved: map[string]savedObject{}},
 	}
 	d.q.init(cfg)
+	if d.rm && cfg.KeygenTimeout < kernelKeygenTimeout {
+		log.Warn("tpm: tpm.keygen_timeout is below the 300 s the kernel gives key generation: brokerd may give up on one the TPM still finishes",
+			"keygen_timeout", cfg.KeygenTimeout)
+	}
 	if err := d.setup(); err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("tpm: open %s: %w", addr, err)
@@ -181,11 +207,32 @@ func (d *Device) setup() error {
 		return d.failure(err)
 	}
 	d.srkPub, d.srkName = *srk.pub, srk.name
+	if err := d.adoptPersistentSRK(srk); err != nil {
+		return err
+	}
 	return d.probe()
 }
 
 // Address returns the address the device was opened with.
 func (d *Device) Address() Address { return d.addr }
+
+// ResourceManager reports whether the device treats the TPM as behind a
+// kernel resource manager (see Address.ResourceManager).
+func (d *Device) ResourceManager() bool { return d.rm }
+
+// Commands returns how many commands the device has sent to the TPM since
+// Open, each attempt of a command the TPM asked to retry included.
+func (d *Device) Commands() uint64 {
+	var n uint64
+	for _, c := range d.tr.counts() {
+		n += c
+	}
+	return n
+}
+
+// CommandCounts returns how many commands the device has sent to the TPM
+// since Open, by their TPM 2.0 Part 3 names ("TPM2_Sign").
+func (d *Device) CommandCounts() map[string]uint64 { return d.tr.counts() }
 
 // SRKName returns the Name of the storage root key: it identifies the TPM
 // (and its owner seed), so state made on one TPM can be recognised on another.
@@ -300,6 +347,9 @@ func (d *Device) run(fn func() error) error {
 	if err == nil {
 		d.lastOK.Store(end.UnixNano())
 	}
+	if d.rm && !d.dirty {
+		d.keepKeyInUse()
+	}
 	d.idle.Reset(idleAfter)
 	return err
 }
@@ -321,9 +371,7 @@ func (d *Device) idleRelease() {
 	}
 	q.busy = true
 	q.mu.Unlock()
-	if i, ok := d.tr.(idler); ok {
-		i.Idle()
-	}
+	d.tr.Idle()
 	d.giveBack()
 }
 
@@ -368,17 +416,21 @@ func (d *Device) exec(fn func() error) error {
 
 // reset forgets every cached object and flushes all transient objects and
 // sessions from the TPM, starting it up first if it was just powered on.
+// Behind a resource manager it flushes nothing: the objects and the
+// session brokerd tracked went with the file the transport let go of (or
+// with the TPM's restart), and every other session on the TPM is another
+// program's.
 func (d *Device) reset() error {
 	d.objs.clear()
 	d.forgetSession() // flushAll flushes it
 	d.dirty = true
-	err := d.flushAll()
+	err := d.flushLeftovers()
 	if errors.Is(err, tpm2.TPMRCInitialize) {
 		d.log.Info("tpm: TPM was not started, sending TPM2_Startup")
 		if _, serr := (tpm2.Startup{StartupType: tpm2.TPMSUClear}).Execute(d.tr); serr != nil {
 			return fmt.Errorf("tpm: startup: %w", serr)
 		}
-		err = d.flushAll()
+		err = d.flushLeftovers()
 	}
 	if err != nil {
 		return err
@@ -392,6 +444,18 @@ func (d *Device) reset() error {
 	return nil
 }
 
+// flushLeftovers flushes what earlier clients, crashes and timed-out
+// commands left in a TPM without a resource manager. Behind one, it only
+// checks that the TPM answers (and has been started up).
+func (d *Device) flushLeftovers() error {
+	if d.rm {
+		_, err := d.handles(tpm2.TPMHTTransient)
+		return err
+	}
+	return d.flushAll()
+}
+
+// flushAll flushes every transient object and session of the TPM.
 func (d *Device) flushAll() error {
 	n := 0
 	for _, ht := range []tpm2.TPMHT{tpm2.TPMHTTransient, tpm2.TPMHTHMACSession, tpm2.TPMHTPolicySession} {

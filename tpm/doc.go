@@ -25,11 +25,32 @@
 //
 // # Slots and handles
 //
-// A TPM without a resource manager (swtpm) holds three transient objects. The
-// device keeps a small least-recently-used cache of loaded objects, evicts
-// one whenever a command needs a free slot, and flushes every transient object
-// and session when it opens and after any transport error, so handles left
-// behind by a crash or a timed-out command do not accumulate.
+// A TPM without a resource manager (swtpm, a raw /dev/tpm0) holds three
+// transient objects. The device keeps a small least-recently-used cache of
+// loaded objects, evicts one whenever a command needs a free slot, and
+// flushes every transient object and session when it opens and after any
+// transport error, so handles left behind by a crash or a timed-out command
+// do not accumulate.
+//
+// Behind the kernel's resource manager ([Address.ResourceManager]:
+// /dev/tpmrm0) object handles are the process's own, and the kernel loads
+// and saves every object a process keeps around each of its commands;
+// session handles are not virtualised. There the device flushes only what
+// it made and tracks (never another program's session), keeps only the key
+// in use loaded, and after a command that missed its deadline lets go of
+// the device file (closing it flushes brokerd's objects and sessions) and
+// opens it again, instead of meeting EBUSY until the kernel drops the
+// abandoned command (120 s). On a raw device it reads the abandoned
+// command's response before the next command.
+//
+// The storage root key is the persistent one at 0x81000001 when it is the
+// key of brokerd's template ([Device.PersistSRK] makes it so), else a
+// transient one. Primary keys and keys under an endorsement key load again
+// from saved contexts, so no endorsement key is derived on the signing
+// path. A signature with its key loaded is one TPM command: the salted
+// session is kept across signatures. Warnings that ask for the command
+// again (TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING) are retried within
+// the command's deadline; every other code is logged by name.
 //
 // # RSA padding
 //

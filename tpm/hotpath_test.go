@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -271,7 +273,7 @@ func TestHotPathResponses(t *testing.T) {
 	d := &Device{crypto: cryptoState{passwordAuth: true}}
 	o := &object{handle: 0x80000001}
 	rec := &recorder{rsp: resp(0, append2B(nil, []byte("signature")))}
-	d.tr = rec
+	d.tr = &retryTransport{tr: rec, to: timeouts{command: time.Second}, log: slog.New(slog.DiscardHandler)}
 	if got, err := d.rsaDecrypt(o, nil, []byte{1}); err != nil || string(got) != "signature" {
 		t.Fatalf("rsaDecrypt = %q, %v", got, err)
 	}

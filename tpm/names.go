@@ -39,3 +39,26 @@ func curveName(c tpm2.TPMECCCurve) string {
 	}
 	return fmt.Sprintf("0x%04x", uint16(c))
 }
+
+// ccNames are the Part 3 names of the commands brokerd sends.
+var ccNames = map[tpm2.TPMCC]string{
+	tpm2.TPMCCEvictControl: "EvictControl", 0x129: "HierarchyChangeAuth",
+	tpm2.TPMCCCreatePrimary: "CreatePrimary", tpm2.TPMCCStartup: "Startup", tpm2.TPMCCNVRead: "NV_Read",
+	tpm2.TPMCCObjectChangeAuth: "ObjectChangeAuth", tpm2.TPMCCPolicySecret: "PolicySecret",
+	tpm2.TPMCCCreate: "Create", tpm2.TPMCCImport: "Import", tpm2.TPMCCLoad: "Load",
+	tpm2.TPMCCRSADecrypt: "RSA_Decrypt", tpm2.TPMCCSign: "Sign", tpm2.TPMCCUnseal: "Unseal",
+	tpm2.TPMCCContextLoad: "ContextLoad", tpm2.TPMCCContextSave: "ContextSave",
+	tpm2.TPMCCFlushContext: "FlushContext", tpm2.TPMCCNVReadPublic: "NV_ReadPublic",
+	tpm2.TPMCCReadPublic: "ReadPublic", tpm2.TPMCCStartAuthSession: "StartAuthSession",
+	tpm2.TPMCCGetCapability: "GetCapability", tpm2.TPMCCGetRandom: "GetRandom",
+	tpm2.TPMCCGetTestResult: "GetTestResult", tpm2.TPMCCPCRRead: "PCR_Read", tpm2.TPMCCPolicyPCR: "PolicyPCR",
+	tpm2.TPMCCReadClock: "ReadClock", tpm2.TPMCCTestParms: "TestParms", tpm2.TPMCCActivateCredential: "ActivateCredential",
+}
+
+// ccName names a command code as TPM 2.0 Part 3 does ("TPM2_Sign").
+func ccName(cc tpm2.TPMCC) string {
+	if n, ok := ccNames[cc]; ok {
+		return "TPM2_" + n
+	}
+	return fmt.Sprintf("0x%03x", uint32(cc))
+}

@@ -8,8 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -80,6 +80,24 @@ func (t timeouts) forCommand(cmd []byte) time.Duration {
 	return t.command
 }
 
+// ResourceManager reports whether the address is a kernel resource
+// manager (/dev/tpmrm0, or a link to one): it virtualises object handles
+// per open file, flushes a file's objects and sessions when it is closed,
+// and passes session handles through, so flushing a session brokerd did
+// not start would end another program's. A raw device (/dev/tpm0), swtpm's
+// socket and the simulator have no resource manager: whatever a client
+// leaves loaded stays, and brokerd flushes it.
+func (a Address) ResourceManager() bool {
+	if a.Kind != KindDevice {
+		return false
+	}
+	p := a.Path
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	return strings.HasPrefix(filepath.Base(p), "tpmrm")
+}
+
 // openTransport connects to the TPM at addr with per-command deadlines.
 func openTransport(addr Address, to timeouts, simSeed int64) (transport.TPMCloser, error) {
 	switch addr.Kind {
@@ -93,20 +111,41 @@ func openTransport(addr Address, to timeouts, simSeed int64) (transport.TPMClose
 		}
 		return &socketTransport{path: addr.Path, to: to}, nil
 	case KindDevice:
-		f, err := os.OpenFile(addr.Path, os.O_RDWR, 0)
+		f, err := openDevice(addr.Path)
 		if err != nil {
-			return nil, fmt.Errorf("%w: open %s: %w", ErrUnavailable, addr, err)
+			return nil, fmt.Errorf("tpm: open %s: %w", addr, err)
 		}
-		fi, err := f.Stat()
-		if err == nil && fi.Mode()&os.ModeCharDevice == 0 {
-			f.Close()
-			return nil, fmt.Errorf("tpm: open %s: not a character device", addr)
-		}
-		return newDeviceTransport(f, to), nil
+		return newDeviceTransport(f, addr.Path, addr.ResourceManager(), to), nil
 	case KindSimulator:
 		return openSimulator(simSeed)
 	}
 	return nil, fmt.Errorf("tpm: open %s: unknown address kind", addr)
+}
+
+// openDevice opens a kernel TPM device, blocking: a write runs the
+// command and returns when the TPM has answered, and the read that
+// follows returns the answer. (Go's poller, where os.OpenFile puts the
+// file, does not help: while a command is in the TPM, the kernel holds the
+// file's lock in read, write and poll alike, so no deadline interrupts
+// them; see deviceTransport.)
+func openDevice(path string) (*os.File, error) {
+	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), path)
+	fi, err := f.Stat()
+	if err == nil && fi.Mode()&os.ModeCharDevice == 0 {
+		f.Close()
+		return nil, errors.New("not a character device")
+	}
+	return f, nil
+}
+
+// sender is a transport that sends a command with a deadline given by
+// its caller (the retries of a warning share the command's deadline).
+type sender interface {
+	sendBy(cmd []byte, deadline time.Time) ([]byte, error)
 }
 
 // socketTransport talks to swtpm's unix-socket server with a deadline on
@@ -121,9 +160,12 @@ type socketTransport struct {
 	conn net.Conn // nil when idle; used by the token holder only
 }
 
+// Send sends cmd within its command's deadline.
 func (s *socketTransport) Send(cmd []byte) ([]byte, error) {
-	timeout := s.to.forCommand(cmd)
-	deadline := time.Now().Add(timeout)
+	return s.sendBy(cmd, time.Now().Add(s.to.forCommand(cmd)))
+}
+
+func (s *socketTransport) sendBy(cmd []byte, deadline time.Time) ([]byte, error) {
 	reused := s.conn != nil
 	if err := s.write(cmd, deadline); err != nil {
 		if !reused {
@@ -194,74 +236,126 @@ func readResponse(r io.Reader) ([]byte, error) {
 	return rsp, nil
 }
 
-// deviceTransport talks to a kernel TPM device. When the kernel supports
-// poll on the device (Linux 4.18+), reads and writes carry deadlines;
-// otherwise a command runs on a helper goroutine and a timeout abandons it,
-// refusing further commands until the abandoned one returns.
+// deviceTransport talks to a kernel TPM device. Each command runs on a
+// goroutine of its own, and the caller waits for it until the command's
+// deadline: a command in the TPM holds the device file's lock in the
+// kernel, and no read, write or poll on that file returns before the TPM
+// answers or the kernel gives up on it (120 s for most commands, 300 s for
+// key generation).
+//
+// A command abandoned at its deadline stays in the kernel. On a raw
+// device, which one file at a time may open, the next command waits (by
+// its own deadline) for the abandoned one to return: its goroutine reads
+// its answer, and the file takes commands again. On a resource manager, the
+// file is let go of: its goroutine closes it once the command has
+// returned (which flushes every object and session brokerd had loaded
+// through it), and the next command opens the device again, so brokerd
+// signs again as soon as the TPM answers.
 type deviceTransport struct {
-	f         *os.File
-	to        timeouts
-	deadlines bool
+	open func() (*os.File, error) // opens the device (blocking)
+	rm   bool
+	to   timeouts
 
-	mu    sync.Mutex
-	stuck chan struct{} // closed when an abandoned command returns; nil if none
+	f     *os.File      // nil after a failed command on a resource manager
+	stuck chan struct{} // raw device: closed when the abandoned command returns; nil if none
 }
 
-func newDeviceTransport(f *os.File, to timeouts) *deviceTransport {
-	d := &deviceTransport{f: f, to: to}
-	d.deadlines = f.SetDeadline(time.Time{}) == nil
-	return d
-}
-
-func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
-	timeout := d.to.forCommand(cmd)
-	if d.deadlines {
-		if err := d.f.SetDeadline(time.Now().Add(timeout)); err != nil {
-			return nil, fmt.Errorf("%w: set deadline: %w", ErrUnavailable, err)
+func newDeviceTransport(f *os.File, path string, rm bool, to timeouts) *deviceTransport {
+	open := func() (*os.File, error) {
+		f, err := openDevice(path)
+		if err != nil {
+			return nil, fmt.Errorf("reopen %s: %w", path, err)
 		}
-		return d.roundTrip(cmd)
+		return f, nil
 	}
-	d.mu.Lock()
-	stuck := d.stuck
-	d.mu.Unlock()
-	if stuck != nil {
-		select {
-		case <-stuck:
-		default:
-			return nil, fmt.Errorf("tpm: an earlier command has not returned: %w", ErrUnavailable)
-		}
+	return &deviceTransport{open: open, f: f, rm: rm, to: to}
+}
+
+// Send sends cmd within its command's deadline.
+func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
+	return d.sendBy(cmd, time.Now().Add(d.to.forCommand(cmd)))
+}
+
+func (d *deviceTransport) sendBy(cmd []byte, deadline time.Time) ([]byte, error) {
+	if err := d.ready(deadline); err != nil {
+		return nil, err
 	}
 	type result struct {
 		rsp []byte
 		err error
 	}
+	f := d.f
 	ch := make(chan result, 1)
 	done := make(chan struct{})
 	go func() {
-		rsp, err := d.roundTrip(cmd)
+		rsp, err := roundTrip(f, cmd)
 		ch <- result{rsp, err}
 		close(done)
 	}()
-	timer := time.NewTimer(timeout)
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case r := <-ch:
+		if r.err != nil {
+			d.letGo(done)
+		}
 		return r.rsp, r.err
 	case <-timer.C:
-		d.mu.Lock()
-		d.stuck = done
-		d.mu.Unlock()
-		return nil, fmt.Errorf("tpm: no answer within %v: %w", timeout, ErrUnavailable)
+		d.letGo(done)
+		return nil, fmt.Errorf("%w: no answer by the command's deadline", ErrUnavailable)
 	}
 }
 
-func (d *deviceTransport) roundTrip(cmd []byte) ([]byte, error) {
-	if _, err := d.f.Write(cmd); err != nil {
+// ready makes the device take a command by deadline: it opens the
+// device again after a resource manager's file was let go of, and waits
+// for a raw device's abandoned command to return.
+func (d *deviceTransport) ready(deadline time.Time) error {
+	if d.stuck != nil {
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		select {
+		case <-d.stuck:
+			d.stuck = nil
+		case <-timer.C:
+			return fmt.Errorf("tpm: an earlier command has not returned: %w", ErrUnavailable)
+		}
+	}
+	if d.f == nil {
+		f, err := d.open()
+		if err != nil {
+			return err
+		}
+		d.f = f
+	}
+	return nil
+}
+
+// letGo gives up on the file after a failed command, whose goroutine
+// closes done when it returns: on a resource manager the file is closed
+// then (closing waits for the TPM in the kernel) and the next command
+// opens the device again; on a raw device the next commands wait for it.
+func (d *deviceTransport) letGo(done chan struct{}) {
+	if !d.rm {
+		d.stuck = done
+		return
+	}
+	f := d.f
+	d.f = nil
+	go func() {
+		<-done
+		f.Close()
+	}()
+}
+
+// roundTrip writes a command to a blocking device file and reads its
+// answer.
+func roundTrip(f *os.File, cmd []byte) ([]byte, error) {
+	if _, err := f.Write(cmd); err != nil {
 		return nil, fmt.Errorf("%w: send command: %w", ErrUnavailable, err)
 	}
 	// The kernel hands out a response in one read of a large enough buffer.
 	buf := make([]byte, maxResponse)
-	n, err := d.read(buf)
+	n, err := f.Read(buf)
 	if err != nil {
 		return nil, fmt.Errorf("%w: read response: %w", ErrUnavailable, err)
 	}
@@ -272,29 +366,10 @@ func (d *deviceTransport) roundTrip(cmd []byte) ([]byte, error) {
 	return rsp, nil
 }
 
-// read reads the response. The device is in Go's poller (non-blocking):
-// while the command still runs, the kernel's read returns 0 bytes rather
-// than EAGAIN, which os.File.Read would turn into io.EOF, leaving the
-// response unread in the kernel (every later write then fails with
-// EBUSY). So 0 bytes means "wait until readable", within the deadline.
-func (d *deviceTransport) read(buf []byte) (int, error) {
-	if !d.deadlines {
-		return d.f.Read(buf) // blocking fd: read waits for the response
+// Close closes the device's file, if it has one.
+func (d *deviceTransport) Close() error {
+	if d.f == nil {
+		return nil
 	}
-	rc, err := d.f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var n int
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		n, rerr = syscall.Read(int(fd), buf)
-		return !(errors.Is(rerr, syscall.EAGAIN) || (rerr == nil && n == 0))
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, rerr
+	return d.f.Close()
 }
-
-func (d *deviceTransport) Close() error { return d.f.Close() }

@@ -55,17 +55,17 @@ func cmdInit(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	srk, err := daemon.Init(ctx, cfgPath, cfg, tlsIn, e.logger())
+	rep, err := daemon.Init(ctx, cfgPath, cfg, tlsIn, e.logger())
 	if err != nil {
 		return err
 	}
-	printInit(e, cfgPath, cfg, srk, o.OwnCA)
+	printInit(e, cfgPath, cfg, rep, o.OwnCA)
 	return nil
 }
 
-func printInit(e *env, cfgPath string, cfg *config.Config, srk []byte, ownCA bool) {
-	fmt.Fprintf(e.stdout, "wrote %s\nstate in %s, bound to TPM %s (storage root key %s)\n",
-		cfgPath, cfg.StateDir, cfg.TPM.Address, hex.EncodeToString(srk)[:16])
+func printInit(e *env, cfgPath string, cfg *config.Config, rep daemon.InitReport, ownCA bool) {
+	fmt.Fprintf(e.stdout, "wrote %s\nstate in %s, bound to TPM %s (storage root key %s)\n%s\n",
+		cfgPath, cfg.StateDir, cfg.TPM.Address, hex.EncodeToString(rep.SRK)[:16], rep.SRKPersistence)
 	if !ownCA {
 		fmt.Fprintf(e.stdout, "next: export %s=%s; brokerd key import / key create; brokerd policy allow; brokerd serve\n", config.EnvPath, cfgPath)
 		return

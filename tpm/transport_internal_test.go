@@ -1,0 +1,124 @@
+package tpm
+
+import (
+	"errors"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeDevice plays a kernel TPM device on socket pairs (one message per
+// read, as the kernel answers): every file it opens answers each command
+// with success, except while the TPM is stopped, when every command waits
+// for its return, whatever file it came on, as commands wait for the
+// kernel's lock on the one TPM.
+type fakeDevice struct {
+	t        *testing.T
+	stopped  atomic.Bool
+	resume   chan struct{}
+	opens    atomic.Int32
+	commands atomic.Int32
+	closed   chan struct{} // one value per file brokerd closed
+}
+
+func newFakeDevice(t *testing.T) *fakeDevice {
+	return &fakeDevice{t: t, resume: make(chan struct{}), closed: make(chan struct{}, 16)}
+}
+
+// open is the device transport's open: brokerd's end of a new socket pair.
+func (fd *fakeDevice) open() (*os.File, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	fd.opens.Add(1)
+	kernel := os.NewFile(uintptr(fds[1]), "kernel")
+	fd.t.Cleanup(func() { kernel.Close() })
+	go fd.serve(kernel)
+	return os.NewFile(uintptr(fds[0]), "tpm"), nil
+}
+
+// serve answers the commands of one file until brokerd closes it.
+func (fd *fakeDevice) serve(kernel *os.File) {
+	buf := make([]byte, 4096)
+	for {
+		if _, err := kernel.Read(buf); err != nil { // EOF: brokerd closed its end
+			fd.closed <- struct{}{}
+			return
+		}
+		fd.commands.Add(1)
+		if fd.stopped.Load() {
+			<-fd.resume
+		}
+		kernel.Write(ping) // TPM_RC_SUCCESS, no parameters
+	}
+}
+
+// ping stands for any command, and for its answer.
+var ping = []byte{0x80, 0x01, 0, 0, 0, 10, 0, 0, 0, 0}
+
+// TestDeviceStopped: a device that stops answering fails a command at its
+// deadline. On a resource manager the next command goes on a newly opened
+// file (and waits for the TPM like any other); the first after the TPM's
+// return succeeds, and every abandoned file is closed once its command has
+// returned. On a raw device, the next command waits for the abandoned one
+// by its own deadline, and the first after the TPM's return succeeds on
+// the same file.
+func TestDeviceStopped(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name                    string
+		rm                      bool
+		wantOpens, wantCommands int32
+		wantClosed              int
+	}{
+		{"resource manager", true, 3, 4, 2},
+		{"raw device", false, 1, 3, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			const deadline = 200 * time.Millisecond
+			fd := newFakeDevice(t)
+			f, _ := fd.open()
+			d := &deviceTransport{open: fd.open, f: f, rm: c.rm, to: timeouts{command: deadline}}
+			t.Cleanup(func() { d.Close() })
+			if _, err := d.Send(ping); err != nil {
+				t.Fatal(err)
+			}
+			fd.stopped.Store(true)
+			for i := range 2 {
+				start := time.Now()
+				_, err := d.Send(ping)
+				took := time.Since(start)
+				if !errors.Is(err, ErrUnavailable) {
+					t.Fatalf("command %d on a stopped TPM: %v", i, err)
+				}
+				if took < deadline || took > 5*deadline {
+					t.Fatalf("command %d failed after %v; the deadline is %v", i, took, deadline)
+				}
+			}
+			fd.stopped.Store(false)
+			close(fd.resume)
+			if _, err := d.Send(ping); err != nil {
+				t.Fatalf("first command after the TPM's return: %v", err)
+			}
+			if o, n := fd.opens.Load(), fd.commands.Load(); o != c.wantOpens || n != c.wantCommands {
+				t.Fatalf("files opened %d, commands %d; want %d, %d", o, n, c.wantOpens, c.wantCommands)
+			}
+			for range c.wantClosed {
+				select {
+				case <-fd.closed:
+				case <-time.After(10 * time.Second):
+					t.Fatal("an abandoned file was not closed after its command returned")
+				}
+			}
+			select {
+			case <-fd.closed:
+				t.Fatal("a file in use was closed")
+			default:
+			}
+		})
+	}
+}
