@@ -162,7 +162,7 @@ func (d *Daemon) release() {
 }
 
 func (d *Daemon) openState(ctx context.Context) error {
-	s, err := openState(d.cfg, d.log, d.metrics.auditCommit)
+	s, err := openState(d.cfg, d.log, d.metrics.auditCommit, d.metrics)
 	if err != nil {
 		return err
 	}

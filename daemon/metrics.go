@@ -29,6 +29,8 @@ type metrics struct {
 	ops     *prometheus.CounterVec
 	latency *prometheus.HistogramVec
 	commits prometheus.Histogram
+	tpmCmd  *prometheus.HistogramVec // by command
+	tpmWait [tpm.NumClasses]prometheus.Observer
 	signed  minuteCounter // signatures in the last minute, for STATUS=
 }
 
@@ -41,8 +43,28 @@ func newMetrics() *metrics {
 		[]string{"op"})
 	m.commits = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "brokerd_audit_commit_duration_seconds",
 		Help: "Time of one synced audit commit (it makes every record pending durable).", Buckets: prometheus.ExponentialBuckets(.0005, 2, 14)})
-	m.reg.MustRegister(m.ops, m.latency, m.commits, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.tpmCmd = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "brokerd_tpm_command_duration_seconds",
+		Help: "Time of one TPM command (one attempt), by command.", Buckets: prometheus.ExponentialBuckets(.0001, 2.5, 12)}, []string{"command"})
+	wait := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "brokerd_tpm_wait_seconds",
+		Help:    "Time an operation waited for the TPM (0 when it was free), by priority class.",
+		Buckets: []float64{0, .001, .005, .025, .1, .25, .5, 1, 2.5, 5}}, []string{"class"})
+	for c := range tpm.NumClasses {
+		m.tpmWait[c] = wait.WithLabelValues(c.String())
+	}
+	m.reg.MustRegister(m.ops, m.latency, m.commits, m.tpmCmd, wait, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// CommandDone times one TPM command (tpm.Observer).
+func (m *metrics) CommandDone(command string, took time.Duration) {
+	m.tpmCmd.WithLabelValues(command).Observe(took.Seconds())
+}
+
+// Waited times one wait for the TPM (tpm.Observer).
+func (m *metrics) Waited(c tpm.Class, took time.Duration) {
+	if c >= 0 && c < tpm.NumClasses {
+		m.tpmWait[c].Observe(took.Seconds())
+	}
 }
 
 // observe counts one API answer.

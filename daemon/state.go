@@ -40,11 +40,12 @@ type State struct {
 // OpenState opens the state file, its audit log and the TPM, and loads the
 // key registry.
 func OpenState(cfg *config.Config, log *slog.Logger) (*State, error) {
-	return openState(cfg, log, nil)
+	return openState(cfg, log, nil, nil)
 }
 
-// openState is OpenState; onCommit hears of the audit log's commits.
-func openState(cfg *config.Config, log *slog.Logger, onCommit func(int, time.Duration)) (*State, error) {
+// openState is OpenState; onCommit hears of the audit log's commits, obs
+// of the TPM's commands and waits.
+func openState(cfg *config.Config, log *slog.Logger, onCommit func(int, time.Duration), obs tpm.Observer) (*State, error) {
 	st, err := store.Open(cfg.StatePath(), store.Options{})
 	if err != nil {
 		return nil, err
@@ -54,7 +55,9 @@ func openState(cfg *config.Config, log *slog.Logger, onCommit func(int, time.Dur
 		st.Close()
 		return nil, err
 	}
-	dev, err := tpm.Open(cfg.TPMConfig(), log)
+	tcfg := cfg.TPMConfig()
+	tcfg.Observer = obs
+	dev, err := tpm.Open(tcfg, log)
 	if err != nil {
 		al.Close()
 		st.Close()

@@ -36,6 +36,9 @@ type Config struct {
 	// SimulatorSeed fixes the simulator's seeds (simulator builds only);
 	// zero means random.
 	SimulatorSeed int64
+	// Observer, when set, hears how long each TPM command and each wait
+	// for the TPM took (metrics).
+	Observer Observer
 
 	// resourceManager makes the device treat the TPM as behind a kernel
 	// resource manager whatever its address (tests: swtpm playing
@@ -178,7 +181,7 @@ func Open(cfg Config, log *slog.Logger) (*Device, error) {
 		addr: addr,
 		cfg:  cfg,
 		log:  log,
-		tr:   &retryTransport{tr: tr, to: to, log: log},
+		tr:   &retryTransport{tr: tr, to: to, log: log, obs: cfg.Observer},
 		rm:   addr.ResourceManager() || cfg.resourceManager,
 		quit: make(chan struct{}),
 		objs: objectCache{m: map[string]*object{}, saved: map[string]savedObject{}},

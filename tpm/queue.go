@@ -281,6 +281,12 @@ func (d *Device) acquire(ctx context.Context, c Class) error {
 	if !q.busy && !q.closed { // the TPM is free: no queueing, no hand-off
 		q.busy = true
 		q.mu.Unlock()
+		if d.cfg.Observer != nil {
+			if cc, ok := classIn(ctx); ok {
+				c = cc
+			}
+			d.cfg.Observer.Waited(c, 0)
+		}
 		return nil
 	}
 	if q.closed {
@@ -289,6 +295,9 @@ func (d *Device) acquire(ctx context.Context, c Class) error {
 	}
 	if cc, ok := classIn(ctx); ok {
 		c = cc
+	}
+	if d.cfg.Observer != nil {
+		defer func(start time.Time) { d.cfg.Observer.Waited(c, time.Since(start)) }(time.Now())
 	}
 	if q.waiting[c].Load() >= q.depth[c] {
 		q.mu.Unlock()

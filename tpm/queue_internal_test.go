@@ -673,3 +673,39 @@ func TestQueueRefusesWhatWouldOutlastTheBudget(t *testing.T) {
 		t.Errorf("ran %q", got)
 	}
 }
+
+// waits records what an Observer hears of waits.
+type waits struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (w *waits) CommandDone(string, time.Duration) {}
+
+func (w *waits) Waited(c Class, took time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.got = append(w.got, fmt.Sprintf("%s %v", c, took > 0))
+}
+
+// The Observer hears every operation's wait, in its class: zero for one
+// that found the TPM free, more for one that queued.
+func TestQueueObserverHearsWaits(t *testing.T) {
+	t.Parallel()
+	var w waits
+	d := openQ(t, Config{QueueWait: time.Minute, Observer: &w})
+	ctx := context.Background()
+	w.mu.Lock()
+	w.got = nil // Open's own operations
+	w.mu.Unlock()
+	var tp tape
+	release := hold(t, d)
+	queued := enqueue(t, d, ctx, ClassHousekeeping, "hk", &tp)
+	release()
+	wantNil(t, "queued operation", queued)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if got := strings.Join(w.got, ", "); got != "api false, housekeeping true" {
+		t.Errorf("waits heard: %s", got)
+	}
+}

@@ -36,6 +36,7 @@ type retryTransport struct {
 	tr  transport.TPMCloser
 	to  timeouts
 	log *slog.Logger
+	obs Observer // nil: none
 
 	mu   sync.Mutex
 	sent map[tpm2.TPMCC]uint64
@@ -72,6 +73,9 @@ func (r *retryTransport) Send(cmd []byte) ([]byte, error) {
 		r.count(cc)
 		start := time.Now()
 		rsp, err := r.send(cmd, deadline)
+		if r.obs != nil {
+			r.obs.CommandDone(ccName(cc), time.Since(start))
+		}
 		if err != nil {
 			return nil, err
 		}
