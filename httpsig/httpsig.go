@@ -103,6 +103,9 @@ func Sign(k Key, r Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if err := checkLine(r.Method, r.Target); err != nil {
+		return Result{}, err
+	}
 	ss, err := SigningString(headers, names, r.Method, r.Target)
 	if err != nil {
 		return Result{}, refuse("%v", err)
@@ -250,4 +253,26 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// checkLine refuses a method that is no HTTP token and a target that is no
+// origin-form request target (a path and its query, percent-encoded):
+// either could put into the signing string lines or fields that the
+// request sent does not have.
+func checkLine(method, target string) error {
+	if method == "" || strings.IndexFunc(method, func(r rune) bool { return !tokenChar(r) }) >= 0 {
+		return refuse("method %q is not an HTTP token", method)
+	}
+	if !strings.HasPrefix(target, "/") {
+		return refuse("path %q does not start with /", target)
+	}
+	if strings.IndexFunc(target, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+		return refuse("path %q holds a space, a control character or a character to percent-encode", target)
+	}
+	return nil
+}
+
+// tokenChar reports whether r may appear in an HTTP token (RFC 9110 5.6.2).
+func tokenChar(r rune) bool {
+	return r < 0x7f && (r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || strings.ContainsRune("!#$%&'*+-.^_`|~", r))
 }

@@ -145,7 +145,12 @@ func TestRefusals(t *testing.T) {
 		{"Signature given", k, httpsig.Request{Headers: [][2]string{{"signature", "x"}}}, "header signature is brokerd's to set"},
 		{"certificate given", k, httpsig.Request{Headers: [][2]string{{"TPP-Signature-Certificate", "x"}}}, "header TPP-Signature-Certificate is brokerd's to set"},
 		{"wrong digest", k, httpsig.Request{Body: []byte("x"), Headers: [][2]string{{"Digest", "SHA-256=AAAA"}}}, `header Digest "SHA-256=AAAA" is not the body's "SHA-256=LXEWQrcmsEQBYnyp+6wy9chTD7GQPMTbAiWHF5IaSIE="`},
-		{"missing signed header", k, httpsig.Request{SignedHeaders: []string{"digest", "x-request-id", "psu-id"}}, "header psu-id is to be signed but is not in the request"},
+		{"missing signed header", k, httpsig.Request{Method: "GET", Target: "/x", SignedHeaders: []string{"digest", "x-request-id", "psu-id"}}, "header psu-id is to be signed but is not in the request"},
+		{"CR LF in the path", k, httpsig.Request{Method: "POST", Target: "/v1/x\r\nHost: evil", RequestTarget: true}, `path "/v1/x\r\nHost: evil" holds a space, a control character or a character to percent-encode`},
+		{"space in the path", k, httpsig.Request{Method: "POST", Target: "/v1 x"}, `path "/v1 x" holds a space`},
+		{"no leading slash", k, httpsig.Request{Method: "POST", Target: "v1/x"}, `path "v1/x" does not start with /`},
+		{"method not a token", k, httpsig.Request{Method: "PO ST", Target: "/x"}, `method "PO ST" is not an HTTP token`},
+		{"no method", k, httpsig.Request{Target: "/x"}, `method "" is not an HTTP token`},
 		{"no digest signed", k, httpsig.Request{SignedHeaders: []string{"x-request-id", "date"}}, "signed_headers must include digest and x-request-id"},
 		{"named twice", k, httpsig.Request{SignedHeaders: []string{"digest", "Digest"}}, "signed_headers names digest twice"},
 	} {
