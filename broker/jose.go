@@ -156,11 +156,34 @@ func verifyRequest(p jwsVerifyParams) (jws.VerifyRequest, *apiError) {
 		}
 		req.Certificate = chain[0]
 	default:
-		var set jose.JSONWebKeySet
-		if err := json.Unmarshal(p.JWKS, &set); err != nil {
-			return req, bad("jwks: " + err.Error())
+		set, err := parseJWKS(p.JWKS)
+		if err != nil {
+			return req, bad(err.Error())
 		}
-		req.JWKS = &set
+		req.JWKS = set
 	}
 	return req, nil
+}
+
+// parseJWKS reads a JWK Set, skipping the keys it cannot use (another key
+// type, a malformed member), as RFC 7517 section 5 asks: a bank's set may
+// hold keys of kinds brokerd does not verify with.
+func parseJWKS(data []byte) (*jose.JSONWebKeySet, error) {
+	var raw struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil || raw.Keys == nil {
+		return nil, errors.New("jwks must be a JSON object with a keys array")
+	}
+	set := &jose.JSONWebKeySet{}
+	for _, k := range raw.Keys {
+		var key jose.JSONWebKey
+		if key.UnmarshalJSON(k) == nil && key.Valid() && key.IsPublic() {
+			set.Keys = append(set.Keys, key)
+		}
+	}
+	if len(set.Keys) == 0 {
+		return nil, errors.New("jwks holds no public key brokerd can verify with (RSA or EC)")
+	}
+	return set, nil
 }

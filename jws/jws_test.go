@@ -97,6 +97,9 @@ func TestOpenBankingHeadersAreExactly(t *testing.T) {
 		{jws.OB313, map[string]json.RawMessage{"kid": json.RawMessage(`"90210ABAD"`), jws.ClaimISS: json.RawMessage(`"0015800001041RHAAY/HQuZPIt3ipkh33Uxytox1E"`)},
 			`{"alg":"PS256","b64":false,"crit":["b64","http://openbanking.org.uk/iat","http://openbanking.org.uk/iss","http://openbanking.org.uk/tan"],"http://openbanking.org.uk/iat":1501497671,"http://openbanking.org.uk/iss":"0015800001041RHAAY/HQuZPIt3ipkh33Uxytox1E","http://openbanking.org.uk/tan":"openbanking.org.uk","kid":"90210ABAD"}`,
 			func(h string) []byte { return append([]byte(h+"."), payload...) }},
+		{jws.OB314, map[string]json.RawMessage{"kid": json.RawMessage(`"90210ABAD"`), "typ": json.RawMessage(`"JOSE"`), "cty": json.RawMessage(`"application/json"`)},
+			`{"alg":"PS256","crit":["http://openbanking.org.uk/iat","http://openbanking.org.uk/iss","http://openbanking.org.uk/tan"],"cty":"application/json","http://openbanking.org.uk/iat":1501497671,"http://openbanking.org.uk/iss":"` + iss + `","http://openbanking.org.uk/tan":"openbanking.org.uk","kid":"90210ABAD","typ":"JOSE"}`,
+			func(h string) []byte { return []byte(h + "." + base64.RawURLEncoding.EncodeToString(payload)) }},
 	}
 	for _, c := range cases {
 		t.Run(string(c.profile), func(t *testing.T) {
@@ -240,12 +243,17 @@ func TestSignRefusals(t *testing.T) {
 	}{
 		{"no tan", k, jws.Request{Profile: jws.OB314}, "no http://openbanking.org.uk/tan: give it in header or configure the key (brokerd key config --ob-tan)"},
 		{"no iss, no cert", bare, jws.Request{Profile: jws.OB314, Header: map[string]json.RawMessage{jws.ClaimTAN: json.RawMessage(`"t"`)}}, "no http://openbanking.org.uk/iss"},
-		{"extra OB claim", k, jws.Request{Profile: jws.OB313, Header: map[string]json.RawMessage{"typ": json.RawMessage(`"JOSE"`)}}, `profile ob-3.1.3 allows only kid, http://openbanking.org.uk/iss and http://openbanking.org.uk/tan in header, not "typ"`},
+		{"extra OB claim", k, jws.Request{Profile: jws.OB313, Header: map[string]json.RawMessage{"x5u": json.RawMessage(`"https://x"`)}}, `profile ob-3.1.3 allows only kid, http://openbanking.org.uk/iss, http://openbanking.org.uk/tan, typ and cty in header, not "x5u"`},
+		{"OB typ not JOSE", k, jws.Request{Profile: jws.OB314, Header: map[string]json.RawMessage{"typ": json.RawMessage(`"JWT"`)}}, `profile ob-3.1.4 allows typ only as JOSE, not "JWT"`},
 		{"OB claim not a string", k, jws.Request{Profile: jws.OB314, Header: map[string]json.RawMessage{jws.ClaimTAN: json.RawMessage(`5`)}}, `header claim "http://openbanking.org.uk/tan" must be a non-empty string`},
 		{"x5c with OB", k, jws.Request{Profile: jws.OB314, X5C: true}, "profile ob-3.1.4 allows no x5c"},
 		{"x5c without cert", bare, jws.Request{Profile: jws.Compact, X5C: true}, "x5c: the key has no certificate"},
 		{"alg in header", k, jws.Request{Profile: jws.Compact, Header: map[string]json.RawMessage{"alg": json.RawMessage(`"none"`)}}, `header claim "alg" is set by the profile`},
 		{"crit in header", k, jws.Request{Profile: jws.Detached, Header: map[string]json.RawMessage{"crit": json.RawMessage(`[]`)}}, `header claim "crit" is set by the profile`},
+		{"x5t#S256 in header", k, jws.Request{Profile: jws.Compact, Header: map[string]json.RawMessage{"x5t#S256": json.RawMessage(`"forged"`)}}, `header claim "x5t#S256" is set by the profile`},
+		{"x5c in header", k, jws.Request{Profile: jws.Detached, Header: map[string]json.RawMessage{"x5c": json.RawMessage(`["AAAA"]`)}}, `header claim "x5c" is set by the profile`},
+		{"jku in header", k, jws.Request{Profile: jws.Compact, Header: map[string]json.RawMessage{"jku": json.RawMessage(`"https://evil.example/jwks"`)}}, `header claim "jku" is set by the profile`},
+		{"zip in header", k, jws.Request{Profile: jws.Compact, Header: map[string]json.RawMessage{"zip": json.RawMessage(`"DEF"`)}}, `header claim "zip" is set by the profile`},
 		{"unknown profile", k, jws.Request{Profile: "ob-9"}, `unknown profile "ob-9"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -166,8 +166,11 @@ func Sign(k Key, payload []byte, r Request) (Result, error) {
 }
 
 // reserved are header names a client may not set: the serialisation and
-// the algorithm are the profile's and the key's.
-var reserved = []string{"alg", "crit", "b64", "jwk"}
+// the algorithm are the profile's and the key's, the key and certificate
+// references are what brokerd knows of the key (a client's would bind the
+// signature to a key or certificate that did not make it), and zip and enc
+// are JWE's.
+var reserved = []string{"alg", "crit", "b64", "jwk", "jku", "x5c", "x5u", "x5t", "x5t#S256", "zip", "enc"}
 
 // plainHeader is the header of Compact and Detached: kid, x5t#S256 when
 // the key has a certificate, x5c on request, then the client's claims.
@@ -200,20 +203,34 @@ func plainHeader(k Key, r Request) (map[jose.HeaderKey]any, error) {
 	return h, nil
 }
 
+// obOptional are the claims the Open Banking profile lets a signer add,
+// with the values it allows.
+var obOptional = map[string][]string{"typ": {"JOSE"}, "cty": {"json", "application/json"}}
+
 // obHeader is the Open Banking header: kid, iat, iss, tan, crit (and b64
-// for v3.1.3), nothing else. header may give kid, iss and tan.
+// for v3.1.3), and typ and cty when header gives them; nothing else.
+// header may give kid, iss, tan, typ and cty.
 func obHeader(k Key, r Request) (map[jose.HeaderKey]any, error) {
 	if r.X5C {
 		return nil, refuse("profile %s allows no x5c: its header holds only the Open Banking claims", r.Profile)
 	}
 	claim := map[string]string{"kid": k.KID, ClaimISS: k.ISS, ClaimTAN: k.TAN}
+	optional := map[string]string{}
 	for name, v := range r.Header {
-		if _, ok := claim[name]; !ok {
-			return nil, refuse("profile %s allows only kid, %s and %s in header, not %q", r.Profile, ClaimISS, ClaimTAN, name)
+		allowed, isOptional := obOptional[name]
+		if _, ok := claim[name]; !ok && !isOptional {
+			return nil, refuse("profile %s allows only kid, %s, %s, typ and cty in header, not %q", r.Profile, ClaimISS, ClaimTAN, name)
 		}
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil || s == "" {
 			return nil, refuse("header claim %q must be a non-empty string", name)
+		}
+		if isOptional {
+			if !slices.Contains(allowed, s) {
+				return nil, refuse("profile %s allows %s only as %s, not %q", r.Profile, name, strings.Join(allowed, " or "), s)
+			}
+			optional[name] = s
+			continue
 		}
 		claim[name] = s
 	}
@@ -234,6 +251,9 @@ func obHeader(k Key, r Request) (map[jose.HeaderKey]any, error) {
 		return nil, refuse("no %s: give it in header or configure the key (brokerd key config --ob-tan)", ClaimTAN)
 	}
 	h := map[jose.HeaderKey]any{"kid": claim["kid"], ClaimIAT: r.Now.Unix(), ClaimISS: claim[ClaimISS], ClaimTAN: claim[ClaimTAN]}
+	for name, v := range optional {
+		h[jose.HeaderKey(name)] = v
+	}
 	if r.Profile == OB313 {
 		h["b64"] = false
 		h["crit"] = append([]string{"b64"}, obCrit...)

@@ -65,11 +65,13 @@ type Verified struct {
 
 // header is the protected header's members that Verify reads.
 type header struct {
-	Alg  jose.SignatureAlgorithm `json:"alg"`
-	KID  string                  `json:"kid"`
-	Crit []string                `json:"crit"`
-	B64  *bool                   `json:"b64"`
-	IAT  *json.Number            `json:"http://openbanking.org.uk/iat"`
+	Alg  jose.SignatureAlgorithm
+	KID  string
+	Crit []string
+	B64  *bool
+	IAT  *int64
+	// present names every member of the header.
+	present map[string]bool
 }
 
 // Verify checks a JWS (RFC 7515, with RFC 7797's unencoded payload and
@@ -119,20 +121,42 @@ func Verify(r VerifyRequest) (Verified, error) {
 	return Verified{}, fmt.Errorf("%w: the signature does not verify with %s", ErrInvalid, describeKeys(r, len(keys)))
 }
 
-// parseHeader decodes the protected header: a JSON object with an alg.
+// parseHeader decodes the protected header: a JSON object with a string
+// alg, whose members Verify reads have their types (the errors say so
+// in words, not in Go's).
 func parseHeader(raw []byte) (header, error) {
-	var h header
+	var members map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&h); err != nil {
-		return header{}, fmt.Errorf("%w: header is not a JSON object of JWS claims: %w", ErrMalformed, err)
+	if err := dec.Decode(&members); err != nil || members == nil {
+		return header{}, fmt.Errorf("%w: the header is not a JSON object", ErrMalformed)
 	}
 	if dec.More() {
 		return header{}, fmt.Errorf("%w: header has data after its JSON object", ErrMalformed)
 	}
-	if h.Alg == "" {
+	h := header{present: map[string]bool{}}
+	for name := range members {
+		h.present[name] = true
+	}
+	var alg string
+	fields := []struct {
+		name string
+		into any
+		want string
+	}{{"alg", &alg, "a string"}, {"kid", &h.KID, "a string"}, {"crit", &h.Crit, "an array of strings"}, {"b64", &h.B64, "true or false"},
+		{ClaimIAT, &h.IAT, "an integer"}, {ClaimISS, new(string), "a string"}, {ClaimTAN, new(string), "a string"}}
+	for _, f := range fields {
+		v, ok := members[f.name]
+		if !ok {
+			continue
+		}
+		if err := json.Unmarshal(v, f.into); err != nil || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
+			return header{}, fmt.Errorf("%w: header member %s must be %s", ErrMalformed, f.name, f.want)
+		}
+	}
+	if alg == "" {
 		return header{}, fmt.Errorf("%w: header has no alg", ErrMalformed)
 	}
+	h.Alg = jose.SignatureAlgorithm(alg)
 	return h, nil
 }
 
@@ -163,25 +187,22 @@ func checkClaims(h header, now time.Time) error {
 	if !slices.Contains(verifyAlgs, h.Alg) {
 		return fmt.Errorf("%w: algorithm %q is not allowed (want one of %v)", ErrInvalid, h.Alg, verifyAlgs)
 	}
+	if h.Crit != nil && len(h.Crit) == 0 {
+		return fmt.Errorf("%w: crit is empty (RFC 7515 section 4.1.11)", ErrInvalid)
+	}
 	for _, c := range h.Crit {
 		if !slices.Contains(understoodCrit, c) {
 			return fmt.Errorf("%w: critical claim %q is not understood", ErrInvalid, c)
+		}
+		if !h.present[c] {
+			return fmt.Errorf("%w: %s is critical but absent", ErrInvalid, c)
 		}
 	}
 	if h.B64 != nil && !slices.Contains(h.Crit, "b64") {
 		return fmt.Errorf("%w: b64 is set but not listed in crit (RFC 7797 section 6)", ErrInvalid)
 	}
-	if slices.Contains(h.Crit, ClaimIAT) && h.IAT == nil {
-		return fmt.Errorf("%w: %s is critical but absent", ErrInvalid, ClaimIAT)
-	}
-	if h.IAT != nil {
-		iat, err := h.IAT.Int64()
-		if err != nil {
-			return fmt.Errorf("%w: %s is not an integer", ErrInvalid, ClaimIAT)
-		}
-		if time.Unix(iat, 0).After(now.Add(iatSkew)) {
-			return fmt.Errorf("%w: %s %d is in the future", ErrInvalid, ClaimIAT, iat)
-		}
+	if h.IAT != nil && time.Unix(*h.IAT, 0).After(now.Add(iatSkew)) {
+		return fmt.Errorf("%w: %s %d is in the future", ErrInvalid, ClaimIAT, *h.IAT)
 	}
 	return nil
 }

@@ -52,7 +52,15 @@ func TestVerify(t *testing.T) {
 		{"no key", jws.VerifyRequest{JWS: compact}, jws.ErrMalformed, "give a certificate or a JWKS"},
 		{"two parts", jws.VerifyRequest{JWS: "a.b", Certificate: cert}, jws.ErrMalformed, "a JWS has 3 parts separated by dots, this one 2"},
 		{"header not base64url", jws.VerifyRequest{JWS: "a+b..c", Certificate: cert}, jws.ErrMalformed, "header:"},
-		{"header not JSON", jws.VerifyRequest{JWS: hdr("[1]") + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrMalformed, "header is not a JSON object of JWS claims"},
+		{"header not JSON", jws.VerifyRequest{JWS: hdr("[1]") + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrMalformed, "the header is not a JSON object"},
+		{"alg a number", jws.VerifyRequest{JWS: hdr(`{"alg":5}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrMalformed, "header member alg must be a string"},
+		{"crit a string", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","crit":"b64","b64":false}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrMalformed, "header member crit must be an array of strings"},
+		{"crit empty", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","crit":[]}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrInvalid, "crit is empty"},
+		{"iss critical, absent", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","crit":["http://openbanking.org.uk/iss"]}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrInvalid, "http://openbanking.org.uk/iss is critical but absent"},
+		{"b64 critical, absent", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","crit":["b64"]}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrInvalid, "b64 is critical but absent"},
+		{"iss not a string", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","http://openbanking.org.uk/iss":5}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrMalformed, "header member http://openbanking.org.uk/iss must be a string"},
+		{"tan null", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","http://openbanking.org.uk/tan":null}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrMalformed, "header member http://openbanking.org.uk/tan must be a string"},
+		{"iat a string", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","http://openbanking.org.uk/iat":"2099"}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrMalformed, "header member http://openbanking.org.uk/iat must be an integer"},
 		{"no alg", jws.VerifyRequest{JWS: hdr(`{"kid":"x"}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrMalformed, "header has no alg"},
 		{"alg none", jws.VerifyRequest{JWS: hdr(`{"alg":"none"}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrInvalid, `algorithm "none" is not allowed`},
 		{"alg HS256", jws.VerifyRequest{JWS: hdr(`{"alg":"HS256"}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrInvalid, `algorithm "HS256" is not allowed`},
@@ -60,7 +68,7 @@ func TestVerify(t *testing.T) {
 		{"b64 not in crit", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","b64":false}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrInvalid, "b64 is set but not listed in crit"},
 		{"iat critical, absent", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","crit":["http://openbanking.org.uk/iat"]}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrInvalid, "http://openbanking.org.uk/iat is critical but absent"},
 		{"iat in the future", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","http://openbanking.org.uk/iat":1501497900}`) + ".." + sig, Payload: []byte("x"), Certificate: cert, Now: now}, jws.ErrInvalid, "http://openbanking.org.uk/iat 1501497900 is in the future"},
-		{"iat not integer", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","http://openbanking.org.uk/iat":1.5}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrInvalid, "http://openbanking.org.uk/iat is not an integer"},
+		{"iat not integer", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","http://openbanking.org.uk/iat":1.5}`) + ".." + sig, Payload: []byte("x"), Certificate: cert}, jws.ErrMalformed, "header member http://openbanking.org.uk/iat must be an integer"},
 		{"unencoded attached", jws.VerifyRequest{JWS: hdr(`{"alg":"PS256","b64":false,"crit":["b64"]}`) + ".eA." + sig, Certificate: cert}, jws.ErrMalformed, "an unencoded payload (b64 false) must be detached"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -76,6 +84,9 @@ func TestVerify(t *testing.T) {
 			}
 			if !errors.Is(err, c.wantErr) || !strings.Contains(err.Error(), c.msg) {
 				t.Errorf("err %v, want %v containing %q", err, c.wantErr, c.msg)
+			}
+			if strings.Contains(err.Error(), "Go ") || strings.Contains(err.Error(), "json:") {
+				t.Errorf("err %v speaks of Go's internals", err)
 			}
 		})
 	}
