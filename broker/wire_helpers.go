@@ -96,7 +96,7 @@ func parseJWSVerify(body []byte, contentType string) (jwsVerifyParams, validatio
 // assertionParams is a validated POST /clientAssertion request.
 type assertionParams struct {
 	KeyID, ClientID, Audience string
-	LifetimeS                 int64 // 0: the default
+	LifetimeS                 int64 // 0: the default (a 0 given is kept as -1, out of range)
 	Family                    string
 	Hash                      crypto.Hash
 }
@@ -116,6 +116,9 @@ func parseClientAssertion(body []byte, contentType string) (assertionParams, val
 	out.Audience = v.requiredStr(params, pv, "audience", ploc)
 	if f, ok := params.get("lifetime_s"); ok && f.kind != kNull {
 		out.LifetimeS, _ = v.integer(f, at(ploc, "lifetime_s"))
+		if out.LifetimeS == 0 {
+			out.LifetimeS = -1 // given as 0: refused as out of range, not taken for the default
+		}
 	}
 	out.Family, out.Hash = v.algorithms(params, ploc)
 	return out, v.errs, nil
