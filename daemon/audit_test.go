@@ -17,7 +17,6 @@ import (
 	"github.com/brokerd/brokerd/audit"
 	"github.com/brokerd/brokerd/daemon"
 	"github.com/brokerd/brokerd/internal/testpki"
-	"github.com/brokerd/brokerd/store"
 	"github.com/brokerd/brokerd/tpm"
 )
 
@@ -118,16 +117,11 @@ func checkShutdownCheckpoint(t *testing.T, statePath string) {
 	if err != nil || !rep.OK() || rep.Uncovered != 0 || rep.Checkpoints < 2 {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
-	st, err := store.Open(statePath, store.Options{ReadOnly: true})
+	l, _, release, err := audit.OpenFile(statePath, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	l, err := audit.Open(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	defer release()
 	last, err := l.LastCheckpoint()
 	if seq, _ := l.Head(); err != nil || last.Reason != "shutdown" || last.Seq != seq {
 		t.Fatalf("last checkpoint %+v (%v), want the shutdown's at record %d", last, err, seq)

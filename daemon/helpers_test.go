@@ -288,16 +288,11 @@ func auditPub(t *testing.T, statePath string) crypto.PublicKey {
 // auditRecords returns the audit records of a stopped daemon's state file.
 func auditRecords(t *testing.T, statePath string) []audit.Record {
 	t.Helper()
-	st, err := store.Open(statePath, store.Options{ReadOnly: true})
+	l, _, release, err := audit.OpenFile(statePath, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	l, err := audit.Open(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	defer release()
 	var out []audit.Record
 	if err := l.Records(time.Time{}, time.Time{}, func(r audit.Record, _ []byte) error { out = append(out, r); return nil }); err != nil {
 		t.Fatal(err)
