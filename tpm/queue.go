@@ -276,15 +276,15 @@ func (q *queue) pick() *waiter {
 // returns with the token held, or with ErrBusy, ErrClosed or ctx's error
 // and the token not held.
 func (d *Device) acquire(ctx context.Context, c Class) error {
+	if cc, ok := classIn(ctx); ok {
+		c = cc
+	}
 	q := &d.q
 	q.mu.Lock()
 	if !q.busy && !q.closed { // the TPM is free: no queueing, no hand-off
 		q.busy = true
 		q.mu.Unlock()
 		if d.cfg.Observer != nil {
-			if cc, ok := classIn(ctx); ok {
-				c = cc
-			}
 			d.cfg.Observer.Waited(c, 0)
 		}
 		return nil
@@ -292,9 +292,6 @@ func (d *Device) acquire(ctx context.Context, c Class) error {
 	if q.closed {
 		q.mu.Unlock()
 		return ErrClosed
-	}
-	if cc, ok := classIn(ctx); ok {
-		c = cc
 	}
 	if d.cfg.Observer != nil {
 		defer func(start time.Time) { d.cfg.Observer.Waited(c, time.Since(start)) }(time.Now())
