@@ -41,7 +41,8 @@
 // the device file (closing it flushes brokerd's objects and sessions) and
 // opens it again, instead of meeting EBUSY until the kernel drops the
 // abandoned command (120 s). On a raw device it reads the abandoned
-// command's response before the next command.
+// command's response before the next command. On either, every command
+// fails at once while the abandoned one is still in the TPM.
 //
 // The storage root key is the persistent one at 0x81000001 when it is the
 // key of brokerd's template ([Device.PersistSRK] makes it so), else a

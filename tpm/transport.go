@@ -243,21 +243,23 @@ func readResponse(r io.Reader) ([]byte, error) {
 // answers or the kernel gives up on it (120 s for most commands, 300 s for
 // key generation).
 //
-// A command abandoned at its deadline stays in the kernel. On a raw
-// device, which one file at a time may open, the next command waits (by
-// its own deadline) for the abandoned one to return: its goroutine reads
-// its answer, and the file takes commands again. On a resource manager, the
-// file is let go of: its goroutine closes it once the command has
-// returned (which flushes every object and session brokerd had loaded
-// through it), and the next command opens the device again, so brokerd
-// signs again as soon as the TPM answers.
+// A command abandoned at its deadline stays in the kernel, and the TPM
+// takes no other command before it returns: until then every command fails
+// at once with ErrUnavailable, instead of waiting a deadline of its own
+// behind it. On a raw device, which one file at a time may open, the
+// abandoned command's goroutine reads its answer, and the file takes
+// commands again. On a resource manager, the file is let go of: its
+// goroutine closes it once the command has returned (which flushes every
+// object and session brokerd had loaded through it), and the next command
+// opens the device again. Either way brokerd signs again as soon as the
+// TPM answers.
 type deviceTransport struct {
 	open func() (*os.File, error) // opens the device (blocking)
 	rm   bool
 	to   timeouts
 
 	f     *os.File      // nil after a failed command on a resource manager
-	stuck chan struct{} // raw device: closed when the abandoned command returns; nil if none
+	stuck chan struct{} // closed when the abandoned command returns; nil if none
 }
 
 func newDeviceTransport(f *os.File, path string, rm bool, to timeouts) *deviceTransport {
@@ -277,7 +279,7 @@ func (d *deviceTransport) Send(cmd []byte) ([]byte, error) {
 }
 
 func (d *deviceTransport) sendBy(cmd []byte, deadline time.Time) ([]byte, error) {
-	if err := d.ready(deadline); err != nil {
+	if err := d.ready(); err != nil {
 		return nil, err
 	}
 	type result struct {
@@ -306,17 +308,15 @@ func (d *deviceTransport) sendBy(cmd []byte, deadline time.Time) ([]byte, error)
 	}
 }
 
-// ready makes the device take a command by deadline: it opens the
-// device again after a resource manager's file was let go of, and waits
-// for a raw device's abandoned command to return.
-func (d *deviceTransport) ready(deadline time.Time) error {
+// ready makes the device take a command: it fails while an abandoned
+// command is still in the TPM, and opens the device again after a
+// resource manager's file was let go of.
+func (d *deviceTransport) ready() error {
 	if d.stuck != nil {
-		timer := time.NewTimer(time.Until(deadline))
-		defer timer.Stop()
 		select {
 		case <-d.stuck:
 			d.stuck = nil
-		case <-timer.C:
+		default:
 			return fmt.Errorf("tpm: an earlier command has not returned: %w", ErrUnavailable)
 		}
 	}
@@ -331,12 +331,13 @@ func (d *deviceTransport) ready(deadline time.Time) error {
 }
 
 // letGo gives up on the file after a failed command, whose goroutine
-// closes done when it returns: on a resource manager the file is closed
-// then (closing waits for the TPM in the kernel) and the next command
-// opens the device again; on a raw device the next commands wait for it.
+// closes done when it returns: no command goes to the TPM before that. On
+// a resource manager the file is closed then (closing waits for the TPM in
+// the kernel) and the next command opens the device again; on a raw device
+// the next command uses the same file.
 func (d *deviceTransport) letGo(done chan struct{}) {
+	d.stuck = done
 	if !d.rm {
-		d.stuck = done
 		return
 	}
 	f := d.f
