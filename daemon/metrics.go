@@ -104,7 +104,8 @@ type admissionCollector struct{ d *Daemon }
 var (
 	connsOpenDesc = prometheus.NewDesc("brokerd_connections_open", "Connections open, by listener.", []string{"listener"}, nil)
 	connsRefDesc  = prometheus.NewDesc("brokerd_connections_refused_total",
-		"Connections reset at accept, by listener and reason (cap in total, per source address, an address over its handshake rate).", []string{"listener", "reason"}, nil)
+		"Connections refused at accept, by listener and reason (cap in total, per source address, an address over its handshake rate: held, then reset).", []string{"listener", "reason"}, nil)
+	connsHeldDesc = prometheus.NewDesc("brokerd_connections_held", "Refused connections held before their reset, by listener.", []string{"listener"}, nil)
 	hsDesc        = prometheus.NewDesc("brokerd_server_handshakes_full_total", "Full TLS handshakes of the API listeners allowed to sign.", nil, nil)
 	hsRefusedDesc = prometheus.NewDesc("brokerd_server_handshakes_refused_total",
 		"Full TLS handshakes refused before the TPM signed, their source address over its rate.", nil, nil)
@@ -115,7 +116,7 @@ var (
 )
 
 func (c admissionCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connsOpenDesc, connsRefDesc, hsDesc, hsRefusedDesc, trackedDesc, waitingDesc, tpmCmdDesc} {
+	for _, d := range []*prometheus.Desc{connsOpenDesc, connsRefDesc, connsHeldDesc, hsDesc, hsRefusedDesc, trackedDesc, waitingDesc, tpmCmdDesc} {
 		ch <- d
 	}
 }
@@ -124,6 +125,7 @@ func (c admissionCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.d.srv.AdmissionStats()
 	for name, cs := range map[string]listener.ConnStats{"api": st.API, "health": st.Health} {
 		ch <- prometheus.MustNewConstMetric(connsOpenDesc, prometheus.GaugeValue, float64(cs.Open), name)
+		ch <- prometheus.MustNewConstMetric(connsHeldDesc, prometheus.GaugeValue, float64(cs.Held), name)
 		ch <- prometheus.MustNewConstMetric(connsRefDesc, prometheus.CounterValue, float64(cs.RefusedCap), name, "cap")
 		ch <- prometheus.MustNewConstMetric(connsRefDesc, prometheus.CounterValue, float64(cs.RefusedCapPerIP), name, "cap_per_ip")
 		ch <- prometheus.MustNewConstMetric(connsRefDesc, prometheus.CounterValue, float64(cs.RefusedRate), name, "handshake_rate")

@@ -10,12 +10,23 @@ package listener
 // source address (IPv6: its /Config.IPv6PrefixLen), is reset at once,
 // before any TLS work, and counted. That table holds only addresses with a
 // connection open, so it never holds more than MaxConns entries.
+//
+// A connection from an address that kept having full handshakes refused
+// (see handshake.go) is held instead: accepted, nothing read from it, and
+// reset after Config.MaxPause. A flooder that waits for the server's first
+// record, as a TLS client does, gets one attempt per pause per connection
+// it keeps open, instead of as many as the loopback or the LAN carries,
+// and every attempt costs the server an accept and a close. Held
+// connections have a count of their own, at most MaxConns (whatever
+// their addresses: only closed addresses have any): beyond, a connection
+// is reset at once. They take no place among the open ones.
 
 import (
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ConnStats counts what admission control did at accept on one kind of
@@ -32,10 +43,12 @@ type ConnStats struct {
 	// RefusedCapPerIP counts connections reset at accept because
 	// MaxConnsPerIP were open from their source address.
 	RefusedCapPerIP uint64
-	// RefusedRate counts connections reset at accept because their source
-	// address kept having full handshakes refused (API listeners only; see
-	// handshake.go).
+	// RefusedRate counts connections refused at accept, held or reset,
+	// because their source address kept having full handshakes refused
+	// (API listeners only; see handshake.go).
 	RefusedRate uint64
+	// Held is the number of refused connections held now.
+	Held int
 }
 
 // AdmissionStats is the state of admission control, for metrics.
@@ -58,6 +71,7 @@ const (
 	evRefusedCapIP admissionEvent = "refused-cap-per-ip"
 	evRefusedAddr  admissionEvent = "refused-rate-at-accept"
 	evReleased     admissionEvent = "released"
+	evHeldReset    admissionEvent = "held-reset"
 	evCharged      admissionEvent = "charged"
 	evRefusedRate  admissionEvent = "refused-rate"
 	listenerAPI                   = "api"
@@ -109,16 +123,21 @@ type connLimiter struct {
 	// at accept whatever the counts.
 	closed func(netip.Prefix) bool
 
+	// hold is how long a connection of a closed address is held before
+	// its reset; <= 0: reset at once.
+	hold time.Duration
+
 	mu     sync.Mutex
 	open   int
 	byAddr map[netip.Prefix]int // only addresses with a connection open
+	held   int
 
 	accepted, refusedCap, refusedCapIP, refusedRate atomic.Uint64
 }
 
 func newConnLimiter(kind string, cfg Config) *connLimiter {
 	return &connLimiter{kind: kind, max: cfg.MaxConns, perIP: cfg.MaxConnsPerIP, v6bits: cfg.IPv6PrefixLen,
-		byAddr: map[netip.Prefix]int{}}
+		hold: cfg.MaxPause, byAddr: map[netip.Prefix]int{}}
 }
 
 // acquire counts a new connection from key, or says why it is refused.
@@ -156,6 +175,25 @@ func (l *connLimiter) release(key netip.Prefix) {
 	l.notify(evReleased, key)
 }
 
+// holdPlace takes a place among the held connections, if there is one.
+func (l *connLimiter) holdPlace() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hold <= 0 || (l.max >= 0 && l.held >= l.max) {
+		return false
+	}
+	l.held++
+	return true
+}
+
+// unhold gives back the place of a connection from key that was held.
+func (l *connLimiter) unhold(key netip.Prefix) {
+	l.mu.Lock()
+	l.held--
+	l.mu.Unlock()
+	l.notify(evHeldReset, key)
+}
+
 func (l *connLimiter) notify(ev admissionEvent, key netip.Prefix) {
 	if l.hook != nil {
 		l.hook(l.kind, ev, key)
@@ -166,22 +204,27 @@ func (l *connLimiter) stats() ConnStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return ConnStats{Open: l.open, Addrs: len(l.byAddr), Accepted: l.accepted.Load(),
-		RefusedCap: l.refusedCap.Load(), RefusedCapPerIP: l.refusedCapIP.Load(), RefusedRate: l.refusedRate.Load()}
+		RefusedCap: l.refusedCap.Load(), RefusedCapPerIP: l.refusedCapIP.Load(), RefusedRate: l.refusedRate.Load(), Held: l.held}
 }
 
 // wrap returns a listener that admits connections through l.
 func (l *connLimiter) wrap(inner net.Listener) net.Listener {
-	return &admitListener{Listener: inner, lim: l}
+	return &admitListener{Listener: inner, lim: l, held: map[net.Conn]*time.Timer{}}
 }
 
-// admitListener resets, at accept, the connections its limiter refuses.
+// admitListener resets, at accept, the connections its limiter refuses,
+// or holds them first (those of closed addresses).
 type admitListener struct {
 	net.Listener
 	lim *connLimiter
+
+	mu     sync.Mutex
+	closed bool
+	held   map[net.Conn]*time.Timer // until its reset
 }
 
-// Accept returns the next admitted connection; refused ones are reset and
-// counted on the way.
+// Accept returns the next admitted connection; refused ones are reset (or
+// held) and counted on the way.
 func (l *admitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -191,13 +234,56 @@ func (l *admitListener) Accept() (net.Conn, error) {
 		key := addrKey(c.RemoteAddr(), l.lim.v6bits)
 		ev, ok := l.lim.acquire(key)
 		if !ok {
-			reset(c)
+			if ev != evRefusedAddr || !l.hold(c, key) {
+				reset(c)
+			}
 			l.lim.notify(ev, key)
 			continue
 		}
 		l.lim.notify(ev, key)
 		return &admittedConn{Conn: c, lim: l.lim, key: key}, nil
 	}
+}
+
+// hold keeps c, unread, for the limiter's hold time and then resets it,
+// if the held connections' bounds leave it a place.
+func (l *admitListener) hold(c net.Conn, key netip.Prefix) bool {
+	if !l.lim.holdPlace() {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		l.lim.unhold(key)
+		return false
+	}
+	l.held[c] = time.AfterFunc(l.lim.hold, func() {
+		l.mu.Lock()
+		_, mine := l.held[c] // Close may have taken it
+		delete(l.held, c)
+		l.mu.Unlock()
+		if mine {
+			reset(c)
+			l.lim.unhold(key)
+		}
+	})
+	return true
+}
+
+// Close stops accepting and resets the connections held.
+func (l *admitListener) Close() error {
+	err := l.Listener.Close()
+	l.mu.Lock()
+	l.closed = true
+	held := l.held
+	l.held = map[net.Conn]*time.Timer{}
+	l.mu.Unlock()
+	for c, t := range held {
+		t.Stop()
+		reset(c)
+		l.lim.unhold(addrKey(c.RemoteAddr(), l.lim.v6bits))
+	}
+	return err
 }
 
 // reset closes c with a TCP reset (no TIME_WAIT left on the server for a

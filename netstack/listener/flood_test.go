@@ -3,10 +3,12 @@ package listener_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,4 +137,101 @@ func TestKeptAliveClientsServedDuringFlood(t *testing.T) {
 		t.Fatalf("after the flood: %+v", st)
 	}
 	t.Logf("during the flood: %+v", st)
+}
+
+// attempt is one flooder's try: a ClientHello from src, then a wait for
+// the server's answer.
+type attempt struct {
+	answered int64 // bytes the server sent
+	err      error
+	took     time.Duration
+}
+
+func (a *admServer) attempt(src string) attempt {
+	start := time.Now()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", a.api)
+	if err != nil { // reset before the dialler looked: refused all the same
+		return attempt{0, err, time.Since(start)}
+	}
+	defer c.Close()
+	rc := &readCounter{Conn: c}
+	c.SetDeadline(time.Now().Add(20 * time.Second)) // a guard, not an ordering
+	err = tls.Client(rc, a.clientTLS()).Handshake()
+	return attempt{rc.n.Load(), err, time.Since(start)}
+}
+
+// refusedUnanswered checks that at was refused without a byte of answer.
+func refusedUnanswered(t *testing.T, what string, at attempt) {
+	t.Helper()
+	if at.answered != 0 || at.err == nil || (!errors.Is(at.err, syscall.ECONNRESET) && !errors.Is(at.err, io.EOF)) {
+		t.Fatalf("%s: %d bytes answered, %v; want a reset without an answer", what, at.answered, at.err)
+	}
+}
+
+// closeAddress has src's one full handshake, then one refused, which
+// closes it (HandshakeBurstPerIP 1, a clock that never moves). It returns
+// the connection of the handshake.
+func (a *admServer) closeAddress(src string) net.Conn {
+	a.t.Helper()
+	c := a.handshake(dial(a.t, src, a.api))
+	if err := tls.Client(dial(a.t, src, a.api), a.clientTLS()).Handshake(); err == nil {
+		a.t.Fatal("a full handshake over the rate was allowed")
+	}
+	a.waitFor("the address closed", func(s listener.AdmissionStats) bool { return s.Handshakes.RefusedRate == 1 })
+	return c
+}
+
+// TestClosedAddressHeld: a connection from an address closed for its
+// refused handshakes is held, unanswered, for MaxPause and then reset;
+// at most MaxConns at once (more than MaxConnsPerIP from one address),
+// beyond which one is reset at once; other addresses are served
+// meanwhile; a server shutting down resets what it holds at once.
+func TestClosedAddressHeld(t *testing.T) {
+	t.Parallel()
+	const pause = 300 * time.Millisecond
+	clock := &testClock{now: time.Unix(1e9, 0)} // the buckets never refill
+	a := startAdm(t, listener.Config{MaxConns: 3, MaxConnsPerIP: 2, HandshakeBurstPerIP: 1, MaxPause: pause, Clock: clock.Now})
+	a.closeAddress("127.0.0.1")
+
+	held := make(chan attempt, 3)
+	for range 3 {
+		go func() { held <- a.attempt("127.0.0.1") }()
+	}
+	a.waitFor("three connections held", func(s listener.AdmissionStats) bool { return s.API.Held == 3 })
+	fourth := a.attempt("127.0.0.1")
+	select {
+	case at := <-held:
+		t.Fatalf("a held connection ended (%v after %v) before the fourth, beyond the bound, was reset", at.err, at.took)
+	default:
+	}
+	refusedUnanswered(t, "the fourth connection, beyond the bound", fourth)
+	a.handshake(dial(t, "127.0.0.2", a.api)) // another address is served meanwhile
+	for range 3 {
+		at := <-held
+		refusedUnanswered(t, "a held connection", at)
+		if at.took < pause {
+			t.Fatalf("a held connection was reset after %v, want at least %v", at.took, pause)
+		}
+	}
+	a.waitFor("nothing held", func(s listener.AdmissionStats) bool { return s.API.Held == 0 })
+	if st := a.srv.AdmissionStats(); st.API.RefusedRate != 4 || st.API.Open != 2 || a.signs.Load() != 2 {
+		t.Fatalf("at the end: %+v, %d signatures; want 4 refused at accept, 2 open, 2 signatures", st, a.signs.Load())
+	}
+
+	// A server shutting down resets the connections it holds.
+	b := startAdm(t, listener.Config{HandshakeBurstPerIP: 1, MaxPause: time.Hour, Clock: clock.Now})
+	b.closeAddress("127.0.0.1").Close() // no connection open to wait for
+	go func() { held <- b.attempt("127.0.0.1") }()
+	b.waitFor("a connection held", func(s listener.AdmissionStats) bool { return s.API.Held == 1 && s.API.Open == 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at := <-held
+	refusedUnanswered(t, "a connection held at shutdown", at)
+	if st := b.srv.AdmissionStats(); st.API.Held != 0 {
+		t.Fatalf("after the shutdown: %d held", st.API.Held)
+	}
 }

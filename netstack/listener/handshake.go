@@ -77,8 +77,8 @@ type handshakeBuckets struct {
 
 // bucket is one address's: tokens for full handshakes (or requests), and
 // strikes, a second bucket of the same rate and burst that each refusal
-// drains: an address with no strike left has its new connections reset at
-// accept (see closed).
+// drains: an address with no strike left has its new connections refused
+// at accept, held and then reset (see closed and admission.go).
 type bucket struct {
 	key             netip.Prefix
 	tokens, strikes float64
@@ -112,8 +112,8 @@ func (b *handshakeBuckets) fill(v float64, k *bucket, now time.Time) float64 {
 
 // closed reports whether key has used up its strikes: its full handshakes
 // were refused a burst's worth of times, faster than the rate. Its new
-// connections are then reset at accept, before the key exchange a refused
-// handshake costs, until a strike comes back (1/rate). An address whose
+// connections are then refused at accept (held, then reset), before the
+// key exchange a refused handshake costs, until a strike comes back (1/rate). An address whose
 // handshakes are resumed, or within its rate, is never closed.
 func (b *handshakeBuckets) closed(key netip.Prefix) bool {
 	if b.rate < 0 {

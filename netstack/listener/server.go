@@ -110,7 +110,10 @@ type Config struct {
 	// has requests without a client certificate answered without a pause
 	// (/health, refusals), with bursts of RequestBurstPerIP; MaxPause
 	// bounds a pause, and the pause after an answer with Retry-After (a
-	// 429 or 503) to a certified client. See pace.go. Negative: no limit, no pacing.
+	// 429 or 503) to a certified client. See pace.go. MaxPause is also how
+	// long a connection of an address closed for its refused handshakes
+	// is held before its reset (admission.go). Negative: no limit, no
+	// pacing, no holding.
 	RequestsPerIP     float64
 	RequestBurstPerIP int
 	MaxPause          time.Duration
