@@ -47,7 +47,7 @@ func BenchmarkSlowTPM(b *testing.B) {
 	cfg := a.tlsFor("agg-1")
 	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
 	agg := []loadgen.Client{{TLS: cfg, Source: "127.0.0.1"}}
-	a.load(b, 1, 2*time.Second, agg...) // the full handshake, the key loaded
+	a.load(b, 1, 0, 2*time.Second, agg...) // the full handshake, the key loaded
 	type run struct {
 		name  string
 		r     loadgen.LoadResult
@@ -59,7 +59,7 @@ func BenchmarkSlowTPM(b *testing.B) {
 		d       time.Duration
 	}{{1, 5 * time.Second}, {8, 10 * time.Second}, {32, 15 * time.Second}} {
 		before := a.proxy.Count(ccSign)
-		r := a.load(b, c.workers, c.d, agg...)
+		r := a.load(b, c.workers, 0, c.d, agg...)
 		runs = append(runs, run{fmt.Sprintf("c%d", c.workers), r, a.proxy.Count(ccSign) - before})
 	}
 	full, resumed, signs := a.bankCalls(b, 1000)

@@ -48,6 +48,12 @@ type LoadOptions struct {
 	// the time; at least one must be set. The load also ends with ctx.
 	Requests int
 	Duration time.Duration
+	// Warmup, with Duration, is a time before Duration when the workers
+	// already send requests, on the connections they go on using, but
+	// nothing is measured: an answer counts when it comes after the
+	// warm-up, and its latency when its request was also sent after it.
+	// Transport errors count whenever they come.
+	Warmup time.Duration
 	// Timeout bounds one request; default 30 s.
 	Timeout time.Duration
 	// Success tells a success by its status and body (read up to 1 MiB);
@@ -57,7 +63,8 @@ type LoadOptions struct {
 
 // LoadResult is what a Load measured.
 type LoadResult struct {
-	// Elapsed is the load's duration, until its last worker stopped.
+	// Elapsed is the load's duration after its warm-up, until its last
+	// worker stopped.
 	Elapsed time.Duration
 	// Requests counts the requests that ended with an answer or a
 	// transport error before the load ended; those it cut are not
@@ -109,11 +116,11 @@ func Load(ctx context.Context, clients []Client, opts LoadOptions) (LoadResult, 
 	}()
 	if opts.Duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
+		ctx, cancel = context.WithTimeout(ctx, opts.Warmup+opts.Duration)
 		defer cancel()
 	}
 
-	start := time.Now()
+	l.from = time.Now().Add(opts.Warmup)
 	var wg sync.WaitGroup
 	latencies := make([][]time.Duration, opts.Workers)
 	for i, tr := range transports {
@@ -127,7 +134,7 @@ func Load(ctx context.Context, clients []Client, opts LoadOptions) (LoadResult, 
 		})
 	}
 	wg.Wait()
-	r := LoadResult{Elapsed: time.Since(start), Requests: l.requests.Load(), Successes: l.successes.Load(),
+	r := LoadResult{Elapsed: time.Since(l.from), Requests: l.requests.Load(), Successes: l.successes.Load(),
 		Unavailable: l.unavailable.Load(), RetryAfter: l.retryAfter.Load(), Failed: l.failed.Load(), Statuses: l.statuses,
 		TransportErrors: l.transport.Load(), FirstTransportError: l.firstTransport, Dials: l.dials.Load(),
 		Longest: time.Duration(l.longest.Load())}
@@ -149,6 +156,8 @@ func (opts LoadOptions) withDefaults(clients int) (LoadOptions, error) {
 		return opts, errors.New("loadgen: load: no workers")
 	case opts.Requests <= 0 && opts.Duration <= 0:
 		return opts, errors.New("loadgen: load: unbounded (set Requests or Duration)")
+	case opts.Warmup < 0 || (opts.Warmup > 0 && opts.Duration <= 0):
+		return opts, errors.New("loadgen: load: a warm-up needs a Duration after it")
 	}
 	if opts.Method == "" {
 		opts.Method = http.MethodGet
@@ -206,6 +215,7 @@ func (l *load) transports(clients []Client) ([]*http.Transport, error) {
 type load struct {
 	opts    LoadOptions
 	tickets *tickets
+	from    time.Time // the end of the warm-up
 
 	requests, successes, unavailable, retryAfter, failed, transport, dials atomic.Int64
 	longest                                                                atomic.Int64 // nanoseconds
@@ -260,6 +270,9 @@ func (l *load) request(ctx context.Context, client *http.Client) (time.Duration,
 		l.transportError(err)
 		return 0, false
 	}
+	if time.Now().Before(l.from) { // warming up
+		return 0, false
+	}
 	l.requests.Add(1)
 	l.mu.Lock()
 	l.statuses[resp.StatusCode]++
@@ -269,7 +282,7 @@ func (l *load) request(ctx context.Context, client *http.Client) (time.Duration,
 	switch {
 	case l.opts.Success(resp.StatusCode, answer):
 		l.successes.Add(1)
-		return took, true
+		return took, !start.Before(l.from)
 	case resp.StatusCode == http.StatusServiceUnavailable:
 		l.unavailable.Add(1)
 		if resp.Header.Get("Retry-After") != "" {

@@ -149,6 +149,33 @@ func TestLoadEndsWithContext(t *testing.T) {
 	}
 }
 
+// TestLoadWarmup: the warm-up's requests go over the connections the
+// measured ones use, and only those answered after it are counted, over
+// the time after it.
+func TestLoadWarmup(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int64
+	s := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		time.Sleep(5 * time.Millisecond) // a server's work
+		io.WriteString(w, "ok")
+	}), true)
+	const warmup, d = time.Second, 200 * time.Millisecond
+	r, err := loadgen.Load(context.Background(), []loadgen.Client{{TLS: s.clientTLS(t, "")}},
+		loadgen.LoadOptions{URL: s.URL, Workers: 2, Duration: d, Warmup: warmup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The warm-up lasts five times the measured time: over half the
+	// answers come within it.
+	if r.Dials != 2 || r.Successes <= 0 || r.Successes >= n.Load()/2 || r.TransportErrors != 0 {
+		t.Fatalf("%d requests served; result %+v; want 2 dials and less than half the answers counted", n.Load(), r)
+	}
+	if r.Elapsed < d || r.Elapsed > d+warmup/2 {
+		t.Fatalf("elapsed %v, want about %v (the warm-up left out)", r.Elapsed, d)
+	}
+}
+
 func TestLoadRefusesUnboundedOrMalformed(t *testing.T) {
 	t.Parallel()
 	c := []loadgen.Client{{}}
@@ -160,6 +187,8 @@ func TestLoadRefusesUnboundedOrMalformed(t *testing.T) {
 		{nil, loadgen.LoadOptions{URL: "https://x", Workers: 1, Requests: 1}, "no clients"},
 		{c, loadgen.LoadOptions{URL: "https://x", Requests: 1}, "no workers"},
 		{c, loadgen.LoadOptions{URL: "https://x", Workers: 1}, "unbounded"},
+		{c, loadgen.LoadOptions{URL: "https://x", Workers: 1, Requests: 1, Warmup: time.Second}, "a warm-up needs a Duration"},
+		{c, loadgen.LoadOptions{URL: "https://x", Workers: 1, Duration: time.Second, Warmup: -1}, "a warm-up needs a Duration"},
 		{c, loadgen.LoadOptions{URL: "://x", Workers: 1, Requests: 1}, "missing protocol scheme"},
 		{[]loadgen.Client{{Source: "host"}}, loadgen.LoadOptions{URL: "https://x", Workers: 1, Requests: 1}, "not an IP address"},
 	} {
