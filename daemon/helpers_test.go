@@ -339,8 +339,7 @@ func (f *fixture) byoClient(cn string) *tls.Certificate {
 
 // client is an HTTP client trusting the fixture's roots and presenting
 // cert (nil: none), whatever CAs the server names. Its connections are
-// closed before the daemon stops (an HTTP/2 one would hold the daemon's
-// shutdown for a second).
+// closed before the daemon stops.
 func (f *fixture) client(cert *tls.Certificate) *http.Client {
 	c := clientOf(f.roots, cert)
 	f.t.Cleanup(c.CloseIdleConnections)

@@ -30,17 +30,21 @@ func TestTPMOutageAnswers503(t *testing.T) {
 	f.cfg.TPM.QueueWait = config.Duration{Duration: 300 * time.Millisecond}
 	f.cfg.TPM.QueueDepth = 2
 	r, agg := f.start(daemon.Deps{}), f.byoClient("agg-1")
-	// One HTTP/2 connection, opened before the outage: the server's TLS key
-	// is in the TPM too, so new handshakes fail while the TPM is stopped.
-	c := r.f.client(agg)
-	c.Transport.(*http.Transport).ForceAttemptHTTP2 = true
-	if resp := sign(t, c, r, "ec.key"); resp.status != 200 {
-		t.Fatalf("before the outage: %d %s", resp.status, resp.body)
+	// A connection per request, opened before the outage: the server's
+	// TLS key is in the TPM too, so new handshakes fail while the TPM is
+	// stopped.
+	clients := make([]*http.Client, 7)
+	for i := range clients {
+		clients[i] = r.f.client(agg)
+		if resp := sign(t, clients[i], r, "ec.key"); resp.status != 200 {
+			t.Fatalf("before the outage: %d %s", resp.status, resp.body)
+		}
 	}
+	c := clients[6]
 	r.f.sw.Pause()
 	var wg sync.WaitGroup
 	results := make(chan response, 6)
-	for range 6 {
+	for _, c := range clients[:6] {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

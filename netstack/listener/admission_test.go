@@ -295,3 +295,30 @@ func TestAdmissionDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP1Only: the API negotiates HTTP/1.1 with a client that offers
+// HTTP/2 first, in ALPN and through net/http alike.
+func TestHTTP1Only(t *testing.T) {
+	t.Parallel()
+	a := startAdm(t, listener.Config{})
+	cfg := a.clientTLS(a.clientCert("alice"))
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	c := tls.Client(dial(t, "127.0.0.1", a.api), cfg)
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+		t.Fatalf("negotiated %q, want http/1.1", p)
+	}
+	tr := &http.Transport{TLSClientConfig: a.clientTLS(a.clientCert("alice")), ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + a.api + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 1 || string(body) != "alice" {
+		t.Fatalf("%s %q, want HTTP/1.1 and alice", resp.Proto, body)
+	}
+}

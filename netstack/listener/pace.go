@@ -8,8 +8,8 @@ package listener
 // second from a peer that ignores Retry-After they take the cores from the
 // operations that do work (the TPM then idles between them).
 //
-// So, over HTTP/1.x, the server answers at once and then holds the
-// connection, reading nothing more from it, for a while:
+// So the server answers at once and then holds the connection, reading
+// nothing more from it, for a while:
 //
 //   - after a request without a verified client certificate (any request
 //     on the health listener, /health and refusals on the API listener),
@@ -22,8 +22,9 @@ package listener
 //
 // A held connection still counts against the connection caps, so one
 // address's answers are bounded by its rate plus MaxConnsPerIP per
-// MaxPause. HTTP/2 streams are not held: there the answer would end only
-// after the pause.
+// MaxPause. The listeners speak HTTP/1.x only (the API offers no "h2" in
+// ALPN, the health listener no h2c), one request at a time per
+// connection.
 
 import (
 	"context"
@@ -70,16 +71,12 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// wrap returns next with its HTTP/1.x connections paced.
+// wrap returns next with its connections paced.
 func (p *pacer) wrap(next http.Handler) http.Handler {
 	if p.maxPause < 0 {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ProtoMajor != 1 {
-			next.ServeHTTP(w, r)
-			return
-		}
 		var wait time.Duration
 		// /health is metered for everyone: its 503 carries a Retry-After
 		// that a monitor need not wait out.

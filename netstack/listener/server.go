@@ -278,7 +278,11 @@ func (s *Server) Reload() error {
 		// brokerd learns whose it was.
 		ClientAuth: tls.RequestClientCert,
 		ClientCAs:  m.ClientCAs,
-		NextProtos: []string{"h2", "http/1.1"},
+		// HTTP/1.1 only, as the reference broker: its clients send one
+		// request at a time per connection, and a connection is what
+		// admission control counts and paces. HTTP/2 streams would let
+		// one connection ask again at once, hundreds at a time.
+		NextProtos: []string{"http/1.1"},
 	})
 	s.log.Info("tls material loaded", "server", m.Cert.Leaf.Subject.String(),
 		"not_after", m.Cert.Leaf.NotAfter.UTC().Format(time.RFC3339), "client_cas", len(m.CAs))
