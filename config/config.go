@@ -99,17 +99,25 @@ type API struct {
 	// total and per source address (IPv6: per IPv6PrefixLen prefix), and
 	// full TLS handshakes (each one a TPM signature) per source address,
 	// a token bucket of HandshakesPerIP a second and a burst.
-	MaxConns            int      `toml:"max_conns"`
-	MaxConnsPerIP       int      `toml:"max_conns_per_ip"`
-	IPv6PrefixLen       int      `toml:"ipv6_prefix_len"`
-	HandshakesPerIP     float64  `toml:"handshakes_per_ip"`
-	HandshakeBurstPerIP int      `toml:"handshake_burst_per_ip"`
-	MaxTrackedIPs       int      `toml:"max_tracked_ips"`
-	ReadHeaderTimeout   Duration `toml:"read_header_timeout"`
-	ReadTimeout         Duration `toml:"read_timeout"`
-	WriteTimeout        Duration `toml:"write_timeout"`
-	IdleTimeout         Duration `toml:"idle_timeout"`
-	ShutdownTimeout     Duration `toml:"shutdown_timeout"`
+	MaxConns            int     `toml:"max_conns"`
+	MaxConnsPerIP       int     `toml:"max_conns_per_ip"`
+	IPv6PrefixLen       int     `toml:"ipv6_prefix_len"`
+	HandshakesPerIP     float64 `toml:"handshakes_per_ip"`
+	HandshakeBurstPerIP int     `toml:"handshake_burst_per_ip"`
+	MaxTrackedIPs       int     `toml:"max_tracked_ips"`
+	// Pacing: requests without a client certificate, and /health, are
+	// answered without a pause at RequestsPerIP a second from one source
+	// address (bursts of RequestBurstPerIP); MaxPause bounds a pause, the
+	// pause after a 429 or 503 with Retry-After, and how long a refused
+	// connection is held.
+	RequestsPerIP     float64  `toml:"requests_per_ip"`
+	RequestBurstPerIP int      `toml:"request_burst_per_ip"`
+	MaxPause          Duration `toml:"max_pause"`
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 }
 
 // Keys configures what brokerd says of the keys it holds.
@@ -260,6 +268,9 @@ func Default() *Config {
 			HandshakesPerIP:      l.HandshakesPerIP,
 			HandshakeBurstPerIP:  l.HandshakeBurstPerIP,
 			MaxTrackedIPs:        l.MaxTrackedIPs,
+			RequestsPerIP:        l.RequestsPerIP,
+			RequestBurstPerIP:    l.RequestBurstPerIP,
+			MaxPause:             Duration{l.MaxPause},
 			ReadHeaderTimeout:    Duration{l.ReadHeaderTimeout},
 			ReadTimeout:          Duration{l.ReadTimeout},
 			WriteTimeout:         Duration{l.WriteTimeout},
@@ -459,7 +470,8 @@ func (c *Config) checkTPM(p *problemList) {
 
 func (c *Config) checkAPI(p *problemList) {
 	p.positive(map[string]Duration{"api.read_header_timeout": c.API.ReadHeaderTimeout, "api.read_timeout": c.API.ReadTimeout,
-		"api.write_timeout": c.API.WriteTimeout, "api.idle_timeout": c.API.IdleTimeout, "api.shutdown_timeout": c.API.ShutdownTimeout})
+		"api.write_timeout": c.API.WriteTimeout, "api.idle_timeout": c.API.IdleTimeout, "api.shutdown_timeout": c.API.ShutdownTimeout,
+		"api.max_pause": c.API.MaxPause})
 	for _, spec := range []struct {
 		name  string
 		addrs []string
@@ -503,13 +515,16 @@ func (c *Config) checkBank(p *problemList) {
 		"bank.max_pools": int64(c.Bank.MaxPools), "bank.max_calls": int64(c.Bank.MaxCalls),
 		"api.max_in_flight_per_client": int64(c.API.MaxInFlightPerClient), "api.max_conns": int64(c.API.MaxConns),
 		"api.max_conns_per_ip": int64(c.API.MaxConnsPerIP), "api.handshake_burst_per_ip": int64(c.API.HandshakeBurstPerIP),
-		"api.max_tracked_ips": int64(c.API.MaxTrackedIPs)} {
+		"api.max_tracked_ips": int64(c.API.MaxTrackedIPs), "api.request_burst_per_ip": int64(c.API.RequestBurstPerIP)} {
 		if v < 1 {
 			p.add("%s: must be positive", name)
 		}
 	}
 	if c.API.HandshakesPerIP <= 0 {
 		p.add("api.handshakes_per_ip: must be positive")
+	}
+	if c.API.RequestsPerIP <= 0 {
+		p.add("api.requests_per_ip: must be positive")
 	}
 	if c.API.IPv6PrefixLen < 1 || c.API.IPv6PrefixLen > 128 {
 		p.add("api.ipv6_prefix_len: %d out of range 1..128", c.API.IPv6PrefixLen)

@@ -30,6 +30,8 @@ func TestLoadErrors(t *testing.T) {
 		{"audit limits", "[audit]\ncheckpoint_every = 0\ncheckpoint_interval = \"10ms\"\nretention = \"5m\"\n",
 			[]string{"audit.checkpoint_every: must be positive", "audit.checkpoint_interval: 10ms is shorter than a second", "audit.retention: 5m0s (want 0"}},
 		{"negative retention", "[audit]\nretention = \"-1h\"\n", []string{"audit.retention: -1h0m0s"}},
+		{"pacing", "[api]\nrequests_per_ip = 0.0\nrequest_burst_per_ip = 0\nmax_pause = \"0s\"\n",
+			[]string{"api.requests_per_ip: must be positive", "api.request_burst_per_ip: must be positive", "api.max_pause: must be positive"}},
 		{"expiry warning", "[keys]\nexpiry_warning_days = -1\n", []string{"keys.expiry_warning_days: -1 is not 0 to 3650"}},
 	}
 	if !tpm.SimulatorAvailable {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brokerd/brokerd/config"
 	"github.com/brokerd/brokerd/daemon"
 )
 
@@ -18,6 +19,7 @@ func TestAdmissionMetrics(t *testing.T) {
 	f := newFixture(t, true)
 	f.cfg.Metrics.Listen = []string{freeAddr(t)}
 	f.cfg.API.HandshakesPerIP, f.cfg.API.HandshakeBurstPerIP = 0.001, 1 // no refill within the test
+	f.cfg.API.MaxPause = config.Duration{Duration: 300 * time.Millisecond}
 	r := f.start(daemon.Deps{})
 	pool := x509.NewCertPool()
 	pool.AddCert(f.roots)
@@ -30,11 +32,17 @@ func TestAdmissionMetrics(t *testing.T) {
 			c.Close()
 		}
 	}
+	dialled := time.Now()
 	held, err := net.Dial("tcp", r.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
+	reset := make(chan time.Duration, 1)
+	go func() {
+		held.Read(make([]byte, 1)) // ends with the reset
+		reset <- time.Since(dialled)
+	}()
 	metrics := "http://" + f.cfg.Metrics.Listen[0] + "/metrics"
 	want := map[string]float64{
 		`brokerd_server_handshakes_full_total`:                                      1,
@@ -54,5 +62,9 @@ func TestAdmissionMetrics(t *testing.T) {
 		if got, ok := m[name]; !ok || got != v {
 			t.Errorf("%s = %v (present %v), want %v", name, got, ok, v)
 		}
+	}
+	// api.max_pause is how long it is held, not the default second.
+	if took := <-reset; took < 300*time.Millisecond || took >= time.Second {
+		t.Errorf("the held connection was reset %v after its dial; want api.max_pause, 300ms", took)
 	}
 }
