@@ -62,7 +62,8 @@ func (k *keptAlive) get(t *testing.T) (string, bool) {
 func TestKeptAliveClientsServedDuringFlood(t *testing.T) {
 	t.Parallel()
 	clock := &testClock{now: time.Unix(1e9, 0)} // the buckets never refill
-	a := startAdm(t, listener.Config{MaxConns: 64, MaxConnsPerIP: 8, HandshakeBurstPerIP: 4, Clock: clock.Now})
+	// Refused connections held (and answers paced) 20 ms: the floods see their refusals.
+	a := startAdm(t, listener.Config{MaxConns: 64, MaxConnsPerIP: 8, HandshakeBurstPerIP: 4, MaxPause: 20 * time.Millisecond, Clock: clock.Now})
 	alice, bob := a.keptAlive("127.0.0.1", "alice"), a.keptAlive("127.0.0.2", "bob")
 	for _, c := range []struct {
 		k    *keptAlive
@@ -114,6 +115,8 @@ func TestKeptAliveClientsServedDuringFlood(t *testing.T) {
 		}
 	}
 	st := a.srv.AdmissionStats()
+	// 40 more refused at accept: the floods have seen the earlier ones reset.
+	a.waitFor("40 more refused at accept", func(s listener.AdmissionStats) bool { return s.API.RefusedRate >= st.API.RefusedRate+40 })
 	stop()
 	var refused int64
 	for range 3 {
