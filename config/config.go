@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -127,6 +128,10 @@ type Keys struct {
 	// brokerd_certificate_expiry_warning; 0 warns of none.
 	ExpiryWarningDays int `toml:"expiry_warning_days"`
 }
+
+// MaxPause is the longest api.max_pause: a refused client is held no
+// longer than a minute.
+const MaxPause = time.Minute
 
 // DefaultExpiryWarningDays is keys.expiry_warning_days unless set.
 const DefaultExpiryWarningDays = 30
@@ -520,11 +525,13 @@ func (c *Config) checkBank(p *problemList) {
 			p.add("%s: must be positive", name)
 		}
 	}
-	if c.API.HandshakesPerIP <= 0 {
-		p.add("api.handshakes_per_ip: must be positive")
+	for name, v := range map[string]float64{"api.handshakes_per_ip": c.API.HandshakesPerIP, "api.requests_per_ip": c.API.RequestsPerIP} {
+		if !(v > 0) || math.IsInf(v, 1) { // NaN too
+			p.add("%s: must be a positive number", name)
+		}
 	}
-	if c.API.RequestsPerIP <= 0 {
-		p.add("api.requests_per_ip: must be positive")
+	if c.API.MaxPause.Duration > MaxPause {
+		p.add("api.max_pause: %v is longer than %v", c.API.MaxPause.Duration, MaxPause)
 	}
 	if c.API.IPv6PrefixLen < 1 || c.API.IPv6PrefixLen > 128 {
 		p.add("api.ipv6_prefix_len: %d out of range 1..128", c.API.IPv6PrefixLen)

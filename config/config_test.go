@@ -31,7 +31,9 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"audit.checkpoint_every: must be positive", "audit.checkpoint_interval: 10ms is shorter than a second", "audit.retention: 5m0s (want 0"}},
 		{"negative retention", "[audit]\nretention = \"-1h\"\n", []string{"audit.retention: -1h0m0s"}},
 		{"pacing", "[api]\nrequests_per_ip = 0.0\nrequest_burst_per_ip = 0\nmax_pause = \"0s\"\n",
-			[]string{"api.requests_per_ip: must be positive", "api.request_burst_per_ip: must be positive", "api.max_pause: must be positive"}},
+			[]string{"api.requests_per_ip: must be a positive number", "api.request_burst_per_ip: must be positive", "api.max_pause: must be positive"}},
+		{"pacing too long, rates not numbers", "[api]\nmax_pause = \"2m\"\nrequests_per_ip = inf\nhandshakes_per_ip = nan\n",
+			[]string{"api.max_pause: 2m0s is longer than 1m0s", "api.requests_per_ip: must be a positive number", "api.handshakes_per_ip: must be a positive number"}},
 		{"expiry warning", "[keys]\nexpiry_warning_days = -1\n", []string{"keys.expiry_warning_days: -1 is not 0 to 3650"}},
 	}
 	if !tpm.SimulatorAvailable {

@@ -24,6 +24,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte("[api]\nlisten = [\"127.0.0.1:8443\"]\nmax_body = 0\n[bank]\ncredential_headers = []\n"))
 	f.Add([]byte("[audit]\nmin_free = 1\ndenial_quota = -5\n[metrics]\nlisten = [\"[::1]:9180\"]\n"))
 	f.Add([]byte("bogus = 1\n[tpm\n"))
+	f.Add([]byte("[api]\nrequests_per_ip = 50.5\nrequest_burst_per_ip = 7\nmax_pause = \"2s\"\nhandshakes_per_ip = nan\n"))
+	f.Add([]byte("[api]\nrequests_per_ip = 50.5\nrequest_burst_per_ip = 7\nmax_pause = \"2s\"\n"))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := filepath.Join(dir, "brokerd.toml")
