@@ -291,8 +291,8 @@ func (d *deviceTransport) sendBy(cmd []byte, deadline time.Time) ([]byte, error)
 	done := make(chan struct{})
 	go func() {
 		rsp, err := roundTrip(f, cmd)
+		close(done) // before the result: the next command finds it returned
 		ch <- result{rsp, err}
-		close(done)
 	}()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
@@ -317,7 +317,7 @@ func (d *deviceTransport) ready() error {
 		case <-d.stuck:
 			d.stuck = nil
 		default:
-			return fmt.Errorf("tpm: an earlier command has not returned: %w", ErrUnavailable)
+			return fmt.Errorf("%w: an earlier command has not returned", ErrUnavailable)
 		}
 	}
 	if d.f == nil {

@@ -17,6 +17,7 @@ import (
 type fakeDevice struct {
 	t        *testing.T
 	stopped  atomic.Bool
+	hangUp   atomic.Bool // the next command's file is closed instead of answered
 	resume   chan struct{}
 	opens    atomic.Int32
 	commands atomic.Int32
@@ -49,6 +50,10 @@ func (fd *fakeDevice) serve(kernel *os.File) {
 			return
 		}
 		fd.commands.Add(1)
+		if fd.hangUp.CompareAndSwap(true, false) {
+			kernel.Close()
+			return
+		}
 		if fd.stopped.Load() {
 			<-fd.resume
 		}
@@ -129,5 +134,25 @@ func TestDeviceStopped(t *testing.T) {
 			default:
 			}
 		})
+	}
+}
+
+// TestDeviceFailedCommand: a command that fails (its file hung up) is
+// not left in the TPM: the next command goes to a newly opened file at
+// once, never "an earlier command has not returned".
+func TestDeviceFailedCommand(t *testing.T) {
+	t.Parallel()
+	fd := newFakeDevice(t)
+	f, _ := fd.open()
+	d := &deviceTransport{open: fd.open, f: f, rm: true, to: timeouts{command: 10 * time.Second}}
+	t.Cleanup(func() { d.Close() })
+	for i := range 200 {
+		fd.hangUp.Store(true)
+		if _, err := d.Send(ping); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("round %d: a command whose file hung up: %v", i, err)
+		}
+		if _, err := d.Send(ping); err != nil {
+			t.Fatalf("round %d: the command after a failed one: %v", i, err)
+		}
 	}
 }
