@@ -192,7 +192,8 @@ func (a *admServer) closeAddress(src string) net.Conn {
 // meanwhile; a server shutting down resets what it holds at once.
 func TestClosedAddressHeld(t *testing.T) {
 	t.Parallel()
-	const pause = 300 * time.Millisecond
+	// The fourth attempt's reset comes well within the pause.
+	const pause = time.Second
 	clock := &testClock{now: time.Unix(1e9, 0)} // the buckets never refill
 	a := startAdm(t, listener.Config{MaxConns: 3, MaxConnsPerIP: 2, HandshakeBurstPerIP: 1, MaxPause: pause, Clock: clock.Now})
 	a.closeAddress("127.0.0.1")

@@ -113,8 +113,9 @@ func (b *handshakeBuckets) fill(v float64, k *bucket, now time.Time) float64 {
 // closed reports whether key has used up its strikes: its full handshakes
 // were refused a burst's worth of times, faster than the rate. Its new
 // connections are then refused at accept (held, then reset), before the
-// key exchange a refused handshake costs, until a strike comes back (1/rate). An address whose
-// handshakes are resumed, or within its rate, is never closed.
+// key exchange a refused handshake costs, until a strike comes back
+// (1/rate). An address whose handshakes are resumed, or within its rate,
+// is never closed.
 func (b *handshakeBuckets) closed(key netip.Prefix) bool {
 	if b.rate < 0 {
 		return false

@@ -243,7 +243,11 @@ func NewServer(cfg Config, load func() (*Material, error), api, health http.Hand
 		return nil, err
 	}
 	errLog := slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug)
+	// HTTP/1.1 only, whatever ALPN says (see Reload).
+	http1 := new(http.Protocols)
+	http1.SetHTTP1(true)
 	s.api = &http.Server{
+		Protocols:         http1,
 		Handler:           s.pace.wrap(api),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
@@ -255,7 +259,7 @@ func NewServer(cfg Config, load func() (*Material, error), api, health http.Hand
 		ConnState:         s.connState,
 	}
 	if health != nil {
-		s.health = &http.Server{Handler: s.pace.wrap(health), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
+		s.health = &http.Server{Handler: s.pace.wrap(health), Protocols: http1, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
 			WriteTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, ErrorLog: errLog}
 	}
 	return s, nil
