@@ -89,7 +89,8 @@ type LoadResult struct {
 	// P50 and P99 are percentiles (nearest rank) of the successes'
 	// latency, from sending the request to the end of the answer's body.
 	P50, P99 time.Duration
-	// Longest is the latency of the slowest answer, whatever its status.
+	// Longest is the latency of the slowest answer, whatever its status,
+	// to a request sent after the warm-up.
 	Longest time.Duration
 }
 
@@ -114,13 +115,13 @@ func Load(ctx context.Context, clients []Client, opts LoadOptions) (LoadResult, 
 			tr.CloseIdleConnections()
 		}
 	}()
+	l.from = time.Now().Add(opts.Warmup)
 	if opts.Duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, opts.Warmup+opts.Duration)
+		ctx, cancel = context.WithDeadline(ctx, l.from.Add(opts.Duration))
 		defer cancel()
 	}
 
-	l.from = time.Now().Add(opts.Warmup)
 	var wg sync.WaitGroup
 	latencies := make([][]time.Duration, opts.Workers)
 	for i, tr := range transports {
@@ -277,7 +278,7 @@ func (l *load) request(ctx context.Context, client *http.Client) (time.Duration,
 	l.mu.Lock()
 	l.statuses[resp.StatusCode]++
 	l.mu.Unlock()
-	for old := l.longest.Load(); int64(took) > old && !l.longest.CompareAndSwap(old, int64(took)); old = l.longest.Load() {
+	for old := l.longest.Load(); !start.Before(l.from) && int64(took) > old && !l.longest.CompareAndSwap(old, int64(took)); old = l.longest.Load() {
 	}
 	switch {
 	case l.opts.Success(resp.StatusCode, answer):
